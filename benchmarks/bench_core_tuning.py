@@ -1,0 +1,103 @@
+"""Time one training step of Core-tuning against plain cross-entropy fine-tuning, in one run.
+
+Both steps use the same backbone, batch and optimizer; repetitions are interleaved (CE, Core-tuning,
+CE, ...) and the median is taken, so machine noise hits both alike. Prints the ratio and writes a JSON
+line to ``--output`` if given.
+
+    python benchmarks/bench_core_tuning.py                              # CPU, resnet18, 32 px, batch 64
+    python benchmarks/bench_core_tuning.py --num-classes 100
+    python benchmarks/bench_core_tuning.py --device cuda --bf16 --image-size 224
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from hubtune.modeling import HubtuneForImageClassification
+
+
+def make_step(model: HubtuneForImageClassification, device: torch.device, bf16: bool):
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(x, labels=y).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--output", default=None, help="append a JSON line with the results to this file")
+    args = p.parse_args()
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    steps = {}
+    for method in ("ce", "core-tuning"):
+        model = HubtuneForImageClassification.from_backbone(
+            args.model, num_labels=args.num_classes, method=method, image_size=args.image_size
+        ).to(device)
+        model.train()
+        steps[method] = make_step(model, device, args.bf16)
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    y = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
+
+    times: dict[str, list[float]] = {m: [] for m in steps}
+    for i in range(args.warmup + args.repeats):
+        for method, step in steps.items():
+            sync(device)
+            t0 = time.perf_counter()
+            step(x, y)
+            sync(device)
+            if i >= args.warmup:
+                times[method].append(time.perf_counter() - t0)
+
+    ce, ct = statistics.median(times["ce"]), statistics.median(times["core-tuning"])
+    result = {
+        "benchmark": "core_tuning_step",
+        "model": args.model,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "num_classes": args.num_classes,
+        "device": str(device),
+        "bf16": args.bf16,
+        "threads": torch.get_num_threads(),
+        "ce_step_ms": round(ce * 1e3, 2),
+        "core_tuning_step_ms": round(ct * 1e3, 2),
+        "ratio": round(ct / ce, 3),
+        "repeats": args.repeats,
+    }
+    print(
+        f"{args.model} {args.image_size}px batch {args.batch_size}, {args.num_classes} classes on {device}"
+        f"{' bf16' if args.bf16 else ''}: CE step {result['ce_step_ms']} ms, Core-tuning step "
+        f"{result['core_tuning_step_ms']} ms, ratio {result['ratio']}"
+    )
+    if args.output:
+        with open(args.output, "a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,416 @@
+"""One interface over timm models and transformers vision models.
+
+A :class:`Backbone` maps ``pixel_values`` (B, C, H, W) to pooled features (B, D) and knows its
+feature size and the preprocessing (mean, std, input size) its weights expect.
+
+* timm: the model is created with ``num_classes=0``, so its forward returns the pre-logits features.
+* transformers: the model is the architecture's own ``*ForImageClassification`` class built with
+  ``num_labels=0``; those classes then use ``nn.Identity`` as classifier, so their ``logits`` are
+  exactly the features their classifier would read (CLS token for ViT, CLS + mean patch for DINOv2,
+  pooler output for ConvNeXt / Swin / ResNet ...). Exporting to the same class later is then exact.
+
+Every backbone can describe itself as a JSON-serialisable ``spec`` from which the same architecture
+is rebuilt without any download (used by ``HubtuneConfig``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BackboneError(ValueError):
+    """A backbone name, source or output that hubtune cannot use."""
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights were asked for and could not be loaded (never silently replaced by random ones)."""
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """What an image must look like before it enters the backbone (timm's ``data_config`` terms)."""
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.input_size[1], self.input_size[2])
+
+    def with_image_size(self, size: int | tuple[int, int] | None) -> "PreprocessingConfig":
+        if size is None:
+            return self
+        h, w = (size, size) if isinstance(size, int) else size
+        return replace(self, input_size=(self.input_size[0], int(h), int(w)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PreprocessingConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for key in ("input_size", "mean", "std"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+
+class Backbone(nn.Module):
+    """Pooled image features from a timm or transformers model.
+
+    Attributes:
+        library: ``"timm"`` or ``"transformers"``.
+        model: the wrapped library model.
+        num_features: size D of the pooled features.
+        preprocessing: the :class:`PreprocessingConfig` its weights expect.
+        spec: JSON-serialisable description to rebuild the architecture offline.
+    """
+
+    library: str
+
+    def __init__(self, model: nn.Module, spec: dict[str, Any], preprocessing: PreprocessingConfig, num_features: int):
+        super().__init__()
+        self.model = model
+        self.spec = spec
+        self.preprocessing = preprocessing
+        self.num_features = int(num_features)
+
+    def _raw_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        feats = self._raw_features(pixel_values)
+        if feats.ndim != 2:
+            raise BackboneError(
+                f"Backbone {self.spec.get('name')!r} yields features of shape {tuple(feats.shape)}, not pooled "
+                "(batch, features). Create it with a global pooling (timm: global_pool='avg'; transformers: a "
+                "model whose image-classification class pools its output)."
+            )
+        return feats
+
+
+class TimmBackbone(Backbone):
+    library = "timm"
+
+    def _raw_features(self, pixel_values):
+        return self.model(pixel_values)
+
+
+class TransformersBackbone(Backbone):
+    library = "transformers"
+
+    def _raw_features(self, pixel_values):
+        return self.model(pixel_values=pixel_values).logits
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _pooled_size(model: nn.Module, forward, in_chans: int, image_size: tuple[int, int], name: str) -> int:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = forward(torch.zeros(1, in_chans, *image_size))
+    finally:
+        model.train(was_training)
+    if out.ndim != 2:
+        raise BackboneError(
+            f"Backbone {name!r} yields features of shape {tuple(out.shape)}, not pooled (batch, features). "
+            "Create it with a global pooling (timm: global_pool='avg'), or choose another model."
+        )
+    return int(out.shape[-1])
+
+
+def _looks_like_timm_config(cfg: dict[str, Any]) -> bool:
+    return "model_type" not in cfg and "architecture" in cfg
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _hub_config(repo_id: str) -> dict[str, Any] | None:
+    """config.json of a Hub repo, or None if it cannot be fetched."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return _read_json(Path(hf_hub_download(repo_id, "config.json")))
+    except Exception:  # noqa: BLE001 - any failure means "not resolvable as a Hub repo"
+        return None
+
+
+def _unknown_backbone(name: str) -> BackboneError:
+    import timm
+
+    close = difflib.get_close_matches(name, timm.list_models(pretrained=False), n=5, cutoff=0.6)
+    hint = f" Close timm names: {', '.join(close)}." if close else ""
+    return BackboneError(
+        f"Unknown backbone {name!r}. Use a timm model name (list them with timm.list_models('*resnet*')), "
+        "'hf-hub:ORG/NAME' or 'local-dir:PATH' for timm weights, or a transformers vision model id or local "
+        f"folder with a config.json (e.g. 'google/vit-base-patch16-224').{hint}"
+    )
+
+
+def resolve_library(name: str) -> str:
+    """Which library a backbone name belongs to: ``"timm"`` or ``"transformers"``."""
+    import timm
+
+    if name.startswith(("hf-hub:", "local-dir:", "timm:")):
+        return "timm"
+    path = Path(name)
+    if path.is_dir():
+        cfg_path = path / "config.json"
+        if not cfg_path.is_file():
+            raise BackboneError(f"Backbone folder {name!r} has no config.json; it is not a saved timm or transformers model.")
+        return "timm" if _looks_like_timm_config(_read_json(cfg_path)) else "transformers"
+    if timm.is_model(name):
+        return "timm"
+    if "/" in name:
+        cfg = _hub_config(name)
+        if cfg is not None and _looks_like_timm_config(cfg):
+            return "timm"
+        return "transformers"
+    raise _unknown_backbone(name)
+
+
+# --------------------------------------------------------------------------------------------- timm
+
+
+def _timm_preprocessing(model: nn.Module) -> PreprocessingConfig:
+    from timm.data import resolve_data_config
+
+    dc = resolve_data_config({}, model=model)
+    return PreprocessingConfig(
+        input_size=tuple(dc["input_size"]),
+        mean=tuple(dc["mean"]),
+        std=tuple(dc["std"]),
+        interpolation=dc.get("interpolation", "bicubic"),
+        crop_pct=float(dc.get("crop_pct", 0.875)),
+    )
+
+
+def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> TimmBackbone:
+    import timm
+    from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
+
+    if name.startswith("timm:"):
+        name = name[len("timm:"):]
+    model_args: dict[str, Any] = {}
+    if name.startswith("hf-hub:"):
+        try:
+            _, architecture, model_args = load_model_config_from_hf(name[len("hf-hub:"):])
+        except Exception as e:  # noqa: BLE001
+            raise PretrainedWeightsError(f"Could not read the timm config of {name!r} from the Hub: {e}") from e
+    elif name.startswith("local-dir:"):
+        folder = name[len("local-dir:"):]
+        if not (Path(folder) / "config.json").is_file():
+            raise BackboneError(f"{name!r}: the folder has no config.json (timm's save_for_hf layout expected).")
+        _, architecture, model_args = load_model_config_from_path(folder)
+    else:
+        if not timm.is_model(name):
+            raise _unknown_backbone(name)
+        architecture = name
+    model_args = {k: v for k, v in dict(model_args or {}).items() if k != "num_classes"}
+    model_args.update(model_kwargs)
+
+    if pretrained:
+        try:
+            model = timm.create_model(name, pretrained=True, num_classes=0, **model_kwargs)
+        except Exception as e:  # noqa: BLE001 - say what failed, never fall back to random weights
+            raise PretrainedWeightsError(
+                f"Could not load pretrained weights for timm model {name!r}: {type(e).__name__}: {e}. "
+                "Check the name and your connection (HF_ENDPOINT, HF_TOKEN), pass a local folder as "
+                "'local-dir:PATH', or use --no-pretrained to start from random weights."
+            ) from e
+    else:
+        model = timm.create_model(architecture, pretrained=False, num_classes=0, **model_args)
+    preprocessing = _timm_preprocessing(model)
+    if "img_size" in model_args:  # the model was built for another size than its pretrained_cfg says
+        preprocessing = preprocessing.with_image_size(model_args["img_size"])
+    spec = {
+        "library": "timm",
+        "name": name,
+        "architecture": architecture,
+        "model_args": _jsonable(model_args),
+        "pretrained_cfg": _jsonable(dict(getattr(model, "pretrained_cfg", {}) or {})),
+    }
+    num_features = _pooled_size(model, model, preprocessing.input_size[0], preprocessing.image_size, name)
+    return TimmBackbone(model, spec, preprocessing, num_features)
+
+
+def _timm_from_spec(spec: dict[str, Any], preprocessing: PreprocessingConfig | None) -> TimmBackbone:
+    import timm
+
+    model = timm.create_model(spec["architecture"], pretrained=False, num_classes=0, **spec.get("model_args", {}))
+    pre = preprocessing or _timm_preprocessing(model)
+    if preprocessing is None and "img_size" in spec.get("model_args", {}):
+        pre = pre.with_image_size(spec["model_args"]["img_size"])
+    num_features = getattr(model, "num_features", None) or _pooled_size(
+        model, model, pre.input_size[0], pre.image_size, spec["architecture"]
+    )
+    return TimmBackbone(model, dict(spec), pre, num_features)
+
+
+# --------------------------------------------------------------------------------------------- transformers
+
+
+def image_classification_class(config) -> type:
+    """The ``*ForImageClassification`` class of a transformers config."""
+    from transformers import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+
+    try:
+        cls = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(config)]
+    except KeyError as e:
+        raise BackboneError(
+            f"transformers model type {config.model_type!r} has no image-classification class, so hubtune cannot "
+            "pool its features. Use a vision model such as ViT, DeiT, ConvNeXt, Swin, DINOv2 or ResNet."
+        ) from e
+    return cls[0] if isinstance(cls, (tuple, list)) else cls
+
+
+def _transformers_preprocessing(name: str, config) -> PreprocessingConfig:
+    size = getattr(config, "image_size", 224)
+    size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
+    in_chans = int(getattr(config, "num_channels", 3))
+    mean, std, crop_pct = IMAGENET_MEAN, IMAGENET_STD, 0.875
+    try:
+        from transformers import AutoImageProcessor
+
+        proc = AutoImageProcessor.from_pretrained(name)
+        mean = tuple(float(x) for x in getattr(proc, "image_mean", mean))
+        std = tuple(float(x) for x in getattr(proc, "image_std", std))
+        crop = getattr(proc, "crop_size", None) or getattr(proc, "size", None) or {}
+        if isinstance(crop, dict):
+            if "height" in crop:
+                size = (int(crop["height"]), int(crop["width"]))
+            elif "shortest_edge" in crop:
+                size = (int(crop["shortest_edge"]),) * 2
+        crop_pct = float(getattr(proc, "crop_pct", None) or crop_pct)
+    except Exception:  # noqa: BLE001 - no preprocessor_config.json: fall back to the config and ImageNet stats
+        pass
+    return PreprocessingConfig(input_size=(in_chans, *size), mean=mean, std=std, interpolation="bicubic", crop_pct=crop_pct)
+
+
+def _create_transformers(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> TransformersBackbone:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, **model_kwargs)
+    except Exception as e:  # noqa: BLE001
+        if Path(name).exists() or pretrained:
+            raise PretrainedWeightsError(f"Could not load the transformers config of {name!r}: {e}") from e
+        raise _unknown_backbone(name) from e
+    config.num_labels = 0
+    cls = image_classification_class(config)
+    if pretrained:
+        try:
+            model = cls.from_pretrained(name, config=config)
+        except Exception as e:  # noqa: BLE001
+            raise PretrainedWeightsError(
+                f"Could not load pretrained weights for transformers model {name!r}: {type(e).__name__}: {e}. "
+                "Check the id and your connection (HF_ENDPOINT, HF_TOKEN), pass a local folder, or use "
+                "--no-pretrained to start from random weights."
+            ) from e
+    else:
+        model = cls(config)
+    return _wrap_transformers(model, name, _transformers_preprocessing(name, config))
+
+
+def _wrap_transformers(model, name: str, preprocessing: PreprocessingConfig) -> TransformersBackbone:
+    config_dict = model.config.to_dict()
+    for key in ("id2label", "label2id", "architectures", "transformers_version", "_name_or_path"):
+        config_dict.pop(key, None)
+    spec = {"library": "transformers", "name": name, "config": config_dict}
+    num_features = _pooled_size(
+        model, lambda x: model(pixel_values=x).logits, preprocessing.input_size[0], preprocessing.image_size, name
+    )
+    return TransformersBackbone(model, spec, preprocessing, num_features)
+
+
+def _transformers_from_spec(spec: dict[str, Any], preprocessing: PreprocessingConfig | None) -> TransformersBackbone:
+    from transformers import AutoConfig
+
+    cfg = dict(spec["config"])
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    config.num_labels = 0
+    model = image_classification_class(config)(config)
+    pre = preprocessing or _transformers_preprocessing(spec.get("name", ""), config)
+    return _wrap_transformers(model, spec.get("name", ""), pre)
+
+
+# --------------------------------------------------------------------------------------------- public API
+
+
+def create_backbone(
+    name: str,
+    pretrained: bool = False,
+    library: str | None = None,
+    image_size: int | None = None,
+    **model_kwargs: Any,
+) -> Backbone:
+    """Create a :class:`Backbone` from a timm or transformers name.
+
+    Args:
+        name: a timm model name (``"resnet18"``, ``"vit_tiny_patch16_224.augreg_in21k"``), ``"hf-hub:ORG/NAME"``
+            or ``"local-dir:PATH"`` for timm weights, or a transformers model id / local folder
+            (``"google/vit-base-patch16-224"``, ``"facebook/dinov2-small"``).
+        pretrained: load pretrained weights (through timm / transformers). A failure raises
+            :class:`PretrainedWeightsError`; it never falls back to random weights.
+        library: ``"timm"`` or ``"transformers"`` to skip auto-detection.
+        image_size: override the input size of the preprocessing config.
+        **model_kwargs: passed to ``timm.create_model`` or ``AutoConfig.from_pretrained``.
+    """
+    if not isinstance(name, str) or not name:
+        raise BackboneError("The backbone name must be a non-empty string such as 'resnet18'.")
+    library = library or resolve_library(name)
+    if library == "timm":
+        if "/" in name and not name.startswith(("hf-hub:", "local-dir:", "timm:")):
+            name = ("local-dir:" if Path(name).is_dir() else "hf-hub:") + name
+        backbone = _create_timm(name, pretrained, model_kwargs)
+    elif library == "transformers":
+        backbone = _create_transformers(name, pretrained, model_kwargs)
+    else:
+        raise BackboneError(f"library must be 'timm' or 'transformers', not {library!r}.")
+    backbone.preprocessing = backbone.preprocessing.with_image_size(image_size)
+    backbone.spec["pretrained"] = bool(pretrained)
+    return backbone
+
+
+def backbone_from_spec(spec: dict[str, Any], preprocessing: dict[str, Any] | PreprocessingConfig | None = None) -> Backbone:
+    """Rebuild a backbone's architecture (random weights, no download) from its ``spec``."""
+    if isinstance(preprocessing, dict):
+        preprocessing = PreprocessingConfig.from_dict(preprocessing)
+    library = spec.get("library")
+    if library == "timm":
+        return _timm_from_spec(spec, preprocessing)
+    if library == "transformers":
+        return _transformers_from_spec(spec, preprocessing)
+    raise BackboneError(f"Backbone spec has unknown library {library!r}; expected 'timm' or 'transformers'.")
+
+
+def _jsonable(obj: Any) -> Any:
+    """Drop what JSON cannot carry (callables, tensors) from a nested dict of model arguments."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items() if _is_json_leaf_or_container(v)}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _is_json_leaf_or_container(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool, dict, list, tuple))

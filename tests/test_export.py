@@ -1,0 +1,224 @@
+"""Exports in timm's and transformers' layouts load in the plain libraries with the hubtune model's logits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoImageProcessor, AutoModelForImageClassification, ViTConfig
+
+from hubtune.export import (
+    ExportError,
+    PickleCheckpointError,
+    _verify_export,
+    detect_layout,
+    load_export,
+    save_export,
+)
+from hubtune.modeling import HubtuneForImageClassification
+
+LABELS = {0: "cat", 1: "dog", 2: "bird"}
+TOL = 1e-5
+
+
+def _perturb(model):
+    """Non-trivial classifier weights and BN statistics, so a wrong mapping cannot pass by accident."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.randn(model.classifier.weight.shape, generator=g))
+        if model.classifier.bias is not None:
+            model.classifier.bias.copy_(torch.randn(model.classifier.bias.shape, generator=g))
+        for module in model.backbone.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5, generator=g)
+                module.running_var.uniform_(0.5, 1.5, generator=g)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def timm_model():
+    torch.manual_seed(0)
+    return _perturb(HubtuneForImageClassification.from_backbone("test_resnet", id2label=LABELS, image_size=32))
+
+
+@pytest.fixture(scope="module")
+def vit_config_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vit-config")
+    ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+              intermediate_size=64).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vit_model(vit_config_dir):
+    torch.manual_seed(0)
+    return _perturb(HubtuneForImageClassification.from_backbone(str(vit_config_dir), id2label=LABELS))
+
+
+def _pixels(seed=3):
+    return torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def _logits(model, x):
+    with torch.no_grad():
+        return model(pixel_values=x).logits
+
+
+def test_timm_export_loads_in_timm_transformers_and_hubtune(timm_model, tmp_path):
+    timm_model.save_pretrained(tmp_path)  # default: the backbone's library
+    assert detect_layout(tmp_path) == "timm"
+    x = _pixels()
+    expected = _logits(timm_model, x)
+
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architecture"] == "test_resnet" and config["num_classes"] == 3
+    assert config["label_names"] == ["cat", "dog", "bird"]
+    assert "num_classes" not in config.get("model_args", {})  # the timm 1.0.31 / transformers 5 clash
+    assert config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert not any(k.startswith("projector") for k in load_file(tmp_path / "model.safetensors"))
+
+    with_timm = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    with torch.no_grad():
+        timm_logits = with_timm(x)
+    with_transformers = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    with_hubtune = HubtuneForImageClassification.from_pretrained(tmp_path)
+
+    assert (timm_logits - expected).abs().max() <= TOL
+    assert (_logits(with_transformers, x) - timm_logits).abs().max() <= TOL  # both loaders agree
+    assert (_logits(with_hubtune, x) - expected).abs().max() <= TOL
+    assert with_transformers.config.id2label == LABELS
+    assert with_hubtune.config.id2label == LABELS
+    assert with_timm.pretrained_cfg["label_names"] == ["cat", "dog", "bird"]
+
+
+def test_num_classes_clash_is_what_the_fix_removes(timm_model, tmp_path):
+    """Regression: timm's own config (num_classes in model_args) breaks transformers' loader; ours does not."""
+    timm_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.setdefault("model_args", {})["num_classes"] = 3
+    clashing = tmp_path / "clash"
+    clashing.mkdir()
+    (clashing / "config.json").write_text(json.dumps(config))
+    (clashing / "model.safetensors").write_bytes((tmp_path / "model.safetensors").read_bytes())
+    with pytest.raises(TypeError, match="num_classes"):
+        AutoModelForImageClassification.from_pretrained(clashing)
+    # hubtune itself reads both
+    x = _pixels()
+    assert (_logits(load_export(clashing), x) - _logits(timm_model, x)).abs().max() <= TOL
+
+
+def test_bias_free_classifier_exports_with_zero_bias(tmp_path):
+    torch.manual_seed(0)
+    model = _perturb(HubtuneForImageClassification.from_backbone(
+        "test_resnet", num_labels=2, image_size=32, classifier_bias=False))
+    model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    head_bias = [v for k, v in state.items() if v.shape == (2,)]
+    assert len(head_bias) == 1 and torch.count_nonzero(head_bias[0]) == 0
+    reloaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    x = _pixels()
+    with torch.no_grad():
+        assert (reloaded(x) - _logits(model, x)).abs().max() <= TOL
+
+
+def test_transformers_export_loads_with_auto_classes(vit_model, tmp_path):
+    vit_model.save_pretrained(tmp_path)
+    assert detect_layout(tmp_path) == "transformers"
+    assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "model.safetensors", "preprocessor_config.json"}
+    x = _pixels()
+    expected = _logits(vit_model, x)
+
+    plain = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert type(plain).__name__ == "ViTForImageClassification"
+    assert plain.config.id2label == LABELS
+    assert (_logits(plain, x) - expected).abs().max() <= TOL
+    assert (_logits(HubtuneForImageClassification.from_pretrained(tmp_path), x) - expected).abs().max() <= TOL
+
+    processor = AutoImageProcessor.from_pretrained(tmp_path)
+    pixel_values = processor(images=torch.randint(0, 256, (3, 48, 40), dtype=torch.uint8), return_tensors="pt")[
+        "pixel_values"]
+    assert tuple(pixel_values.shape) == (1, 3, 32, 32)
+    assert list(processor.image_mean) == pytest.approx(list(vit_model.preprocessing.mean))
+
+
+def test_hubtune_format_keeps_the_projector(timm_model, tmp_path):
+    save_export(timm_model, tmp_path, export_format="hubtune")
+    assert detect_layout(tmp_path) == "hubtune"
+    assert any(k.startswith("projector") for k in load_file(tmp_path / "model.safetensors"))
+    reloaded = HubtuneForImageClassification.from_pretrained(tmp_path)
+    for name, tensor in timm_model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], tensor), name
+
+
+def test_heads_a_library_cannot_express_are_refused(tmp_path):
+    model = HubtuneForImageClassification.from_backbone(
+        "test_resnet", num_labels=3, image_size=32, method="adaptivemix", method_preset="reference")
+    assert model.config.default_export_format == "hubtune"
+    with pytest.raises(ExportError, match="export_format='hubtune'"):
+        save_export(model, tmp_path / "forced", export_format="timm")
+    assert not (tmp_path / "forced").exists()
+    with pytest.raises(ExportError, match="cannot be exported in the transformers layout"):
+        save_export(model, tmp_path / "other", export_format="transformers")
+
+
+def test_an_export_that_does_not_reproduce_the_model_is_caught(timm_model, tmp_path):
+    other = _perturb(HubtuneForImageClassification.from_backbone("test_resnet", id2label=LABELS, image_size=32))
+    with torch.no_grad():
+        other.classifier.bias.add_(1.0)
+    other.save_pretrained(tmp_path)
+    with pytest.raises(ExportError, match="does not reproduce the model.*export_format='hubtune'"):
+        _verify_export(timm_model, tmp_path, "timm")
+
+
+def test_missing_files_are_named(timm_model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        detect_layout(tmp_path)
+    timm_model.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_export(tmp_path)
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        HubtuneForImageClassification.from_pretrained(tmp_path)
+
+
+def test_pickle_checkpoints_need_an_explicit_opt_in(timm_model, tmp_path):
+    timm_model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    with pytest.raises(PickleCheckpointError, match="allow_pickle=True"):
+        HubtuneForImageClassification.from_pretrained(tmp_path)
+    with pytest.raises(PickleCheckpointError, match="pytorch_model.bin"):
+        load_export(tmp_path)
+    x = _pixels()
+    loaded = HubtuneForImageClassification.from_pretrained(tmp_path, allow_pickle=True)
+    assert (_logits(loaded, x) - _logits(timm_model, x)).abs().max() <= TOL
+
+
+def test_transformers_pickle_refused_then_allowed(vit_model, tmp_path):
+    vit_model.save_pretrained(tmp_path)
+    x = _pixels()
+    state = AutoModelForImageClassification.from_pretrained(tmp_path).state_dict()
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    with pytest.raises(PickleCheckpointError):
+        load_export(tmp_path)
+    loaded = load_export(tmp_path, allow_pickle=True)
+    assert (_logits(loaded, x) - _logits(vit_model, x)).abs().max() <= TOL
+
+
+def test_safetensors_only(timm_model, tmp_path):
+    with pytest.raises(ValueError, match="safetensors"):
+        save_export(timm_model, tmp_path, safe_serialization=False)
+    save_file({"x": torch.zeros(1)}, tmp_path / "unused.safetensors")  # a stray file is not the weights
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "test_resnet", "pretrained_cfg": {}}))
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_export(tmp_path)
+
+
+def test_a_missing_local_folder_is_not_taken_for_a_repo(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        load_export(tmp_path / "no-such-folder")

@@ -1,0 +1,353 @@
+"""Publishing through the local Hub: hubtune pushes, plain timm / transformers and hubtune load."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import re
+
+import pytest
+import timm
+import torch
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageClassification, ViTConfig
+
+from hubtune.hub import (
+    HubAuthError,
+    HubPushError,
+    add_parser,
+    load_template,
+    push_folder,
+    render_classifier_card,
+    write_model_card,
+)
+from hubtune.modeling import HubtuneForImageClassification
+
+LABELS = {0: "zero", 1: "one", 2: "two"}
+TOL = 1e-5
+
+
+def _run_info(model, **overrides):
+    info = {
+        "base_model": model.config.backbone_name,
+        "backbone_library": model.backbone.library,
+        "export_format": model.config.default_export_format,
+        "pretrained": False,
+        "dataset": "digits",
+        "method": "core-tuning",
+        "method_preset": "paper",
+        "hyperparameters": {"epochs": 2, "batch_size": 16, "learning_rate": 0.01, "eta": 0.1, "image_size": 32},
+        "metrics": {"eval_accuracy": 0.8125, "eval_loss": 0.61, "eval_runtime": 0.4},
+        "num_labels": 3,
+        "id2label": LABELS,
+        "log_history": [{"loss": 1.1, "step": 5}, {"loss": 0.7, "step": 10},
+                        {"eval_loss": 0.61, "eval_accuracy": 0.8125, "step": 10}],
+    }
+    info.update(overrides)
+    return info
+
+
+def _trained_like(model):
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.randn(model.classifier.weight.shape, generator=g))
+        model.classifier.bias.copy_(torch.randn(model.classifier.bias.shape, generator=g))
+    return model.eval()
+
+
+def _output_folder(model, folder, repo_id=None, **run_info):
+    model.save_pretrained(folder)
+    write_model_card(folder, _run_info(model, **run_info), repo_id=repo_id)
+    return folder
+
+
+def _digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _logits(model, x):
+    with torch.no_grad():
+        if isinstance(model, timm.models.ResNet):  # a plain timm model takes the tensor positionally
+            return model(x)
+        return model(pixel_values=x).logits
+
+
+@pytest.fixture(scope="module")
+def timm_model():
+    torch.manual_seed(0)
+    return _trained_like(HubtuneForImageClassification.from_backbone("test_resnet", id2label=LABELS, image_size=32))
+
+
+@pytest.fixture(scope="module")
+def timm_output(timm_model, tmp_path_factory):
+    return _output_folder(timm_model, tmp_path_factory.mktemp("timm-out"))
+
+
+@pytest.fixture(scope="module")
+def vit_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vit-config")
+    ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+              intermediate_size=64).save_pretrained(folder)
+    torch.manual_seed(0)
+    return _trained_like(HubtuneForImageClassification.from_backbone(str(folder), id2label=LABELS))
+
+
+def _python_blocks(markdown):
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
+
+
+# --------------------------------------------------------------------------------------------- round trips
+
+
+def test_timm_round_trip_through_the_hub(local_hub, hub_token, hub_repo_id, timm_model, tmp_path, monkeypatch):
+    out = _output_folder(timm_model, tmp_path / "out", repo_id=hub_repo_id)
+    before = _digest(out)
+    url = push_folder(out, hub_repo_id, token=hub_token)
+    assert url == f"{local_hub.endpoint}/{hub_repo_id}"
+    assert _digest(out) == before  # a push only reads the folder
+    assert set(local_hub.files(hub_repo_id)) >= {"config.json", "model.safetensors", "README.md", "training_curve.png"}
+    assert local_hub.files(hub_repo_id)["training_curve.png"].startswith(b"\x89PNG")
+
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    expected = _logits(timm_model, x)
+    with_timm = timm.create_model(f"hf-hub:{hub_repo_id}", pretrained=True).eval()
+    with_transformers = AutoModelForImageClassification.from_pretrained(hub_repo_id).eval()
+    with_hubtune = HubtuneForImageClassification.from_pretrained(hub_repo_id)
+    assert (_logits(with_timm, x) - expected).abs().max() <= TOL
+    assert (_logits(with_transformers, x) - _logits(with_timm, x)).abs().max() <= TOL
+    assert (_logits(with_hubtune, x) - expected).abs().max() <= TOL
+    assert with_transformers.config.id2label == LABELS and with_hubtune.config.id2label == LABELS
+
+    # The card's own loading code runs as written (timm and transformers snippets).
+    card = ModelCard.load(hf_hub_download(hub_repo_id, "README.md"))
+    blocks = [b for b in _python_blocks(card.content) if "import hubtune" not in b and "from hubtune" not in b]
+    assert len(blocks) == 2 and "timm.create_model" in blocks[0] and "AutoImageProcessor" in blocks[1]
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy()).save("image.jpg")
+    for block in blocks:
+        namespace = {}
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the card's own example code
+        assert namespace["logits"].shape == (1, 3)
+
+
+def test_transformers_round_trip_through_the_hub(local_hub, hub_token, hub_repo_id, vit_model, tmp_path):
+    out = _output_folder(vit_model, tmp_path / "out", repo_id=hub_repo_id)
+    push_folder(out, hub_repo_id, token=hub_token)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    expected = _logits(vit_model, x)
+    plain = AutoModelForImageClassification.from_pretrained(hub_repo_id).eval()
+    assert type(plain).__name__ == "ViTForImageClassification"
+    assert (_logits(plain, x) - expected).abs().max() <= TOL
+    assert (_logits(HubtuneForImageClassification.from_pretrained(hub_repo_id), x) - expected).abs().max() <= TOL
+    processor = AutoImageProcessor.from_pretrained(hub_repo_id)
+    image = Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy())
+    assert tuple(processor(images=image, return_tensors="pt")["pixel_values"].shape) == (1, 3, 32, 32)
+    card = ModelCard.load(hf_hub_download(hub_repo_id, "README.md"))
+    assert card.data.library_name == "transformers"
+    assert f'AutoModelForImageClassification.from_pretrained("{hub_repo_id}")' in card.content
+
+
+def test_revision_and_private(local_hub, hub_token, hub_repo_id, timm_output, timm_model, tmp_path, monkeypatch):
+    url = push_folder(timm_output, hub_repo_id, token=hub_token, private=True, revision="v2")
+    assert url.endswith(f"{hub_repo_id}/tree/v2")
+    api = HfApi(token=hub_token)
+    assert api.model_info(hub_repo_id).private is True
+    assert "model.safetensors" in local_hub.files(hub_repo_id, "v2")
+    assert "model.safetensors" not in local_hub.files(hub_repo_id, "main")
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download(hub_repo_id, "config.json", revision="v2", token=False, cache_dir=tmp_path / "anon")
+    x = torch.randn(2, 3, 32, 32)
+    loaded = HubtuneForImageClassification.from_pretrained(hub_repo_id, revision="v2", token=hub_token)
+    assert (_logits(loaded, x) - _logits(timm_model, x)).abs().max() <= TOL
+    monkeypatch.setenv("HF_TOKEN", hub_token)  # timm reads the token from the environment
+    with_timm = timm.create_model(f"hf-hub:{hub_repo_id}@v2", pretrained=True).eval()
+    assert (_logits(with_timm, x) - _logits(timm_model, x)).abs().max() <= TOL
+
+
+def test_token_from_environment_and_never_written(local_hub, hub_token, hub_repo_id, timm_model, tmp_path,
+                                                  monkeypatch, caplog, capsys):
+    monkeypatch.setenv("HF_TOKEN", hub_token)
+    caplog.set_level(logging.DEBUG)
+    out = _output_folder(timm_model, tmp_path / "out", repo_id=hub_repo_id)
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["push", str(out), hub_repo_id, "--token", hub_token])
+    assert args.func(args) == 0
+    printed = capsys.readouterr()
+    assert f"{local_hub.endpoint}/{hub_repo_id}" in printed.out
+
+    secret = hub_token.encode()
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_bytes(), path
+    for name, data in local_hub.files(hub_repo_id).items():
+        assert secret not in data, name
+    assert hub_token not in caplog.text and hub_token not in printed.out + printed.err
+    assert any(r.authenticated for r in local_hub.requests if r.route == "commit")
+
+
+# --------------------------------------------------------------------------------------------- model card
+
+
+def test_card_metadata_and_body(timm_model, local_hub):
+    card = render_classifier_card(_run_info(timm_model, base_model="hf-hub:timm/resnet18.a1_in1k", pretrained=True,
+                                            backbone_library="timm"), repo_id="org/resnet18-digits")
+    data = ModelCard(str(card)).data  # YAML round trip
+    assert data.library_name == "timm"
+    assert {"hubtune", "core-tuning", "image-classification"} <= set(data.tags)
+    assert data.base_model == "timm/resnet18.a1_in1k"
+    assert data.datasets == ["digits"] and data.pipeline_tag == "image-classification"
+    assert data.license == "apache-2.0"
+    results = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert results == {"accuracy": 0.8125, "loss": 0.61}  # timings are not results
+    assert data.eval_results[0].task_type == "image-classification"
+    assert data.eval_results[0].dataset_name == "digits"
+    body = card.content
+    assert 'timm.create_model("hf-hub:org/resnet18-digits", pretrained=True)' in body
+    assert 'AutoModelForImageClassification.from_pretrained("org/resnet18-digits")' in body
+    assert "2102.06605" in body and "NeurIPS" in body
+    assert "| learning_rate | 0.01 |" in body and "| accuracy | 0.8125 |" in body
+    assert "## Limitations" in body
+    card.validate()  # through the local Hub's /api/validate-yaml
+
+
+def test_random_init_card_has_no_base_model(timm_model):
+    card = render_classifier_card(_run_info(timm_model, method="adaptivemix"))
+    assert card.data.base_model is None
+    assert "trained from random initialisation" in card.content
+    assert "2303.01559" in card.content and "CVPR" in card.content
+    assert "adaptivemix" in card.data.tags
+
+
+def test_card_tolerates_missing_keys_and_writes_the_curve(tmp_path):
+    card = render_classifier_card({})
+    assert card.data.pipeline_tag == "image-classification" and "hubtune" in card.data.tags
+    path = write_model_card(tmp_path, {"log_history": [{"loss": 1.0, "step": 1}, {"loss": 0.5, "step": 2}]})
+    assert (tmp_path / "training_curve.png").read_bytes().startswith(b"\x89PNG")
+    assert "![Training curve](training_curve.png)" in path.read_text()
+
+
+def test_load_template_finds_the_packaged_templates():
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parent.parent / "model_cards" / "classifier.md"
+    assert load_template("classifier") == load_template("classifier.md") == source.read_text(encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="no-such-card.md"):
+        load_template("no-such-card")
+
+
+# --------------------------------------------------------------------------------------------- bad input and faults
+
+
+@pytest.mark.parametrize("repo_id", ["no-namespace", "a/b/c", "org/", "/name", "org/na me", "org/bad--name", 42])
+def test_bad_repo_id_fails_before_any_request(local_hub, hub_token, timm_output, repo_id):
+    seen = len(local_hub.requests)
+    with pytest.raises(ValueError, match="org/name"):
+        push_folder(timm_output, repo_id, token=hub_token)
+    assert len(local_hub.requests) == seen
+
+
+def test_missing_token_fails_before_any_request(local_hub, hub_repo_id, timm_output, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    seen = len(local_hub.requests)
+    with pytest.raises(HubAuthError, match="HF_TOKEN"):
+        push_folder(timm_output, hub_repo_id)
+    assert len(local_hub.requests) == seen
+
+
+def test_incomplete_folder_fails_before_any_request(local_hub, hub_token, hub_repo_id, timm_model, tmp_path):
+    timm_model.save_pretrained(tmp_path)  # no README.md
+    seen = len(local_hub.requests)
+    with pytest.raises(FileNotFoundError, match="README.md"):
+        push_folder(tmp_path, hub_repo_id, token=hub_token)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        push_folder(tmp_path, hub_repo_id, token=hub_token)
+    assert len(local_hub.requests) == seen
+    assert hub_repo_id not in local_hub.repos
+
+
+@pytest.mark.parametrize(
+    "route, kind, error, message",
+    [
+        ("commit", 401, HubAuthError, "rejected the token"),
+        ("preupload", 404, HubPushError, "not found"),
+        ("commit", 500, HubPushError, "server error \\(500\\)"),
+        ("create_repo", 500, HubPushError, "server error \\(500\\)"),
+        ("commit", "drop", HubPushError, "connection .* failed"),
+    ],
+)
+def test_faults_give_clear_errors_and_a_rerun_succeeds(local_hub, hub_token, hub_repo_id, timm_output,
+                                                       route, kind, error, message):
+    before = _digest(timm_output)
+    local_hub.inject_fault(route, kind)
+    with pytest.raises(error, match=message) as err:
+        push_folder(timm_output, hub_repo_id, token=hub_token)
+    assert "re-run" in str(err.value) and hub_token not in str(err.value)
+    assert _digest(timm_output) == before
+    if hub_repo_id in local_hub.repos:
+        assert "model.safetensors" not in local_hub.files(hub_repo_id)  # nothing half-committed
+
+    push_folder(timm_output, hub_repo_id, token=hub_token)
+    remote = local_hub.files(hub_repo_id)
+    for name in before:
+        assert hashlib.sha256(remote[name]).hexdigest() == before[name], name
+
+
+def test_rejected_token(local_hub, hub_repo_id, timm_output):
+    with pytest.raises(HubAuthError, match="rejected the token"):
+        push_folder(timm_output, hub_repo_id, token="hf_wrong")
+
+
+def test_loading_a_repo_without_config_or_weights_names_the_file(local_hub, hub_token, hub_repo_id, timm_output,
+                                                                  tmp_path):
+    api = HfApi(token=hub_token)
+    api.create_repo(hub_repo_id)
+    api.upload_file(path_or_fileobj=timm_output / "README.md", path_in_repo="README.md", repo_id=hub_repo_id)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        HubtuneForImageClassification.from_pretrained(hub_repo_id)
+    api.upload_file(path_or_fileobj=timm_output / "config.json", path_in_repo="config.json", repo_id=hub_repo_id)
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        HubtuneForImageClassification.from_pretrained(hub_repo_id)
+
+
+def test_pickle_only_repo_is_refused(local_hub, hub_token, hub_repo_id, timm_output, timm_model):
+    from safetensors.torch import load_file
+
+    from hubtune.export import PickleCheckpointError
+
+    api = HfApi(token=hub_token)
+    api.create_repo(hub_repo_id)
+    api.upload_file(path_or_fileobj=timm_output / "config.json", path_in_repo="config.json", repo_id=hub_repo_id)
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(load_file(timm_output / "model.safetensors"), buffer)
+    api.upload_file(path_or_fileobj=buffer.getvalue(), path_in_repo="pytorch_model.bin", repo_id=hub_repo_id)
+    with pytest.raises(PickleCheckpointError, match="allow_pickle"):
+        HubtuneForImageClassification.from_pretrained(hub_repo_id)
+    x = torch.randn(2, 3, 32, 32)
+    loaded = HubtuneForImageClassification.from_pretrained(hub_repo_id, allow_pickle=True)
+    assert (_logits(loaded, x) - _logits(timm_model, x)).abs().max() <= TOL
+
+
+def test_checkpoints_runs_and_pickles_are_not_pushed(local_hub, hub_token, hub_repo_id, timm_output, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(timm_output, out)
+    (out / "checkpoint-10").mkdir()
+    (out / "checkpoint-10" / "model.safetensors").write_bytes(b"resumable state")
+    (out / "runs" / "Jan01").mkdir(parents=True)
+    (out / "runs" / "Jan01" / "events.out").write_bytes(b"tensorboard")
+    (out / "training_args.bin").write_bytes(b"pickle")
+    (out / "all_results.json").write_text("{}")
+    push_folder(out, hub_repo_id, token=hub_token)
+    files = set(local_hub.files(hub_repo_id))
+    assert {"all_results.json", "model.safetensors", "README.md"} <= files
+    assert not any(f.startswith(("checkpoint-", "runs/")) or f.endswith(".bin") for f in files)
