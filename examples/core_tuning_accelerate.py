@@ -27,11 +27,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eta", type=float, default=0.1)
+    p.add_argument("--max-train-samples", type=int, default=None)
     p.add_argument("--output-dir", default="core-tuning-accelerate-output")
     args = p.parse_args()
 
     accelerator = Accelerator()
-    data = load_image_classification_data(args.dataset)
+    data = load_image_classification_data(args.dataset, max_train_samples=args.max_train_samples)
     model = HubtuneForImageClassification.from_backbone(
         args.model, id2label=data.id2label, method="core-tuning", loss_kwargs={"eta": args.eta}, image_size=args.image_size
     )

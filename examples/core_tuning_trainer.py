@@ -36,10 +36,12 @@ def main() -> None:
     p.add_argument("--eta", type=float, default=0.1)
     p.add_argument("--preset", default="paper", choices=["paper", "reference"])
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
+    p.add_argument("--max-train-samples", type=int, default=None)
     p.add_argument("--output-dir", default="core-tuning-output")
     args = p.parse_args()
 
-    data = load_image_classification_data(args.dataset)
+    data = load_image_classification_data(args.dataset, max_train_samples=args.max_train_samples)
     model = HubtuneForImageClassification.from_backbone(
         args.model,
         id2label=data.id2label,
@@ -55,6 +57,7 @@ def main() -> None:
     training_args = TrainingArguments(
         output_dir=args.output_dir,
         num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
         per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=args.batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps,

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from .backbones import PretrainedWeightsError
+from .export import ExportError
+from .hub import HubPushError
 from .finetune import DEFAULTS
 
 # Feature modules that add a sub-command through ``add_parser(subparsers)``.
@@ -113,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, PretrainedWeightsError) as e:
+    except (ValueError, FileNotFoundError, PretrainedWeightsError, ExportError, HubPushError) as e:
         # Known failure modes carry a message that says what to do; no traceback wall for them.
         print(f"hubtune {args.command}: error: {e}", file=sys.stderr)
         return 1

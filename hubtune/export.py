@@ -314,7 +314,7 @@ def _list_files(path_or_repo: str, revision: str | None, token: Any) -> list[str
     return HfApi().list_repo_files(path_or_repo, revision=revision, token=token)
 
 
-def _read_config(path_or_repo: str, revision: str | None, token: Any) -> dict[str, Any]:
+def read_config(path_or_repo: str, revision: str | None, token: Any) -> dict[str, Any]:
     path = _fetch(path_or_repo, "config.json", revision, token)
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -342,7 +342,7 @@ def detect_layout(path_or_repo: str | Path, *, revision: str | None = None, toke
 
     Raises FileNotFoundError naming config.json when it is missing.
     """
-    return layout_of_config(_read_config(str(path_or_repo), revision, token))
+    return layout_of_config(read_config(str(path_or_repo), revision, token))
 
 
 def load_weights(
@@ -507,7 +507,7 @@ def load_export(
     The model comes back in eval mode, with the library's label names as ``id2label``.
     """
     source = str(path_or_repo)
-    config = _read_config(source, revision, token)
+    config = read_config(source, revision, token)
     layout = layout_of_config(config)
     if layout == "hubtune":
         from .modeling import HubtuneForImageClassification

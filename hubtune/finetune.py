@@ -19,7 +19,8 @@ import torch
 
 from .data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
 from .modeling import HubtuneForImageClassification
-from .trainer import EtaWarmupCallback, HubtuneTrainer, compute_accuracy, write_run_info
+from .hub import write_run_info
+from .trainer import EtaWarmupCallback, HubtuneTrainer, compute_accuracy
 
 logger = logging.getLogger(__name__)
 

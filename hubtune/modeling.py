@@ -12,7 +12,6 @@ training can resume. ``from_pretrained`` reads all three layouts.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -335,6 +334,32 @@ class HubtuneForImageClassification(PreTrainedModel):
         self.config.save_pretrained(out)
         return out
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | None = None,
+        private: bool = False,
+        revision: str | None = None,
+        export_format: str = "auto",
+        commit_message: str = "Upload model trained with hubtune",
+        run_info: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Publish the model with hubtune's model card (see :func:`hubtune.hub.push_folder`); returns the repo URL."""
+        import tempfile
+
+        from .hub import build_run_info, push_folder, write_model_card
+
+        if kwargs:
+            raise TypeError(f"Unsupported push_to_hub arguments: {sorted(kwargs)}.")
+        with tempfile.TemporaryDirectory(prefix="hubtune-push-") as tmp:
+            self.save_pretrained(tmp, export_format=export_format)
+            info = run_info or build_run_info(self, dataset=None, hyperparameters={}, metrics={})
+            write_model_card(tmp, info, repo_id=repo_id)
+            return push_folder(tmp, repo_id, token=token, private=private, revision=revision,
+                               commit_message=commit_message)
+
     @classmethod
     def from_pretrained(
         cls,
@@ -350,15 +375,14 @@ class HubtuneForImageClassification(PreTrainedModel):
         Weights are read from ``model.safetensors``; pickle checkpoints (``.bin``, ``.pth``) are refused unless
         ``allow_pickle=True``. Missing or unexpected weights are an error, never a silent random init.
         """
-        source = str(pretrained_model_name_or_path)
-        with open(_resolve_file(source, "config.json", revision, token), encoding="utf-8") as f:
-            config_dict = json.load(f)
-        if config_dict.get("model_type") != HubtuneConfig.model_type:
-            from .export import load_export
+        from .export import layout_of_config, load_export, load_weights, read_config
 
+        source = str(pretrained_model_name_or_path)
+        config_dict = read_config(source, revision, token)
+        if layout_of_config(config_dict) != "hubtune":
             return load_export(source, revision=revision, token=token, allow_pickle=allow_pickle)
         model = cls(HubtuneConfig.from_dict(config_dict))
-        state_dict = _load_state_dict(source, revision, token, allow_pickle)
+        state_dict = load_weights(source, revision=revision, token=token, allow_pickle=allow_pickle)
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
         if missing or unexpected:
             raise ValueError(
@@ -367,37 +391,6 @@ class HubtuneForImageClassification(PreTrainedModel):
             )
         model.eval()
         return model
-
-
-def _resolve_file(source: str, filename: str, revision: str | None, token: Any) -> Path:
-    """A file of a local folder or Hub repo; a clear error naming the file if it is missing."""
-    if Path(source).is_dir():
-        path = Path(source) / filename
-        if not path.is_file():
-            raise FileNotFoundError(f"{source!r} has no {filename}.")
-        return path
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    try:
-        return Path(hf_hub_download(source, filename, revision=revision, token=token))
-    except EntryNotFoundError as e:
-        raise FileNotFoundError(f"Hub repo {source!r} (revision {revision or 'main'}) has no {filename}.") from e
-
-
-def _load_state_dict(source: str, revision: str | None, token: Any, allow_pickle: bool) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(_resolve_file(source, "model.safetensors", revision, token))
-    except FileNotFoundError:
-        if not allow_pickle:
-            raise FileNotFoundError(
-                f"{source!r} has no model.safetensors. hubtune does not load pickle checkpoints (pytorch_model.bin) "
-                "unless you pass allow_pickle=True and trust the source."
-            ) from None
-    path = _resolve_file(source, "pytorch_model.bin", revision, token)
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 AutoConfig.register("hubtune", HubtuneConfig, exist_ok=True)

@@ -7,7 +7,6 @@ final model in the backbone library's layout, and writes hubtune's model card.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -89,6 +88,8 @@ class HubtuneTrainer(Trainer):
 
     def run_info(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
         """What the model card needs to know about this run."""
+        from .hub import build_run_info
+
         return build_run_info(
             self.accelerator.unwrap_model(self.model),
             dataset=self.dataset_name,
@@ -123,43 +124,6 @@ def _last_eval_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
             return {k: v for k, v in entry.items() if k.startswith("eval_")}
     return {}
 
-
-def build_run_info(
-    model,
-    dataset: str | None,
-    hyperparameters: dict[str, Any],
-    metrics: dict[str, float],
-    log_history: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """The run description (``hubtune_run.json``) from which model cards are written."""
-    config = model.config
-    loss = model.loss_fn
-    method_hparams = {}
-    for key in ("eta", "temperature", "alpha", "lam_min", "sigma", "weight", "distance", "clean_ce", "per_sample"):
-        if loss is not None and hasattr(loss, key):
-            value = getattr(loss, key)
-            method_hparams[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    export_format = config.default_export_format
-    return {
-        "base_model": config.backbone_name,
-        "backbone_library": config.backbone_spec.get("library"),
-        "export_format": export_format,
-        "pretrained": bool(config.backbone_spec.get("pretrained", False)),
-        "dataset": dataset,
-        "method": config.method,
-        "method_preset": config.method_preset,
-        "hyperparameters": {**hyperparameters, **method_hparams, "image_size": config.preprocessing["input_size"][-1]},
-        "metrics": metrics,
-        "num_labels": config.num_labels,
-        "id2label": {int(k): v for k, v in config.id2label.items()},
-        "log_history": log_history or [],
-    }
-
-
-def write_run_info(output_dir: str | os.PathLike, run_info: dict[str, Any]) -> Path:
-    path = Path(output_dir) / "hubtune_run.json"
-    path.write_text(json.dumps(run_info, indent=2, default=str), encoding="utf-8")
-    return path
 
 
 class EtaWarmupCallback(TrainerCallback):

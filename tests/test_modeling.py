@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hubtune.export import PickleCheckpointError
 from hubtune.losses.core_tuning import CoreTuningLoss
 from hubtune.modeling import HubtuneConfig, HubtuneForImageClassification
 
@@ -121,7 +122,7 @@ def test_pickle_checkpoints_are_refused_unless_asked_for(model, tmp_path):
     state = {k: v.clone() for k, v in model.state_dict().items()}
     (tmp_path / "model.safetensors").unlink()
     torch.save(state, tmp_path / "pytorch_model.bin")
-    with pytest.raises(FileNotFoundError, match="allow_pickle=True"):
+    with pytest.raises(PickleCheckpointError, match="allow_pickle=True"):
         HubtuneForImageClassification.from_pretrained(tmp_path)
     loaded = HubtuneForImageClassification.from_pretrained(tmp_path, allow_pickle=True)
     torch.testing.assert_close(loaded.classifier.weight, model.classifier.weight)
