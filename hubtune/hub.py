@@ -176,15 +176,13 @@ def _result_metrics(metrics: dict[str, Any] | None) -> list[tuple[str, float]]:
     return out
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    rows = []
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows.extend(_flatten(value, prefix=f"{name} / "))
-        elif _is_number(value) or isinstance(value, str):
-            rows.append((name, value))
-    return rows
+def _ood_table(ood_results: dict[str, Any] | None) -> str | None:
+    """The Markdown table of ``hubtune ood`` results (``ood_results.json``), if any."""
+    if not ood_results:
+        return None
+    from .ood import format_ood_table
+
+    return format_ood_table(ood_results)
 
 
 def _model_name(run_info: dict[str, Any], repo_id: str | None) -> str:
@@ -280,7 +278,7 @@ def render_classifier_card(
         "eval_split": split,
         "results": [{"name": n, "value": _format_value(v)} for n, v in results],
         "hyperparameters": [{"name": k, "value": _format_value(v)} for k, v in hyperparameters.items() if v is not None],
-        "ood_results": [{"name": k, "value": _format_value(v)} for k, v in _flatten(run_info.get("ood_results") or {})],
+        "ood_table": _ood_table(run_info.get("ood_results")),
         "training_curve": training_curve,
         "input_size": list(input_size),
         "mean": [round(float(x), 4) for x in pre["mean"]] if pre.get("mean") else None,

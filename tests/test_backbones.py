@@ -121,3 +121,31 @@ def test_failed_download_is_an_error_not_random_weights():
         create_backbone("resnet18", pretrained=True)
     with pytest.raises(PretrainedWeightsError):
         create_backbone("hf-hub:nobody/missing-model", pretrained=True)
+
+
+def test_pretrained_weights_from_the_hub_for_timm_and_transformers(local_hub, hub_token, hub_repo_id, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    monkeypatch.setenv("HF_TOKEN", hub_token)
+    api = HfApi(token=hub_token)
+    x = torch.randn(2, 3, 32, 32)
+
+    source = timm.create_model("resnet18", num_classes=4).eval()
+    timm.models.save_for_hf(source, str(tmp_path / "timm"), safe_serialization=True)
+    api.create_repo(hub_repo_id)
+    api.upload_folder(repo_id=hub_repo_id, folder_path=str(tmp_path / "timm"))
+    assert resolve_library(hub_repo_id) == "timm"  # a timm repo is recognised from its config.json
+    backbone = create_backbone(hub_repo_id, pretrained=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x), source.forward_head(source.forward_features(x), pre_logits=True))
+
+    vit_repo = hub_repo_id + "-vit"
+    reference = transformers.ViTForImageClassification(_tiny_vit_config()).eval()
+    reference.save_pretrained(tmp_path / "vit")
+    api.create_repo(vit_repo)
+    api.upload_folder(repo_id=vit_repo, folder_path=str(tmp_path / "vit"))
+    assert resolve_library(vit_repo) == "transformers"
+    backbone = create_backbone(vit_repo, pretrained=True).eval()
+    with torch.no_grad():
+        cls_token = reference.vit(pixel_values=x).last_hidden_state[:, 0]
+        torch.testing.assert_close(backbone(x), cls_token)

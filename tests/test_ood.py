@@ -1,0 +1,438 @@
+"""hubtune.ood: scores against float64 statements, metrics on constructed cases, evaluation, errors, CLI."""
+
+import json
+import math
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from hubtune.backbones import PreprocessingConfig
+from hubtune.data import build_transforms
+from hubtune.ood import (
+    OOD_SCORES,
+    ClassGaussians,
+    ClassSubspaces,
+    energy_score,
+    evaluate_ood,
+    format_ood_table,
+    get_ood_score,
+    load_ood_data,
+    mahalanobis_score,
+    max_logit_score,
+    msp_score,
+    ood_metrics,
+    subspace_angle_score,
+)
+
+
+# --------------------------------------------------------------------------------------------- scores
+
+
+def _random_logits(seed, n=17, c=6, scale=30.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, generator=g, dtype=torch.float64) * scale
+
+
+def test_logit_scores_match_float64_loops():
+    logits = _random_logits(0)  # scale 30: naive exp would overflow in float32 without max-subtraction
+    z = logits.numpy()
+    for i in range(z.shape[0]):
+        row = [float(v) for v in z[i]]
+        top = max(row)
+        total = sum(math.exp(v - top) for v in row)
+        assert msp_score(logits)[i].item() == pytest.approx(max(math.exp(v - top) / total for v in row), rel=1e-12)
+        assert max_logit_score(logits)[i].item() == top
+        for temperature in (1.0, 2.5):
+            m = max(v / temperature for v in row)
+            expected = temperature * (m + math.log(sum(math.exp(v / temperature - m) for v in row)))
+            assert energy_score(logits, temperature)[i].item() == pytest.approx(expected, rel=1e-12)
+    # float32 inputs give the same scores to float32 precision, and the default temperature is 1
+    assert torch.allclose(energy_score(logits.float()).double(), energy_score(logits, 1.0), rtol=1e-6)
+
+
+def test_logit_score_input_errors():
+    with pytest.raises(ValueError, match="temperature"):
+        energy_score(_random_logits(1), temperature=0.0)
+    with pytest.raises(ValueError, match="logits"):
+        msp_score(torch.zeros(5))
+
+
+def _class_features(seed, n_per_class=(9, 7, 12), dim=5):
+    g = torch.Generator().manual_seed(seed)
+    feats, labels = [], []
+    for c, n in enumerate(n_per_class):
+        direction = torch.randn(dim, generator=g, dtype=torch.float64)
+        along = torch.randn(n, 1, generator=g, dtype=torch.float64) * 3 + 4
+        feats.append(along * direction + 0.3 * torch.randn(n, dim, generator=g, dtype=torch.float64))
+        labels += [c + 2] * n  # labels need not start at 0
+    return torch.cat(feats), torch.tensor(labels)
+
+
+def test_subspace_fit_matches_numpy_svd_and_score_matches_loop():
+    features, labels = _class_features(0)
+    subspaces = ClassSubspaces.fit(features, labels)
+    assert subspaces.classes.tolist() == [2, 3, 4]
+    x, y = features.numpy(), labels.numpy()
+    for row, c in zip(subspaces.directions.numpy(), (2, 3, 4)):
+        _, _, vt = np.linalg.svd(x[y == c], full_matrices=False)
+        assert abs(float(row @ vt[0])) == pytest.approx(1.0, abs=1e-10)  # same line, sign arbitrary
+        assert np.linalg.norm(row) == pytest.approx(1.0, abs=1e-12)
+
+    queries = torch.randn(11, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    scores = subspace_angle_score(queries, subspaces)
+    for i, h in enumerate(queries.numpy()):
+        expected = max(abs(float(h @ v)) / np.linalg.norm(h) for v in subspaces.directions.numpy())
+        assert scores[i].item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_subspace_score_edge_cases():
+    # features exactly on two lines: training points score 1, an orthogonal feature and the zero feature 0
+    e = torch.eye(3, dtype=torch.float64)
+    features = torch.stack([2 * e[0], -3 * e[0], 1 * e[1], 5 * e[1]])
+    subspaces = ClassSubspaces.fit(features, torch.tensor([0, 0, 1, 1]))
+    scores = subspaces.score(torch.cat([features, e[2:3], torch.zeros(1, 3, dtype=torch.float64)]))
+    assert torch.allclose(scores, torch.tensor([1, 1, 1, 1, 0, 0], dtype=torch.float64), atol=1e-12)
+    with pytest.raises(ValueError, match="3-dimensional"):
+        subspaces.score(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="zero training features"):
+        ClassSubspaces.fit(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+
+
+def test_mahalanobis_matches_numpy_statement():
+    features, labels = _class_features(1)
+    gaussians = ClassGaussians.fit(features, labels)
+    x, y = features.numpy(), labels.numpy()
+    classes = sorted(set(y.tolist()))
+    means = {c: x[y == c].mean(axis=0) for c in classes}
+    cov = np.zeros((x.shape[1], x.shape[1]))
+    for xi, yi in zip(x, y):
+        d = xi - means[yi]
+        cov += np.outer(d, d)
+    cov /= len(x)
+    precision = np.linalg.inv(cov)  # full rank here: the pseudo-inverse is the inverse
+    queries = torch.randn(8, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 3
+    scores = mahalanobis_score(queries, gaussians)
+    for i, h in enumerate(queries.numpy()):
+        expected = -min(float((h - means[c]) @ precision @ (h - means[c])) for c in classes)
+        assert scores[i].item() == pytest.approx(expected, rel=1e-9)
+    # a class mean itself is at distance 0, the highest possible score
+    assert gaussians.score(gaussians.means).tolist() == pytest.approx([0.0] * 3, abs=1e-9)
+
+
+def test_mahalanobis_singular_covariance_uses_pseudo_inverse():
+    # 6 samples in 10 dimensions: singular covariance, no NaN / inf, matches numpy's pinv
+    g = torch.Generator().manual_seed(5)
+    features = torch.randn(6, 10, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    gaussians = ClassGaussians.fit(features, labels)
+    x = features.numpy()
+    means = np.stack([x[:3].mean(0), x[3:].mean(0)])
+    centred = x - means[labels.numpy()]
+    precision = np.linalg.pinv(centred.T @ centred / 6, rcond=1e-10, hermitian=True)
+    q = torch.randn(4, 10, generator=g, dtype=torch.float64)
+    expected = [-min((h - m) @ precision @ (h - m) for m in means) for h in q.numpy()]
+    assert gaussians.score(q).tolist() == pytest.approx(expected, rel=1e-7)
+
+
+def test_registry_names_and_unknown_score_lists_valid_ones():
+    assert set(OOD_SCORES) == {"msp", "max-logit", "energy", "subspace", "mahalanobis"}
+    assert {n for n, s in OOD_SCORES.items() if s.fitted} == {"subspace", "mahalanobis"}
+    assert get_ood_score("energy").build() is energy_score
+    with pytest.raises(ValueError) as info:
+        get_ood_score("odin")
+    for name in OOD_SCORES:
+        assert name in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+
+def _numpy_fpr_at_95_tpr(in_scores, out_scores):
+    """Smallest FPR over thresholds t (predict in if score >= t) keeping at least 95% of in-distribution."""
+    best = 1.0
+    for t in np.unique(np.concatenate([in_scores, out_scores])):
+        if (in_scores >= t).sum() >= 0.95 * len(in_scores) - 1e-9:
+            best = min(best, float((out_scores >= t).mean()))
+    return best
+
+
+def _numpy_auroc(in_scores, out_scores):
+    wins = sum(float(a > b) + 0.5 * float(a == b) for a in in_scores for b in out_scores)
+    return wins / (len(in_scores) * len(out_scores))
+
+
+def _numpy_detection_error(in_scores, out_scores):
+    best = 0.5  # threshold above every score: reject all
+    for t in np.unique(np.concatenate([in_scores, out_scores])):
+        best = min(best, 0.5 * float((in_scores < t).mean()) + 0.5 * float((out_scores >= t).mean()))
+    return best
+
+
+def test_perfect_separation_and_reversed():
+    in_scores, out_scores = torch.linspace(5, 6, 40), torch.linspace(-3, 4, 25)
+    m = ood_metrics(in_scores, out_scores)
+    assert m == {"auroc": 1.0, "fpr_at_95_tpr": 0.0, "aupr_in": 1.0, "aupr_out": 1.0, "detection_error": 0.0}
+    r = ood_metrics(out_scores, in_scores)
+    assert r["auroc"] == 0.0 and r["fpr_at_95_tpr"] == 1.0 and r["detection_error"] == pytest.approx(0.5)
+
+
+def test_identical_distributions_give_chance():
+    g = torch.Generator().manual_seed(0)
+    m = ood_metrics(torch.randn(20000, generator=g), torch.randn(20000, generator=g))
+    assert m["auroc"] == pytest.approx(0.5, abs=0.01)
+    assert m["fpr_at_95_tpr"] == pytest.approx(0.95, abs=0.01)
+    assert m["aupr_in"] == pytest.approx(0.5, abs=0.01) and m["aupr_out"] == pytest.approx(0.5, abs=0.01)
+    assert m["detection_error"] == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("n_in,n_out,ties", [(20, 31, False), (37, 23, False), (60, 50, True)])
+def test_metrics_match_independent_statements(n_in, n_out, ties):
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(n_in)
+    in_scores = rng.normal(1.0, 1.0, n_in)
+    out_scores = rng.normal(0.0, 1.0, n_out)
+    if ties:  # integer scores: many ties across and within the two sets
+        in_scores, out_scores = np.round(2 * in_scores), np.round(2 * out_scores)
+    m = ood_metrics(torch.from_numpy(in_scores), torch.from_numpy(out_scores))
+    assert m["fpr_at_95_tpr"] == pytest.approx(_numpy_fpr_at_95_tpr(in_scores, out_scores), abs=1e-6)
+    assert m["auroc"] == pytest.approx(_numpy_auroc(in_scores, out_scores), abs=1e-6)
+    assert m["detection_error"] == pytest.approx(_numpy_detection_error(in_scores, out_scores), abs=1e-6)
+    y = np.r_[np.ones(n_in), np.zeros(n_out)]
+    s = np.r_[in_scores, out_scores]
+    assert m["aupr_in"] == pytest.approx(average_precision_score(y, s), abs=1e-6)
+    assert m["aupr_out"] == pytest.approx(average_precision_score(1 - y, -s), abs=1e-6)
+
+
+def test_metrics_do_not_saturate_on_large_scores():
+    # energies / negative distances far outside [0, 1]: a float32 sigmoid would turn these into ties
+    in_scores = 60 + torch.arange(30) * 1e-3
+    out_scores = 45 + torch.arange(30) * 1e-3
+    assert ood_metrics(in_scores, out_scores)["auroc"] == 1.0
+    assert ood_metrics(-1e5 - in_scores, -1e5 - out_scores)["auroc"] == 0.0
+
+
+def test_metric_errors():
+    with pytest.raises(ValueError, match="empty"):
+        ood_metrics(torch.ones(3), torch.ones(0))
+    with pytest.raises(ValueError, match="NaN"):
+        ood_metrics(torch.tensor([1.0, float("nan")]), torch.ones(3))
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def _labelled(images, labels):
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+
+
+def _in_distribution(n, seed, size=(8, 8)):
+    """Grayscale images whose class sets the brightness of one half: learnable, tiny, deterministic."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for i in range(n):
+        c = i % 3
+        pixels = rng.integers(0, 60, size=(size[1], size[0]), dtype=np.uint8)
+        pixels[:, : size[0] // 2] += np.uint8(60 * c)
+        images.append(Image.fromarray(pixels, mode="L"))
+        labels.append(c)
+    return _labelled(images, labels)
+
+
+def _rgb_images(n, size=(13, 20), seed=0):
+    rng = np.random.default_rng(seed)
+    return datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(n)]},
+        features=datasets.Features({"image": datasets.Image()}),
+    )
+
+
+def test_builtin_sources_shape_mode_and_seed():
+    noise = load_ood_data("noise", image_size=(8, 6), mode="L", num_images=5, seed=1)
+    assert len(noise) == 5 and noise[0]["image"].size == (8, 6) and noise[0]["image"].mode == "L"
+    again = load_ood_data("noise", image_size=(8, 6), mode="L", num_images=5, seed=1)
+    assert np.array_equal(np.asarray(noise[3]["image"]), np.asarray(again[3]["image"]))
+    photos = load_ood_data("skimage-photos", image_size=12, num_images=6, seed=0)
+    arrays = [np.asarray(photos[i]["image"]) for i in range(6)]
+    assert all(a.shape == (12, 12, 3) for a in arrays)
+    assert len({a.tobytes() for a in arrays}) == 6  # different crops
+    # photo crops are not noise: neighbouring pixels correlate
+    a = np.stack(arrays).astype(float)
+    assert np.corrcoef(a[:, :, :-1].ravel(), a[:, :, 1:].ravel())[0, 1] > 0.5
+    with pytest.raises(ValueError, match="Unsupported OOD source"):
+        load_ood_data(42)
+
+
+def test_dataset_sources_unlabelled_folder_and_subsampling(tmp_path):
+    for i in range(5):
+        Image.new("RGB", (10 + i, 7), (40 * i, 0, 0)).save(tmp_path / f"img{i}.png")
+    folder = load_ood_data(str(tmp_path))  # no class sub-folders: OOD images need no labels
+    assert len(folder) == 5 and sorted(im.size[0] for im in folder["image"]) == [10, 11, 12, 13, 14]
+    subset = load_ood_data(_rgb_images(9), num_images=4, seed=0)
+    assert len(subset) == 4
+    # a labelled source gives its evaluation split (here the held-out 20% of the one split)
+    assert len(load_ood_data(_in_distribution(20, seed=0))) == 20  # a bare Dataset is used whole
+    held_out = load_ood_data(datasets.DatasetDict({"train": _in_distribution(20, seed=0)}))
+    assert len(held_out) == 4
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+
+class TinyNet(nn.Module):
+    """forward_features -> pooled (B, 4); classifier -> 3 logits; input 1 x 6 x 6."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.classifier = nn.Linear(4, 3)
+
+    def forward_features(self, pixel_values):
+        return torch.relu(self.conv(pixel_values)).mean(dim=(2, 3))
+
+    def forward(self, pixel_values):
+        return self.classifier(self.forward_features(pixel_values))
+
+
+TINY_PRE = PreprocessingConfig(input_size=(1, 6, 6), mean=(0.5,), std=(0.5,), interpolation="bilinear", crop_pct=1.0)
+
+
+@pytest.fixture(scope="module")
+def hubtune_model():
+    from hubtune.modeling import HubtuneForImageClassification
+
+    torch.manual_seed(0)
+    return HubtuneForImageClassification.from_backbone("test_resnet", num_labels=3, method="ce", image_size=16)
+
+
+def test_evaluate_ood_end_to_end_mixed_sizes_and_channels(hubtune_model):
+    train, test = _in_distribution(36, seed=0), _in_distribution(24, seed=1)
+    rgb = _rgb_images(10)  # 3 channels, 13 x 20, no label column
+    rgba = datasets.Dataset.from_dict({"picture": [Image.new("RGBA", (40, 7), (9, 200, 30, 128))] * 7})
+    hubtune_model.train()
+    results = evaluate_ood(
+        hubtune_model, test, {"rgb": rgb, "rgba": rgba, "noise": "noise"}, train_data=train, batch_size=5
+    )
+    assert results["scores"] == list(OOD_SCORES)
+    assert results["in_distribution"]["num_images"] == 24 and 0 <= results["in_distribution"]["accuracy"] <= 1
+    assert {k: v["num_images"] for k, v in results["results"].items()} == {"rgb": 10, "rgba": 7, "noise": 24}
+    for entry in results["results"].values():
+        for metrics in entry["metrics"].values():
+            assert set(metrics) == {"auroc", "fpr_at_95_tpr", "aupr_in", "aupr_out", "detection_error"}
+            assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    assert hubtune_model.training  # the caller's mode is restored
+
+    hubtune_model.eval()
+
+    # The wiring: recompute msp and subspace by hand with the model's own eval transform.
+    transform = build_transforms(hubtune_model.preprocessing, train=False)
+    with torch.no_grad():
+        def run(ds, column="image"):
+            x = torch.stack([transform(im) for im in ds[column]])
+            feats = hubtune_model.forward_features(x)
+            return feats, hubtune_model.classifier(feats)
+
+        f_train, _ = run(train)
+        f_in, z_in = run(test)
+        f_rgb, z_rgb = run(rgb)
+    assert results["results"]["rgb"]["metrics"]["msp"] == pytest.approx(ood_metrics(msp_score(z_in), msp_score(z_rgb)))
+    subspaces = ClassSubspaces.fit(f_train, torch.tensor(train["label"]))
+    expected = ood_metrics(subspaces.score(f_in), subspaces.score(f_rgb))
+    assert results["results"]["rgb"]["metrics"]["subspace"] == pytest.approx(expected, abs=1e-6)
+    accuracy = float((z_in.argmax(1) == torch.tensor(test["label"])).float().mean())
+    assert results["in_distribution"]["accuracy"] == pytest.approx(accuracy)
+
+    table = format_ood_table(results)
+    assert "| rgb (10) | energy |" in table and "**mean**" in table
+    assert table.count("\n|") == 2 + 3 * 5 + 5  # header, rule, 3 sets x 5 scores, 5 means
+
+
+def test_evaluate_ood_with_plain_module_pair_and_logits_only_callable():
+    net = TinyNet()
+    train, test = _in_distribution(30, seed=2, size=(6, 6)), _in_distribution(15, seed=3, size=(6, 6))
+    ood = {"rgb": _rgb_images(9, size=(9, 9))}
+    via_module = evaluate_ood(net, test, ood, train_data=train, preprocessing=TINY_PRE)
+    via_pair = evaluate_ood((net.forward_features, net.classifier), test, ood, train_data=train, preprocessing=TINY_PRE)
+    assert via_module["results"] == via_pair["results"]
+    logit_only = evaluate_ood(net.forward, test, ood, scores=["energy", "msp"], preprocessing=TINY_PRE)
+    assert logit_only["results"]["rgb"]["metrics"]["energy"] == via_module["results"]["rgb"]["metrics"]["energy"]
+
+
+def test_evaluate_ood_errors(hubtune_model):
+    test, train = _in_distribution(6, seed=4), _in_distribution(9, seed=5)
+    rgb = _rgb_images(4)
+    empty = rgb.select([])
+    with pytest.raises(ValueError, match="'nothing' is empty"):
+        evaluate_ood(hubtune_model, test, {"nothing": empty}, scores=["msp"])
+    with pytest.raises(ValueError, match="in-distribution dataset .* is empty"):
+        evaluate_ood(hubtune_model, test.select([]), {"rgb": rgb}, scores=["msp"])
+    with pytest.raises(ValueError, match="at least one OOD dataset"):
+        evaluate_ood(hubtune_model, test, {}, scores=["msp"])
+    with pytest.raises(ValueError) as info:
+        evaluate_ood(hubtune_model, test, {"rgb": rgb}, scores=["msp", "gram"])
+    assert "gram" in str(info.value) and all(name in str(info.value) for name in OOD_SCORES)
+    with pytest.raises(ValueError, match="needs pooled features.*forward_features"):
+        evaluate_ood(lambda x: torch.zeros(len(x), 3), test, {"rgb": rgb}, scores=["subspace"], train_data=train,
+                     preprocessing=TINY_PRE)
+    with pytest.raises(ValueError, match="needs logits"):
+        evaluate_ood((TinyNet().forward_features, None), test, {"rgb": rgb}, scores=["energy"], preprocessing=TINY_PRE)
+    with pytest.raises(ValueError, match="pass train_data"):
+        evaluate_ood(hubtune_model, test, {"rgb": rgb}, scores=["mahalanobis"])
+    with pytest.raises(ValueError, match="preprocessing"):
+        evaluate_ood(TinyNet(), test, {"rgb": rgb}, scores=["msp"])
+
+
+def _ood_cli(argv):
+    """Parse ``hubtune ood ARGS`` with the parser hubtune.ood registers (as hubtune.cli does)."""
+    import argparse
+
+    from hubtune.ood import add_parser
+
+    parser = argparse.ArgumentParser(prog="hubtune")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["ood", *argv])
+    return args.func(args)
+
+
+def test_cli_writes_table_and_json(hubtune_model, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    hubtune_model.save_pretrained(model_dir)
+    data_dir = tmp_path / "data"
+    datasets.DatasetDict({"train": _in_distribution(30, seed=6), "test": _in_distribution(12, seed=7)}).save_to_disk(
+        str(data_dir)
+    )
+    out_dir = tmp_path / "ood"
+    rc = _ood_cli(["--model", str(model_dir), "--in-data", str(data_dir), "--out-data", "noise", "skimage-photos",
+                   "--score", "msp", "subspace", "--score", "energy", "--output-dir", str(out_dir), "--batch-size", "8"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    written = json.loads((out_dir / "ood_results.json").read_text())
+    assert written["model"] == str(model_dir) and written["scores"] == ["msp", "subspace", "energy"]
+    assert written["in_distribution"]["num_images"] == 12 and written["train_images"] == 30
+    assert set(written["results"]) == {"noise", "skimage-photos"}
+    assert written["results"]["noise"]["num_images"] == 12
+    auroc = written["results"]["skimage-photos"]["metrics"]["subspace"]["auroc"]
+    assert f"| skimage-photos (12) | subspace | {100 * auroc:.1f} |" in printed
+
+    # without --output-dir the results go next to a local model, and into its model card when it has one
+    from hubtune.hub import build_run_info, write_model_card, write_run_info
+
+    run_info = build_run_info(hubtune_model, dataset="tiny", hyperparameters={}, metrics={"eval_accuracy": 0.5})
+    write_run_info(model_dir, run_info)
+    write_model_card(model_dir, run_info)
+    assert "Out-of-distribution" not in (model_dir / "README.md").read_text()
+    assert _ood_cli(["--model", str(model_dir), "--in-data", str(data_dir), "--out-data", "noise", "--score", "msp"]) == 0
+    written = json.loads((model_dir / "ood_results.json").read_text())
+    assert written["scores"] == ["msp"]
+    card = (model_dir / "README.md").read_text()
+    assert "## Out-of-distribution detection" in card
+    assert f"| noise (12) | msp | {100 * written['results']['noise']['metrics']['msp']['auroc']:.1f} |" in card
+
+    with pytest.raises(ValueError, match="Unknown OOD score 'odin'.*mahalanobis"):
+        _ood_cli(["--model", str(model_dir), "--in-data", str(data_dir), "--out-data", "noise", "--score", "odin"])
