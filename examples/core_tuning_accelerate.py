@@ -1,4 +1,4 @@
-"""Core-tuning in a hand-written Accelerate loop, with the loss head used directly.
+"""Core-tuning (or AdaptiveMix) in a hand-written Accelerate loop.
 
 ``CoreTuningLoss`` is a plain torch module: give it pooled features, labels, a classifier and a projector
 and it returns the loss and its parts. Here the model's own forward calls it; the loop is ordinary.
@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eta", type=float, default=0.1)
+    p.add_argument("--method", default="core-tuning", choices=["core-tuning", "adaptivemix", "ce"])
     p.add_argument("--max-train-samples", type=int, default=None)
     p.add_argument("--output-dir", default="core-tuning-accelerate-output")
     args = p.parse_args()
@@ -34,7 +35,8 @@ def main() -> None:
     accelerator = Accelerator()
     data = load_image_classification_data(args.dataset, max_train_samples=args.max_train_samples)
     model = HubtuneForImageClassification.from_backbone(
-        args.model, id2label=data.id2label, method="core-tuning", loss_kwargs={"eta": args.eta}, image_size=args.image_size
+        args.model, id2label=data.id2label, method=args.method, image_size=args.image_size,
+        loss_kwargs={"eta": args.eta} if args.method == "core-tuning" else None,
     )
     train_dl = DataLoader(
         with_transforms(data.train, build_transforms(model.preprocessing, train=True)),
@@ -51,7 +53,7 @@ def main() -> None:
     while step < args.steps:
         model.train()
         for batch in train_dl:
-            out = model(**batch)  # Core-tuning loss in training mode
+            out = model(**batch)  # the method's loss in training mode
             accelerator.backward(out.loss)
             optimizer.step()
             optimizer.zero_grad()

@@ -39,6 +39,13 @@ def _add_finetune_parser(subparsers) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--eta", type=float, default=DEFAULTS["eta"], help="weight of Core-tuning's contrastive term")
     p.add_argument("--eta-warmup-ratio", type=float, default=0.0)
+    p.add_argument("--temperature", type=float, default=None, help="Core-tuning: contrastive temperature (0.07)")
+    p.add_argument("--lam-min", type=float, default=None, help="Core-tuning: lower bound of the negatives' mix (0.8)")
+    p.add_argument("--alpha", type=float, default=None, help="Beta(alpha, alpha) of the mixing (1.0)")
+    p.add_argument("--sigma", type=float, default=None, help="AdaptiveMix: std of the target noise (0.05)")
+    p.add_argument("--shrinkage-weight", type=float, default=None, help="AdaptiveMix: weight of the shrinkage term (1.0)")
+    p.add_argument("--distance", choices=["cosine", "mse"], default=None, help="AdaptiveMix: shrinkage distance")
+    p.add_argument("--no-clean-ce", action="store_true", help="AdaptiveMix: no plain cross-entropy on the clean images")
     p.add_argument("--image-size", type=int, default=DEFAULTS["image_size"])
     p.add_argument("--output-dir", default=DEFAULTS["output_dir"])
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False,
@@ -58,6 +65,31 @@ def _add_finetune_parser(subparsers) -> None:
     p.set_defaults(func=_run_finetune)
 
 
+_METHOD_KNOBS = {
+    "core-tuning": {"temperature": "temperature", "lam_min": "lam_min", "alpha": "alpha"},
+    "adaptivemix": {"alpha": "alpha", "sigma": "sigma", "shrinkage_weight": "weight", "distance": "distance"},
+    "ce": {},
+}
+
+
+def _loss_kwargs(args: argparse.Namespace) -> dict:
+    """The method's knobs given on the command line; a knob of another method is an error, not ignored."""
+    knobs = _METHOD_KNOBS[args.method]
+    kwargs = {}
+    for flag in ("temperature", "lam_min", "alpha", "sigma", "shrinkage_weight", "distance"):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if flag not in knobs:
+            raise ValueError(f"--{flag.replace('_', '-')} does not apply to --method {args.method}.")
+        kwargs[knobs[flag]] = value
+    if args.no_clean_ce:
+        if args.method != "adaptivemix":
+            raise ValueError(f"--no-clean-ce does not apply to --method {args.method}.")
+        kwargs["clean_ce"] = False
+    return kwargs
+
+
 def _run_finetune(args: argparse.Namespace) -> int:
     from .finetune import run_finetune
 
@@ -75,6 +107,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         eta=args.eta,
         eta_warmup_ratio=args.eta_warmup_ratio,
+        loss_kwargs=_loss_kwargs(args),
         image_size=args.image_size,
         output_dir=args.output_dir,
         pretrained=args.pretrained,

@@ -47,6 +47,8 @@ def test_default_run_trains_evaluates_and_writes_a_hub_ready_folder(tmp_path):
         (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
         (["--push-to-hub", "not-a-repo-id"], "org/name"),
         (["--batch-size", "0"], "batch_size must be at least 1"),
+        (["--sigma", "0.1"], "--sigma does not apply to --method core-tuning"),
+        (["--method", "adaptivemix", "--sigma", "-1"], "sigma"),
     ],
 )
 def test_bad_input_gets_a_clear_error_and_exit_code_1(argv, message, tmp_path, capsys):

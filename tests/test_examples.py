@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,10 +28,11 @@ def test_trainer_example_core_tunes_and_saves_a_timm_folder(tmp_path):
     assert (tmp_path / "out" / "README.md").is_file()
 
 
-def test_accelerate_example_runs_on_two_processes(tmp_path):
+@pytest.mark.parametrize("method", ["core-tuning", "adaptivemix"])
+def test_accelerate_example_runs_on_two_processes(tmp_path, method):
     out = _run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                 str(ROOT / "examples" / "core_tuning_accelerate.py"), "--steps", "3", "--batch-size", "16",
-                "--max-train-samples", "128", "--output-dir", str(tmp_path / "out")], tmp_path)
+                "--max-train-samples", "128", "--method", method, "--output-dir", str(tmp_path / "out")], tmp_path)
     assert out.count("eval_accuracy=") == 1  # printed by the main process only
     assert (tmp_path / "out" / "model.safetensors").is_file()
