@@ -5,7 +5,7 @@ and it returns the loss and its parts. Here the model's own forward calls it; th
 
     python examples/core_tuning_accelerate.py
     accelerate launch --num_processes 4 --mixed_precision bf16 examples/core_tuning_accelerate.py --model convnext_tiny
-    accelerate launch --cpu --num_processes 2 examples/core_tuning_accelerate.py --steps 20
+    ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 examples/core_tuning_accelerate.py --steps 20   # 2 CPU processes
 """
 
 import argparse
@@ -72,7 +72,7 @@ def main() -> None:
         preds, labels = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
         correct += (preds == labels).sum().item()
         total += labels.numel()
-    accelerator.print(f"eval_accuracy={correct / total:.4f}")
+    accelerator.print(f"eval_accuracy={correct / total:.4f} ({accelerator.num_processes} processes)")
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(args.output_dir)
 

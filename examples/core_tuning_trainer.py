@@ -11,7 +11,7 @@ On several GPUs (or several CPU processes) the same script runs under Accelerate
 sees the rows of all processes:
 
     accelerate launch --num_processes 2 examples/core_tuning_trainer.py --model resnet18
-    accelerate launch --cpu --num_processes 2 examples/core_tuning_trainer.py --epochs 1
+    ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 examples/core_tuning_trainer.py --epochs 1   # 2 CPU processes
 """
 
 import argparse

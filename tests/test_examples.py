@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(argv, cwd, timeout=600):
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(argv, cwd, timeout=600, extra_env=None):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", **(extra_env or {})}
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc.stdout
@@ -30,9 +37,11 @@ def test_trainer_example_core_tunes_and_saves_a_timm_folder(tmp_path):
 
 @pytest.mark.parametrize("method", ["core-tuning", "adaptivemix"])
 def test_accelerate_example_runs_on_two_processes(tmp_path, method):
-    out = _run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                str(ROOT / "examples" / "core_tuning_accelerate.py"), "--steps", "3", "--batch-size", "16",
-                "--max-train-samples", "128", "--method", method, "--output-dir", str(tmp_path / "out")], tmp_path)
-    assert out.count("eval_accuracy=") == 1  # printed by the main process only
+    # accelerate 1.15's `accelerate launch --cpu --num_processes 2` starts a single process; torchrun starts two
+    env = {"ACCELERATE_USE_CPU": "1"}
+    out = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                "--master_port", str(_free_port()), str(ROOT / "examples" / "core_tuning_accelerate.py"),
+                "--steps", "3", "--batch-size", "16", "--max-train-samples", "128", "--method", method,
+                "--output-dir", str(tmp_path / "out")], tmp_path, extra_env=env)
+    assert out.count("eval_accuracy=") == 1 and "(2 processes)" in out  # two ranks, printed by the main one
     assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -1,0 +1,488 @@
+"""AdaptiveMix (Liu, Zhang et al., CVPR 2023, arXiv 2303.01559): feature-space shrinkage.
+
+One implementation of the mixing and of the shrinkage term, shared by the GAN discriminator
+regulariser (:class:`AdaptiveMix`) and the classifier loss (:class:`AdaptiveMixClassifierLoss`).
+shared/METHODS.md section 2 states the method; in short, for a batch ``x``::
+
+    lam ~ Beta(alpha, alpha)          (one per call, or one per sample)
+    p   = a random permutation        (each sample's mixing partner)
+    x~  = lam x + (1 - lam) x[p]
+    t   = lam f(x) + (1 - lam) f(x)[p]
+    L   = 1 - cos(f(x~), sg(t) + eps),  eps ~ N(0, sigma^2),  mean over the batch   (or MSE)
+
+``f(x)[p]`` replaces the reference's third pass ``f(x[p])``: the two are equal when ``f`` treats samples
+independently, so the regulariser costs two passes of ``f`` instead of three. Where ``f`` couples the samples
+of a batch (see :func:`features_are_batch_coupled`) the third pass is made.
+
+Pure torch: no Trainer, Accelerate or Hub knowledge here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "MixDraws",
+    "sample_mix_coefficients",
+    "mix_pairs",
+    "shrinkage_loss",
+    "features_are_batch_coupled",
+    "AdaptiveMix",
+    "AdaptiveMixOutput",
+    "AdaptiveMixClassifierLoss",
+    "AdaptiveMixLossOutput",
+]
+
+DISTANCES = ("cosine", "mse")
+GAN_PRESETS = ("default", "reference")
+CLASSIFIER_PRESETS = ("paper", "reference")
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers: the draws, the mixing and the shrinkage term
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MixDraws:
+    """The random quantities of one AdaptiveMix call; pass them to reproduce a call exactly.
+
+    Attributes:
+        lam: (B,) mixing weight of each sample itself (its partner gets ``1 - lam``).
+        permutation: (B,) long, ``permutation[i]`` is sample i's partner.
+        noise: optional, shaped like the flattened features (B, D); ``None`` draws N(0, sigma^2).
+    """
+
+    lam: Tensor
+    permutation: Tensor
+    noise: Tensor | None = None
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    """Loss maths in float32, or float64 when given float64 (never in bf16 / fp16)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _check_alpha(alpha: float) -> None:
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a positive finite number (Beta(alpha, alpha)), got {alpha!r}")
+
+
+def _check_sigma(sigma: float) -> None:
+    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma (std of the target noise) must be a finite number >= 0, got {sigma!r}")
+
+
+def _check_distance(distance: str) -> None:
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+
+
+def sample_mix_coefficients(
+    batch_size: int,
+    alpha: float = 1.0,
+    per_sample: bool = False,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Draw ``lam ~ Beta(alpha, alpha)`` and a partner permutation from torch's global RNG.
+
+    Returns:
+        ``(lam, permutation)``: lam is float32 (B,) (one value repeated B times unless ``per_sample``),
+        permutation is a long (B,) random permutation of ``range(B)``.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _check_alpha(alpha)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    concentration = torch.tensor(float(alpha), device=device)
+    beta = torch.distributions.Beta(concentration, concentration)
+    lam = beta.sample((batch_size,)) if per_sample else beta.sample().expand(batch_size).clone()
+    permutation = torch.randperm(batch_size, device=device)
+    return lam.float(), permutation
+
+
+def mix_pairs(x: Tensor, lam: Tensor, permutation: Tensor) -> Tensor:
+    """``lam * x + (1 - lam) * x[permutation]`` with ``lam`` (B,) broadcast over the trailing dims."""
+    if lam.dim() != 1 or lam.shape[0] != x.shape[0] or permutation.shape != lam.shape:
+        raise ValueError(
+            f"lam and permutation must both have shape ({x.shape[0]},) to mix a batch of shape {tuple(x.shape)}; "
+            f"got lam {tuple(lam.shape)} and permutation {tuple(permutation.shape)}"
+        )
+    weight = lam.to(dtype=x.dtype, device=x.device).view(-1, *([1] * (x.dim() - 1)))
+    return weight * x + (1 - weight) * x[permutation]
+
+
+def shrinkage_loss(
+    mixed_features: Tensor,
+    target_features: Tensor,
+    sigma: float = 0.05,
+    distance: Literal["cosine", "mse"] = "cosine",
+    noise: Tensor | None = None,
+) -> Tensor:
+    """The AdaptiveMix shrinkage term between ``f(x~)`` and the (detached, noisy) target ``t``.
+
+    Features are flattened to (B, D) and the maths runs in float32 (float64 for float64 inputs) whatever
+    the autocast state.
+
+    Args:
+        mixed_features: f(x~), gradient flows into it.
+        target_features: t; detached here (stop-gradient), then ``noise`` (or N(0, sigma^2)) is added.
+        distance: ``"cosine"``: mean over the batch of ``1 - cos``; ``"mse"``: mean squared error over all
+            elements (``F.mse_loss``), as the public classifier script does.
+        noise: optional fixed noise of the flattened shape (B, D), for reproducible calls.
+    """
+    _check_sigma(sigma)
+    _check_distance(distance)
+    if mixed_features.shape != target_features.shape:
+        raise ValueError(
+            f"mixed and target features must have the same shape, got {tuple(mixed_features.shape)} "
+            f"and {tuple(target_features.shape)}"
+        )
+    batch = mixed_features.shape[0]
+    with torch.autocast(device_type=mixed_features.device.type, enabled=False):
+        mixed = _at_least_float32(mixed_features.reshape(batch, -1))
+        target = _at_least_float32(target_features.detach().reshape(batch, -1)).to(mixed.dtype)
+        if noise is not None:
+            if noise.shape != target.shape:
+                raise ValueError(f"noise must have the flattened feature shape {tuple(target.shape)}, got {tuple(noise.shape)}")
+            target = target + noise.to(device=target.device, dtype=target.dtype)
+        elif sigma > 0:
+            target = target + sigma * torch.randn_like(target)
+        if distance == "cosine":
+            return (1.0 - F.cosine_similarity(mixed, target, dim=1)).mean()
+        return F.mse_loss(mixed, target)
+
+
+def features_are_batch_coupled(module: nn.Module) -> bool:
+    """Whether ``module``'s output for one sample may depend on the other samples of its batch.
+
+    True when any submodule declares ``batch_coupled = True`` (hubtune's minibatch-stddev layer does; any
+    layer may), or is a BatchNorm in training mode or without running statistics (those use the batch's
+    statistics). Conservative: AdaptiveMix then makes the third pass ``f(x[p])`` instead of using ``f(x)[p]``.
+    """
+    for sub in module.modules():
+        if getattr(sub, "batch_coupled", False) is True:
+            return True
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and (sub.training or not sub.track_running_stats):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------------
+# discriminator regulariser
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AdaptiveMixOutput:
+    """What one :class:`AdaptiveMix` call on one batch produced.
+
+    Attributes:
+        logits: the adversarial logits to use for this batch: ``head(f(x))`` with the default preset,
+            ``head(t) + head(f(x~))`` with the reference preset.
+        loss: ``weight * shrinkage`` (add it to the discriminator loss).
+        shrinkage: the unweighted shrinkage term, for logging.
+        features: f(x), flattened as the discriminator returns it.
+        feature_passes: 2 or 3, how many passes of the feature extractor over the batch this call made.
+        draws: the draws used (pass them back to reproduce the call).
+    """
+
+    logits: Tensor
+    loss: Tensor
+    shrinkage: Tensor
+    features: Tensor
+    feature_passes: int
+    draws: MixDraws
+
+
+class AdaptiveMix(nn.Module):
+    """AdaptiveMix regulariser for a GAN discriminator.
+
+    The discriminator is called only through its forward (so DistributedDataParallel and other wrappers keep
+    working): ``D(x, output="features")`` -> f(x), ``D(f, output="head")`` -> logits of features,
+    ``D(x, output="both")`` -> ``(logits, features)``. hubtune's discriminators
+    (:class:`hubtune.gan.models.Discriminator`) implement that protocol; ``hubtune.gan.as_discriminator`` wraps any
+    module that has ``features(x)`` and ``head(f)`` methods.
+
+    Real and fake batches are regularised by separate calls: a real image is never mixed with a fake one.
+
+    Args:
+        weight: multiplier of the shrinkage term (``loss = weight * shrinkage``).
+        alpha: Beta(alpha, alpha) concentration of the mixing weight.
+        sigma: std of the Gaussian noise added to the detached target.
+        distance: ``"cosine"`` (``1 - cos``, the paper) or ``"mse"``.
+        per_sample: one lam per sample instead of one per call (the reference draws one per call).
+        preset: ``"default"``: a plain regulariser, the adversarial logits stay ``head(f(x))`` and the term is
+            added on the discriminator step only. ``"reference"``: the public StyleGAN2-ADA script's semantics:
+            the adversarial logits are ``head(t) + head(f(x~))`` with the target ``t`` carrying gradient (the
+            discriminator never scores an unmixed image; also in the R1 term), and the generator step adds the
+            shrinkage term on its fakes too (see :meth:`generator_terms`).
+        feature_passes: ``"auto"`` (3 when :func:`features_are_batch_coupled`, else 2), or force 2 or 3.
+            With 3, ``f(x[p])`` is computed; with the default preset it only feeds the detached target and so
+            runs without a graph, with the reference preset it carries gradient (through ``head(t)``).
+    """
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        alpha: float = 1.0,
+        sigma: float = 0.05,
+        distance: Literal["cosine", "mse"] = "cosine",
+        per_sample: bool = False,
+        preset: Literal["default", "reference"] = "default",
+        feature_passes: Literal["auto", 2, 3] = "auto",
+    ) -> None:
+        super().__init__()
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
+        _check_alpha(alpha)
+        _check_sigma(sigma)
+        _check_distance(distance)
+        if preset not in GAN_PRESETS:
+            raise ValueError(f"preset must be one of {GAN_PRESETS}, got {preset!r}")
+        if feature_passes not in ("auto", 2, 3):
+            raise ValueError(f"feature_passes must be 'auto', 2 or 3, got {feature_passes!r}")
+        self.weight = float(weight)
+        self.alpha = float(alpha)
+        self.sigma = float(sigma)
+        self.distance = distance
+        self.per_sample = bool(per_sample)
+        self.preset = preset
+        self.feature_passes = feature_passes
+
+    @property
+    def applies_to_generator(self) -> bool:
+        """Whether the generator step gets a shrinkage term too (the reference preset)."""
+        return self.preset == "reference"
+
+    def settings(self) -> dict:
+        """JSON-serialisable settings (for logs and model cards)."""
+        return {
+            "weight": self.weight,
+            "alpha": self.alpha,
+            "sigma": self.sigma,
+            "distance": self.distance,
+            "per_sample": self.per_sample,
+            "preset": self.preset,
+            "feature_passes": self.feature_passes,
+        }
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+
+    def draw(self, images: Tensor) -> MixDraws:
+        """Fresh draws for a batch of ``images`` (noise is drawn later, once the feature shape is known)."""
+        lam, permutation = sample_mix_coefficients(images.shape[0], self.alpha, self.per_sample, images.device)
+        return MixDraws(lam=lam, permutation=permutation)
+
+    def _passes(self, discriminator: nn.Module) -> int:
+        if self.feature_passes != "auto":
+            return int(self.feature_passes)
+        return 3 if features_are_batch_coupled(discriminator) else 2
+
+    def forward(self, discriminator: nn.Module, images: Tensor, draws: MixDraws | None = None) -> AdaptiveMixOutput:
+        """Regularise one batch (all real, or all fake) for the discriminator step.
+
+        Args:
+            discriminator: a module answering ``output="both" | "features" | "head"`` in its forward.
+            images: (B, C, H, W); pass fakes detached from the generator on the discriminator step.
+            draws: fixed draws, else fresh ones from the global RNG.
+        """
+        if draws is None:
+            draws = self.draw(images)
+        lam, permutation = draws.lam.to(images.device), draws.permutation.to(images.device)
+        passes = self._passes(discriminator)
+        reference = self.preset == "reference"
+
+        # separate calls, not one batch of 2B: an R1 penalty on `logits` then differentiates through B samples only
+        logits, features = discriminator(images, output="both")
+        mixed_features = discriminator(mix_pairs(images, lam, permutation), output="features")
+        if passes == 3:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and reference):
+                partner_features = discriminator(images[permutation], output="features")
+        else:
+            partner_features = features[permutation]
+        weight = lam.to(features.dtype).view(-1, *([1] * (features.dim() - 1)))
+        target = weight * features + (1 - weight) * partner_features
+
+        shrinkage = shrinkage_loss(mixed_features, target, self.sigma, self.distance, draws.noise)
+        if reference:
+            logits = discriminator(target, output="head") + discriminator(mixed_features, output="head")
+        return AdaptiveMixOutput(
+            logits=logits,
+            loss=self.weight * shrinkage,
+            shrinkage=shrinkage.detach(),
+            features=features,
+            feature_passes=passes,
+            draws=draws,
+        )
+
+    def generator_terms(
+        self, discriminator: nn.Module, fake_images: Tensor, draws: MixDraws | None = None
+    ) -> AdaptiveMixOutput:
+        """What the generator step scores its (non-detached) fakes with.
+
+        Default preset: plain ``D(fake)`` logits and a zero loss (AdaptiveMix regularises the discriminator
+        only). Reference preset: the mixed logits and the weighted shrinkage term on the fakes, so the generator
+        receives that term's gradient too.
+        """
+        if self.applies_to_generator:
+            return self(discriminator, fake_images, draws)
+        logits, features = discriminator(fake_images, output="both")
+        zero = logits.new_zeros((), dtype=torch.float32)
+        empty = MixDraws(lam=fake_images.new_ones(fake_images.shape[0]), permutation=torch.arange(
+            fake_images.shape[0], device=fake_images.device))
+        return AdaptiveMixOutput(logits, zero, zero, features, 1, empty)
+
+
+# --------------------------------------------------------------------------------------------------
+# classifier loss
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AdaptiveMixLossOutput:
+    """Result of :class:`AdaptiveMixClassifierLoss`.
+
+    Attributes:
+        loss: the total to back-propagate.
+        ce_loss: cross-entropy part (clean CE if enabled + mixup CE), detached.
+        shrinkage_loss: the unweighted shrinkage term, detached.
+        logits: logits of the clean images (for accuracy); without gradient when ``clean_ce`` is off.
+    """
+
+    loss: Tensor
+    ce_loss: Tensor
+    shrinkage_loss: Tensor
+    logits: Tensor
+
+
+class AdaptiveMixClassifierLoss(nn.Module):
+    """AdaptiveMix as a classifier loss: mixup cross-entropy on mixed images plus feature shrinkage.
+
+    ``loss = [CE(W f(x), y)] + mean_i(lam_i CE(W f(x~)_i, y_i) + (1 - lam_i) CE(W f(x~)_i, y_p(i)))
+    + weight * shrinkage(f(x~), lam f(x) + (1 - lam) f(x)[p])``; the bracketed clean term only with ``clean_ce``.
+
+    Two passes of ``features_fn`` per call: on ``x`` (target, and clean logits) and on ``x~``. All loss maths
+    in float32, also under autocast.
+
+    Presets (``distance`` / ``clean_ce`` left as ``None`` take the preset's value):
+        ``"paper"``: cosine shrinkage, clean cross-entropy on.
+        ``"reference"`` (see :meth:`reference`): the public classifier script: MSE shrinkage, no clean CE term
+        (the features of ``x`` only give the detached target, so that pass runs without a graph). That script
+        also L2-normalises the features and scores with a frozen, orthogonally initialised ``|W u|`` head:
+        those belong to the MODEL (``features_fn`` / ``classifier``), not to this loss.
+
+    Args:
+        alpha: Beta(alpha, alpha) concentration.
+        sigma: std of the noise added to the detached target.
+        weight: multiplier of the shrinkage term.
+        distance: ``"cosine"`` or ``"mse"``.
+        clean_ce: add cross-entropy on the clean images.
+        per_sample: one lam per sample instead of one per batch.
+        preset: ``"paper"`` or ``"reference"``.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        sigma: float = 0.05,
+        weight: float = 1.0,
+        distance: Literal["cosine", "mse"] | None = None,
+        clean_ce: bool | None = None,
+        per_sample: bool = False,
+        preset: Literal["paper", "reference"] = "paper",
+    ) -> None:
+        super().__init__()
+        if preset not in CLASSIFIER_PRESETS:
+            raise ValueError(f"preset must be one of {CLASSIFIER_PRESETS}, got {preset!r}")
+        if distance is None:
+            distance = "mse" if preset == "reference" else "cosine"
+        if clean_ce is None:
+            clean_ce = preset != "reference"
+        _check_alpha(alpha)
+        _check_sigma(sigma)
+        _check_distance(distance)
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
+        if not isinstance(clean_ce, bool):
+            raise ValueError(f"clean_ce must be a bool, got {clean_ce!r}")
+        self.alpha = float(alpha)
+        self.sigma = float(sigma)
+        self.weight = float(weight)
+        self.distance = distance
+        self.clean_ce = clean_ce
+        self.per_sample = bool(per_sample)
+        self.preset = preset
+
+    @classmethod
+    def reference(cls, **overrides) -> "AdaptiveMixClassifierLoss":
+        """The public classifier script's semantics: MSE shrinkage, no clean cross-entropy term."""
+        kwargs = {"distance": "mse", "clean_ce": False, "preset": "reference"}
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"alpha={self.alpha}, sigma={self.sigma}, weight={self.weight}, distance={self.distance!r}, "
+            f"clean_ce={self.clean_ce}, per_sample={self.per_sample}, preset={self.preset!r}"
+        )
+
+    def forward(
+        self,
+        pixel_values: Tensor,
+        labels: Tensor,
+        features_fn: Callable[[Tensor], Tensor],
+        classifier: Callable[[Tensor], Tensor],
+        draws: MixDraws | None = None,
+    ) -> AdaptiveMixLossOutput:
+        """Compute the loss for one batch.
+
+        Args:
+            pixel_values: (B, C, H, W) images.
+            labels: (B,) integer class labels.
+            features_fn: images -> (B, D) pooled features (as the classifier reads them).
+            classifier: features -> (B, num_classes) logits.
+            draws: fixed draws (lam, permutation, noise (B, D)), else fresh ones.
+        """
+        if labels.dim() != 1 or labels.shape[0] != pixel_values.shape[0]:
+            raise ValueError(
+                f"labels must be a (B,) tensor of class indices matching the {pixel_values.shape[0]} images, "
+                f"got shape {tuple(labels.shape)}"
+            )
+        if labels.dtype.is_floating_point:
+            raise ValueError("labels must be integer class indices, got a floating-point tensor")
+        if draws is None:
+            lam, permutation = sample_mix_coefficients(
+                pixel_values.shape[0], self.alpha, self.per_sample, pixel_values.device
+            )
+            draws = MixDraws(lam, permutation)
+        lam = draws.lam.to(pixel_values.device)
+        permutation = draws.permutation.to(pixel_values.device)
+
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.clean_ce):
+            features = features_fn(pixel_values)
+            logits = classifier(features)
+        mixed_features = features_fn(mix_pairs(pixel_values, lam, permutation))
+        mixed_logits = classifier(mixed_features)
+
+        device_type = pixel_values.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            feats = _at_least_float32(features.detach())
+            lam32 = lam.to(feats.dtype)
+            target = lam32.view(-1, 1) * feats + (1 - lam32.view(-1, 1)) * feats[permutation]
+            shrinkage = shrinkage_loss(mixed_features, target, self.sigma, self.distance, draws.noise)
+            log_probs = F.log_softmax(_at_least_float32(mixed_logits), dim=1)
+            nll_own = F.nll_loss(log_probs, labels, reduction="none")
+            nll_partner = F.nll_loss(log_probs, labels[permutation], reduction="none")
+            ce = (lam32 * nll_own + (1 - lam32) * nll_partner).mean()
+            if self.clean_ce:
+                ce = ce + F.cross_entropy(_at_least_float32(logits), labels)
+            loss = ce + self.weight * shrinkage
+        return AdaptiveMixLossOutput(loss=loss, ce_loss=ce.detach(), shrinkage_loss=shrinkage.detach(), logits=logits)

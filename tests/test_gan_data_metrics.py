@@ -1,0 +1,122 @@
+"""GAN data sources (digits, image folders with faults, HF datasets), the step sampler, FID/KID."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hubtune.gan import (
+    DatasetTooSmallError,
+    FeatureExtractorError,
+    GANDataError,
+    StepBatchSampler,
+    build_feature_extractor,
+    compute_fid_kid,
+    load_image_set,
+)
+from hubtune.gan.metrics import FALLBACK_EXTRACTOR
+
+
+def test_digits_are_real_grayscale_images_upsampled():
+    images = load_image_set("digits", image_size=16)
+    assert len(images) == 1797 and images.images.shape == (1797, 1, 16, 16) and images.images.dtype == torch.uint8
+    assert images.images.max() > 200 and images.images.min() == 0
+    x = images[0]
+    assert x.min() >= -1 and x.max() <= 1
+    assert torch.equal(images.batch([0, 5])[1], images[5])
+
+
+def make_messy_folder(folder):
+    folder.mkdir()
+    Image.new("RGB", (30, 20), (255, 0, 0)).save(folder / "wide_rgb.png")
+    Image.new("L", (16, 16), 128).save(folder / "gray.png")
+    Image.new("RGBA", (12, 24), (0, 255, 0, 128)).save(folder / "tall_rgba.png")
+    Image.new("P", (18, 18)).save(folder / "palette.gif")
+    (folder / "sub").mkdir()
+    Image.new("CMYK", (20, 20)).save(folder / "sub" / "cmyk.jpg")
+    (folder / "garbage.jpg").write_bytes(b"this is not an image")
+    good = folder / "wide_rgb.png"
+    (folder / "truncated.png").write_bytes(good.read_bytes()[:40])
+    (folder / "notes.txt").write_text("ignored: not an image extension")
+
+
+def test_image_folder_mixed_sizes_modes_and_unreadable_files(tmp_path, caplog):
+    folder = tmp_path / "messy"
+    make_messy_folder(folder)
+    images = load_image_set(str(folder), image_size=8)
+    assert images.images.shape == (5, 3, 8, 8)
+    assert images.skipped == 2
+    assert "skipped 2 unreadable" in caplog.text
+    gray = load_image_set(str(folder), image_size=8, channels=1)
+    assert gray.images.shape == (5, 1, 8, 8)
+    with pytest.raises(GANDataError, match="cannot read image .*(garbage|truncated)"):
+        load_image_set(str(folder), image_size=8, strict=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(GANDataError, match="no image files"):
+        load_image_set(str(empty), image_size=8)
+
+
+def test_hugging_face_dataset_object_and_saved_folder(tmp_path):
+    import datasets
+
+    pil = [Image.fromarray(np.full((10, 14, 3), i * 20, dtype=np.uint8)) for i in range(6)]
+    ds = datasets.Dataset.from_dict({"img": pil, "label": list(range(6))}, features=datasets.Features(
+        {"img": datasets.Image(), "label": datasets.Value("int64")}))
+    from_object = load_image_set(ds, image_size=8)
+    assert from_object.images.shape == (6, 3, 8, 8)
+    assert int(from_object.images[3, 0, 0, 0]) == 60
+    ds.save_to_disk(str(tmp_path / "saved"))
+    from_disk = load_image_set(str(tmp_path / "saved"), image_size=8)
+    assert torch.equal(from_disk.images, from_object.images)
+    with pytest.raises(GANDataError, match="no image column"):
+        load_image_set(datasets.Dataset.from_dict({"x": [1, 2]}), image_size=8)
+
+
+def test_step_sampler_is_deterministic_disjoint_and_full():
+    a = StepBatchSampler(16, 4, num_steps=6, seed=3, rank=0, world_size=2)
+    b = StepBatchSampler(16, 4, num_steps=6, seed=3, rank=1, world_size=2)
+    batches_a, batches_b = list(a), list(b)
+    assert len(batches_a) == 6 and all(len(x) == 4 for x in batches_a + batches_b)
+    # two steps per epoch: each epoch's 16 positions are one permutation, split across processes
+    for epoch in range(3):
+        seen = [i for step in (2 * epoch, 2 * epoch + 1) for i in batches_a[step] + batches_b[step]]
+        assert sorted(seen) == list(range(16))
+    assert batches_a[0] != batches_a[2], "each epoch is shuffled anew"
+    resumed = StepBatchSampler(16, 4, num_steps=6, seed=3, start_step=4, rank=0, world_size=2)
+    assert list(resumed) == batches_a[4:], "resuming at a step yields the same batches"
+    straddling = StepBatchSampler(10, 4, num_steps=5, seed=0)  # batches cross epoch ends: still full
+    assert all(len(x) == 4 for x in straddling)
+    with pytest.raises(DatasetTooSmallError, match="10 images, fewer than one step's batch"):
+        StepBatchSampler(10, 8, num_steps=1, world_size=2)
+
+
+def test_fid_kid_with_a_named_extractor_and_sample_counts():
+    torch.manual_seed(0)
+    real = torch.rand(64, 1, 16, 16)
+    same = real.clone()
+    other = (torch.rand(64, 1, 16, 16) * 0.3).clamp(0, 1)
+    extractor = build_feature_extractor("timm-random:resnet10t:1")
+    assert extractor.name == "timm-random:resnet10t:1"
+    close = compute_fid_kid(real, same, extractor, batch_size=16)
+    far = compute_fid_kid(real, other, extractor, batch_size=16)
+    assert close["fid"] < 1e-3 and far["fid"] > 100 * max(close["fid"], 1e-6)
+    assert far["kid_mean"] > close["kid_mean"]
+    assert far["feature_extractor"] == "timm-random:resnet10t:1" and far["num_real"] == 64 and far["num_fake"] == 64
+    with pytest.raises(ValueError, match="never computed on a single batch"):
+        compute_fid_kid(real[:20], same[:20], extractor, batch_size=16)
+
+
+def test_feature_extractor_names():
+    with pytest.raises(FeatureExtractorError, match="Inception FID extractor is unavailable"):
+        build_feature_extractor("inception")  # torch-fidelity / weights are not available offline
+    assert build_feature_extractor("auto").name == FALLBACK_EXTRACTOR
+    seeded_a = build_feature_extractor("timm-random:resnet10t:7")
+    seeded_b = build_feature_extractor("timm-random:resnet10t:7")
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(seeded_a(x), seeded_b(x)), "a seeded random extractor is reproducible"
+    assert build_feature_extractor("timm-random:resnet10t").name == "timm-random:resnet10t:0"
+    for bad, msg in [("vgg", "unknown feature extractor"), ("timm-random:nonet", "no model"),
+                     ("timm-random:resnet10t:x", "integer")]:
+        with pytest.raises(FeatureExtractorError, match=msg):
+            build_feature_extractor(bad)

@@ -1,0 +1,210 @@
+"""The GAN training loop: one and two processes, exact resume, faults, export, and a push to the local Hub."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+
+from hubtune.gan import (
+    CheckpointError,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    DatasetTooSmallError,
+    Generator,
+    GANTrainingConfig,
+    NonFiniteLossError,
+    push_generator_folder,
+    train_gan,
+)
+from hubtune.gan.checkpoint import load_module, read_trainer_state
+
+TINY = dict(data="digits", image_size=16, g_channels=8, d_channels=8, latent_dim=16, batch_size=8,
+            log_every=1, sample_every=2, checkpoint_every=2, num_sample_images=4, eval_num_samples=0,
+            export_generator=False, progress_bar=False)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def tiny(tmp_path, name="run", **overrides):
+    return GANTrainingConfig(**{**TINY, "output_dir": str(tmp_path / name), **overrides})
+
+
+def read_logs(folder):
+    return [json.loads(line) for line in (Path(folder) / "logs.jsonl").read_text().splitlines() if line]
+
+
+def test_one_process_run_writes_samples_checkpoints_metrics_and_generator(tmp_path):
+    config = tiny(tmp_path, steps=4, eval_num_samples=100, eval_batch_size=50, export_generator=True,
+                  eval_feature_extractor="timm-random:resnet10t",
+                  r1_gamma=1.0, progress_bar=True)
+    result = train_gan(config)
+    out = Path(result.output_dir)
+    assert result.steps == 4 and [r["step"] for r in result.losses] == [1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(r["loss_d"])) for r in result.losses)
+    assert {"loss_d", "loss_g", "shrinkage_real", "shrinkage_fake", "r1"} <= set(result.losses[0])
+    logged = read_logs(out)  # written by the Accelerate tracker
+    assert [r["step"] for r in logged if "loss_d" in r] == [1, 2, 3, 4]
+    assert logged[0]["loss_d"] == pytest.approx(result.losses[0]["loss_d"])
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step-0000002.png", "step-0000004.png"]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    state = read_trainer_state(out / "checkpoint-4")
+    assert state["step"] == 4 and state["config"]["arch"] == "dcgan"
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["feature_extractor"] == "timm-random:resnet10t:0"
+    assert metrics["num_real"] == 100 and metrics["num_fake"] == 100 and metrics["fid"] > 0
+
+    gen_dir = Path(result.generator_dir)
+    assert {"config.json", "model.safetensors", "README.md", "samples.png"} <= {p.name for p in gen_dir.iterdir()}
+    card = (gen_dir / "README.md").read_text()
+    assert "timm-random:resnet10t:0" in card and "FID" in card and "AdaptiveMix" in card
+    assert "library_name: hubtune" in card and "unconditional-image-generation" in card
+    # the exported generator is the EMA of the last step: identical images from the checkpoint's EMA weights
+    loaded = Generator.from_pretrained(gen_dir)
+    ema = DCGANGenerator(latent_dim=16, image_size=16, channels=1, base_channels=8)
+    load_module(ema, out / "checkpoint-4" / "ema.safetensors")
+    assert torch.equal(loaded.generate(8, seed=5), ema.generate(8, seed=5))
+
+
+def test_resume_continues_exactly(tmp_path):
+    common = dict(r1_gamma=1.0, r1_every=2, ada_per_sample=True, checkpoint_every=3)
+    full = train_gan(tiny(tmp_path, "full", steps=6, **common))
+    AcceleratorState._reset_state(True)
+    first = train_gan(tiny(tmp_path, "split", steps=3, **common))
+    assert first.last_checkpoint.endswith("checkpoint-3")
+    AcceleratorState._reset_state(True)
+    resumed = train_gan(tiny(tmp_path, "split", steps=6, resume=True, **common))
+    assert [r["step"] for r in resumed.losses] == [4, 5, 6]
+    assert resumed.losses == full.losses[3:], "the loss curve after resume matches the uninterrupted run"
+    assert [r["step"] for r in read_logs(tmp_path / "split") if "loss_d" in r] == [1, 2, 3, 4, 5, 6]
+    for name in ("generator", "discriminator", "ema"):
+        a = (tmp_path / "full" / "checkpoint-6" / f"{name}.safetensors").read_bytes()
+        b = (tmp_path / "split" / "checkpoint-6" / f"{name}.safetensors").read_bytes()
+        assert a == b, f"{name} weights differ after resume"
+
+
+def test_resume_from_missing_truncated_or_mismatching_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        train_gan(tiny(tmp_path, "empty", steps=2, resume=True))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        train_gan(tiny(tmp_path, "x", steps=2, resume=str(tmp_path / "nowhere" / "checkpoint-2")))
+    train_gan(tiny(tmp_path, "ok", steps=2))
+    AcceleratorState._reset_state(True)
+    with pytest.raises(CheckpointError, match="other settings.*arch"):
+        train_gan(tiny(tmp_path, "ok", steps=4, resume=True, arch="resnet"))
+    ckpt = tmp_path / "ok" / "checkpoint-2"
+    weights = ckpt / "discriminator.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        train_gan(tiny(tmp_path, "ok", steps=4, resume=str(ckpt)))
+    (ckpt / "trainer_state.json").unlink()
+    with pytest.raises(CheckpointError, match="incomplete"):
+        train_gan(tiny(tmp_path, "ok", steps=4, resume=str(ckpt)))
+
+
+class PoisonedDiscriminator(DCGANDiscriminator):
+    """Turns its features into NaN after a number of forward calls (a diverging run)."""
+
+    def __init__(self, healthy_calls, **kwargs):
+        super().__init__(**kwargs)
+        self.calls, self.healthy_calls = 0, healthy_calls
+
+    def features(self, x):
+        self.calls += 1
+        f = super().features(x)
+        return f * float("nan") if self.calls > self.healthy_calls else f
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    # 5 discriminator calls per step (2 per batch with AdaptiveMix, 1 on the generator step): NaN from step 3
+    d = PoisonedDiscriminator(10, image_size=16, channels=1, base_channels=8)
+    with pytest.raises(NonFiniteLossError, match=r"step 3: the discriminator loss is nan.*checkpoint-2"):
+        train_gan(tiny(tmp_path, steps=6), discriminator=d)
+    out = tmp_path / "run"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert read_trainer_state(out / "checkpoint-2")["step"] == 2  # intact, loadable
+    assert not list(out.glob(".checkpoint-*"))
+
+
+def test_dataset_smaller_than_the_batch_is_a_clear_error(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (20, 20), (i * 50, 0, 0)).save(folder / f"{i}.png")
+    with pytest.raises(DatasetTooSmallError, match="3 images, fewer than one step's batch"):
+        train_gan(tiny(tmp_path, data=str(folder), steps=2))
+
+
+def _two_process_worker(output_dir):
+    from accelerate import Accelerator
+    from safetensors.torch import save_file
+
+    from hubtune.gan import build_gan
+
+    accelerator = Accelerator(cpu=True)
+    torch.manual_seed(0)
+    # BatchNorm discriminator: AdaptiveMix makes its third pass, all through DDP's forward
+    g, d = build_gan("dcgan", 16, 1, latent_dim=16, g_channels=8, d_channels=8, d_norm="batch")
+
+    def params():  # parameters only: BatchNorm / spectral-norm buffers are per-process between broadcasts
+        return {**{f"G.{k}": v.detach().clone() for k, v in g.named_parameters()},
+                **{f"D.{k}": v.detach().clone() for k, v in d.named_parameters()}}
+
+    initial = params()
+    result = train_gan(GANTrainingConfig(**{**TINY, "output_dir": output_dir, "steps": 3, "r1_gamma": 1.0,
+                                            "checkpoint_every": 3}), generator=g, discriminator=d, accelerator=accelerator)
+    rank = accelerator.process_index
+    save_file(params(), os.path.join(output_dir, f"rank{rank}.safetensors"))
+    if rank == 0:
+        save_file(initial, os.path.join(output_dir, "initial.safetensors"))
+    with open(os.path.join(output_dir, f"losses_rank{rank}.json"), "w") as f:
+        json.dump({"losses": result.losses, "num_processes": accelerator.num_processes}, f)
+
+
+def test_two_processes(tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "ddp"
+    # accelerate.debug_launcher forks; it runs in a fresh interpreter because forking a process whose OpenMP
+    # pool is already running (pytest ran other torch code) can hang the children
+    code = ("import sys, test_gan_loop as t; from accelerate import debug_launcher; "
+            "debug_launcher(t._two_process_worker, args=(sys.argv[1],), num_processes=2)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    done = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((out / f"losses_rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["num_processes"] == 2
+    assert [r["step"] for r in ranks[0]["losses"]] == [1, 2, 3]
+    assert ranks[0]["losses"] == ranks[1]["losses"], "logged values are reduced over processes"
+    assert {"rng_state_0.safetensors", "rng_state_1.safetensors"} <= {p.name for p in (out / "checkpoint-3").iterdir()}
+    assert read_trainer_state(out / "checkpoint-3")["num_processes"] == 2
+    # each process trained on different images: identical weights prove the gradients were synchronised
+    a, b = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
+    initial = load_file(str(out / "initial.safetensors"))
+    assert a.keys() == b.keys() and len(a) > 10
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert all(not torch.equal(initial[k], a[k]) for k in a if k.endswith(("weight", "original"))), "all layers trained"
+
+
+def test_push_generator_to_local_hub(tmp_path, local_hub, hub_token, hub_repo_id):
+    result = train_gan(tiny(tmp_path, steps=2, export_generator=True))
+    push_generator_folder(result.generator_dir, hub_repo_id, token=hub_token)
+    files = local_hub.files(hub_repo_id)
+    assert {"config.json", "model.safetensors", "README.md", "samples.png"} <= set(files)
+    assert hub_repo_id.encode() in files["README.md"], "the card's loading snippet names the repository"
+    from_hub = Generator.from_pretrained(hub_repo_id, token=hub_token)
+    local = Generator.from_pretrained(result.generator_dir)
+    assert torch.equal(from_hub.generate(4, seed=1), local.generate(4, seed=1))

@@ -1,0 +1,125 @@
+"""GAN models: shapes, the discriminator protocol, and Generator save / from_pretrained / generate."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hubtune.gan import (
+    DCGANGenerator,
+    Generator,
+    GeneratorLoadError,
+    MinibatchStdDev,
+    ResNetGenerator,
+    as_discriminator,
+    build_gan,
+)
+from hubtune.losses.adaptive_mix import AdaptiveMix, features_are_batch_coupled
+
+
+@pytest.mark.parametrize("arch,size", [("dcgan", 32), ("dcgan", 64), ("resnet", 32), ("resnet", 64), ("resnet", 128)])
+def test_shapes_and_discriminator_protocol(arch, size):
+    torch.manual_seed(0)
+    g, d = build_gan(arch, size, channels=3, g_channels=8, d_channels=8, latent_dim=16)
+    z = torch.randn(2, 16)
+    x = g(z)
+    assert x.shape == (2, 3, size, size) and x.min() >= -1 and x.max() <= 1
+    d.eval()  # spectral norm's power iteration would change the weights between calls in training mode
+    logits, feats = d(x, output="both")
+    assert logits.shape == (2,) and feats.dim() == 2 and feats.shape[0] == 2
+    assert torch.allclose(d(x), logits)
+    assert torch.allclose(d(feats, output="head"), logits)
+    assert torch.allclose(d(x, output="features"), feats)
+    with pytest.raises(ValueError, match="output"):
+        d(x, output="pooled")
+
+
+def test_build_gan_rejects_bad_sizes_and_names():
+    with pytest.raises(ValueError, match="power of two"):
+        build_gan("dcgan", 48)
+    with pytest.raises(ValueError, match="arch"):
+        build_gan("stylegan", 32)
+    with pytest.raises(ValueError, match="norm"):
+        build_gan("dcgan", 32, d_norm="layer")
+
+
+def test_batch_coupling_of_hubtune_discriminators():
+    _, sn = build_gan("dcgan", 32, 1, d_channels=8)
+    _, bn = build_gan("dcgan", 32, 1, d_channels=8, d_norm="batch")
+    _, mbstd = build_gan("resnet", 32, 1, d_channels=8, minibatch_std_group=2)
+    assert not features_are_batch_coupled(sn)
+    assert features_are_batch_coupled(bn)
+    assert features_are_batch_coupled(mbstd)
+    # minibatch-stddev output for one sample depends on its group
+    layer = MinibatchStdDev(2)
+    x = torch.randn(4, 3, 2, 2)
+    y = layer(x)
+    x2 = x.clone()
+    x2[2] += 1.0  # sample 2 is in group (0, 2): changes sample 0's extra channel, not sample 1's
+    y2 = layer(x2)
+    assert not torch.allclose(y[0, 3], y2[0, 3]) and torch.allclose(y[1, 3], y2[1, 3])
+    assert AdaptiveMix()(mbstd, torch.randn(4, 1, 32, 32)).feature_passes == 3
+
+
+def test_as_discriminator_wraps_features_head_modules():
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f, self.h = nn.Linear(12, 5), nn.Linear(5, 1)
+
+        def features(self, x):
+            return self.f(x.flatten(1))
+
+        def head(self, f):
+            return self.h(f)
+
+    d = as_discriminator(Plain())
+    x = torch.randn(3, 3, 2, 2)
+    assert d(x).shape == (3,)
+    assert AdaptiveMix()(d, x).feature_passes == 2
+    with pytest.raises(TypeError, match="features"):
+        as_discriminator(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("cls,kwargs", [(DCGANGenerator, {"image_size": 32, "channels": 1, "base_channels": 8}),
+                                        (ResNetGenerator, {"image_size": 32, "channels": 3, "base_channels": 8})])
+def test_generator_save_and_from_pretrained_any_architecture(tmp_path, cls, kwargs):
+    torch.manual_seed(1)
+    g = cls(latent_dim=16, **kwargs)
+    with torch.no_grad():  # move BN running stats off their defaults so that buffers matter
+        g.train()(torch.randn(8, 16))
+    g.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["arch"] == cls.arch and config["latent_dim"] == 16 and config["base_channels"] == 8
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = Generator.from_pretrained(tmp_path)  # the base class dispatches on `arch`
+    assert type(loaded) is cls and not loaded.training
+    a, b = g.generate(6, seed=3), loaded.generate(6, seed=3)
+    assert a.shape == (6, kwargs["channels"], 32, 32) and torch.equal(a, b)
+    assert torch.equal(loaded.generate(6, seed=3), b), "same seed, same images"
+    assert not torch.equal(loaded.generate(6, seed=4), b)
+    assert g.training, "generate() restores the training mode"
+    pil = loaded.generate(2, seed=0, output_type="pil")
+    assert len(pil) == 2 and pil[0].size == (32, 32)
+
+
+def test_from_pretrained_errors(tmp_path):
+    g = DCGANGenerator(latent_dim=8, image_size=32, channels=1, base_channels=8)
+    g.save_pretrained(tmp_path)
+    with pytest.raises(GeneratorLoadError, match="not a ResNetGenerator"):
+        ResNetGenerator.from_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "arch": "stylegan9"}))
+    with pytest.raises(GeneratorLoadError, match="stylegan9"):
+        Generator.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    weights.pop("net.0.weight")
+    save_file(weights, str(tmp_path / "model.safetensors"))
+    with pytest.raises(GeneratorLoadError, match="missing"):
+        Generator.from_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(GeneratorLoadError, match="model.safetensors"):
+        Generator.from_pretrained(tmp_path)
