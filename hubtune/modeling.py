@@ -175,7 +175,9 @@ class HubtuneForImageClassification(PreTrainedModel):
         if config.method == "core-tuning":
             from .losses.core_tuning import CoreTuningLoss
 
-            return CoreTuningLoss(preset=config.method_preset, **kwargs)
+            loss = CoreTuningLoss(preset=config.method_preset, **kwargs)
+            loss.validate_labels = False  # forward() checks the labels already, without a host sync on GPUs
+            return loss
         if config.method == "adaptivemix":
             from .losses.adaptive_mix import AdaptiveMixClassifierLoss
 
