@@ -595,3 +595,34 @@ def test_label_check_is_the_only_host_read():
 
 def test_module_exports():
     assert core_tuning.CoreTuningLoss is CoreTuningLoss
+
+
+@pytest.mark.parametrize("preset", ["paper", "reference"])
+def test_heads_on_mixed_outputs_equal_heads_on_mixed_rows(preset):
+    """The leading Linear runs on the B clean rows and its outputs are mixed: same values and gradients."""
+    from hubtune.losses.core_tuning import build_hard_pair_rows, head_on_rows, plan_hard_pairs
+
+    torch.manual_seed(0)
+    features = torch.randn(12, 16, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 3, 4])
+    draws = sample_core_tuning_draws(12)
+    projector = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8))
+    classifier = nn.Linear(16, 5)
+    plan = plan_hard_pairs(features, labels, draws, preset)
+    rows = build_hard_pair_rows(features, labels, draws, preset).rows
+    for head in (projector, classifier):
+        fast = head_on_rows(head, features, plan, detach_clean=preset == "reference")
+        slow = head(rows)
+        torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+        inputs = [features, *head.parameters()]
+        grads_fast = torch.autograd.grad(fast.square().sum(), inputs, retain_graph=True)
+        grads_slow = torch.autograd.grad(slow.square().sum(), inputs, retain_graph=True)
+        for a, b in zip(grads_fast, grads_slow):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+    class AbsHead(nn.Linear):  # not affine: must not take the shortcut
+        def forward(self, x):
+            return super().forward(x).abs()
+
+    abs_head = AbsHead(16, 5)
+    torch.testing.assert_close(head_on_rows(abs_head, features, plan), abs_head(rows))

@@ -184,6 +184,48 @@ def canonical_soft_labels(
     return new_a, new_b, new_weight
 
 
+class HardPairPlan(NamedTuple):
+    """How the 2B mixed rows come from the micro-batch, and the soft labels of all 3B rows.
+
+    Mixed row r = coef[r] * h[first[r]] + (1 - coef[r]) * h[second[r]] (r < B: semi-hard negatives,
+    r >= B: hard positives); class_a / class_b / weight_a cover the 3B rows [clean; mixed].
+    """
+
+    first: Tensor
+    second: Tensor
+    coef: Tensor
+    class_a: Tensor
+    class_b: Tensor
+    weight_a: Tensor
+
+
+def plan_hard_pairs(features: Tensor, labels: Tensor, draws: CoreTuningDraws, preset: str = "paper") -> HardPairPlan:
+    """Mine the pairs and draw up the 2B mixed rows (see :class:`HardPairPlan`); no gradient involved."""
+    _check_preset(preset)
+    hard_positive, hard_negative = mine_hard_pairs(features, labels, preset)
+    permutation = draws.permutation
+    lam = draws.lam.float()
+    mu = draws.mu.float()
+    ones = torch.ones_like(lam)
+    negative_labels = canonical_soft_labels(labels, 1 - lam, labels[permutation], lam)
+    positive_labels = canonical_soft_labels(labels[hard_positive], mu, labels[hard_negative], 1 - mu)
+    index = torch.arange(labels.shape[0], device=labels.device)
+    return HardPairPlan(
+        first=torch.cat([index, hard_positive]),
+        second=torch.cat([permutation, hard_negative]),
+        coef=torch.cat([1 - lam, mu]),
+        class_a=torch.cat([labels, negative_labels[0], positive_labels[0]]),
+        class_b=torch.cat([labels, negative_labels[1], positive_labels[1]]),
+        weight_a=torch.cat([ones, negative_labels[2], positive_labels[2]]),
+    )
+
+
+def mix_rows(x: Tensor, plan: HardPairPlan) -> Tensor:
+    """The 2B mixed rows of `x` (B, ...) by `plan`: coef * x[first] + (1 - coef) * x[second]."""
+    coef = plan.coef.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+    return coef * x[plan.first] + (1 - coef) * x[plan.second]
+
+
 def build_hard_pair_rows(
     features: Tensor, labels: Tensor, draws: CoreTuningDraws, preset: str = "paper"
 ) -> HardPairRows:
@@ -193,25 +235,39 @@ def build_hard_pair_rows(
     semi-hard negative: (1 - lam_i) h_i + lam_i h_p(i), label mixed the same way;
     hard positive: mu_i h_hp(i) + (1 - mu_i) h_hn(i), label mixed the same way.
     """
-    _check_preset(preset)
     h = features.float()
-    hard_positive, hard_negative = mine_hard_pairs(h, labels, preset)
-    permutation = draws.permutation
-    lam = draws.lam.to(h.dtype)
-    mu = draws.mu.to(h.dtype)
-
+    plan = plan_hard_pairs(h, labels, draws, preset)
     clean = h.detach() if preset == "reference" else h
-    semi_hard_negative = (1 - lam)[:, None] * h + lam[:, None] * h[permutation]
-    mixed_positive = mu[:, None] * h[hard_positive] + (1 - mu)[:, None] * h[hard_negative]
-    rows = torch.cat([clean, semi_hard_negative, mixed_positive], dim=0)
+    rows = torch.cat([clean, mix_rows(h, plan)], dim=0)
+    return HardPairRows(rows, plan.class_a, plan.class_b, plan.weight_a)
 
-    ones = torch.ones_like(lam)
-    negative_labels = canonical_soft_labels(labels, 1 - lam, labels[permutation], lam)
-    positive_labels = canonical_soft_labels(labels[hard_positive], mu, labels[hard_negative], 1 - mu)
-    class_a = torch.cat([labels, negative_labels[0], positive_labels[0]])
-    class_b = torch.cat([labels, negative_labels[1], positive_labels[1]])
-    weight_a = torch.cat([ones, negative_labels[2], positive_labels[2]])
-    return HardPairRows(rows, class_a, class_b, weight_a)
+
+def _leading_linear(head: nn.Module) -> tuple[nn.Linear | None, nn.Module]:
+    """(first layer, the rest) when `head` starts with a plain nn.Linear, else (None, head)."""
+    if type(head) is nn.Linear:
+        return head, nn.Identity()
+    if isinstance(head, nn.Sequential) and len(head) > 0 and type(head[0]) is nn.Linear:
+        return head[0], head[1:]
+    return None, head
+
+
+def head_on_rows(head: nn.Module, features: Tensor, plan: HardPairPlan, detach_clean: bool = False) -> Tensor:
+    """``head`` applied to the 3B rows [clean; mixed] of :func:`build_hard_pair_rows`, as float32.
+
+    When the head starts with a plain ``nn.Linear`` that layer runs on the B clean rows and its outputs are
+    mixed instead: W (c x + (1 - c) y) + b = c (W x + b) + (1 - c) (W y + b) because the two weights sum to 1.
+    The result is the same up to rounding, and the widest layer of the projector does a third of the work.
+    Rows are cast to the head's parameter dtype.
+    """
+    dtype = _parameter_dtype(head)
+    h = features.float()
+    first, rest = _leading_linear(head)
+    if first is None:
+        clean = h.detach() if detach_clean else h
+        return head(torch.cat([clean, mix_rows(h, plan)]).to(dtype)).float()
+    projected = first(h.to(dtype))
+    clean = first(h.detach().to(dtype)) if detach_clean else projected
+    return rest(torch.cat([clean, mix_rows(projected, plan)])).float()
 
 
 def soft_label_cross_entropy(
@@ -413,15 +469,15 @@ class CoreTuningLoss(nn.Module):
         else:
             autocast_off = torch.autocast(device_type="cpu", enabled=False)
         with autocast_off:
-            rows, class_a, class_b, weight_a = build_hard_pair_rows(
-                features, labels, draws, self.preset
-            )
-            logits = classifier(rows.to(_parameter_dtype(classifier))).float()
+            plan = plan_hard_pairs(features.float(), labels, draws, self.preset)
+            class_a, class_b, weight_a = plan.class_a, plan.class_b, plan.weight_a
+            detach_clean = self.preset == "reference"
+            logits = head_on_rows(classifier, features, plan, detach_clean)
             if self.validate_labels:
                 self._check_label_range(labels, logits.shape[-1])
             ce_loss = soft_label_cross_entropy(logits, class_a, class_b, weight_a)
 
-            projections = projector(rows.to(_parameter_dtype(projector))).float()
+            projections = head_on_rows(projector, features, plan, detach_clean)
             z = F.normalize(projections, dim=1)
             if self.gather_distributed and is_distributed():
                 z, class_a, class_b, weight_a = self._gather(z, class_a, class_b, weight_a)
