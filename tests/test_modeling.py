@@ -156,3 +156,17 @@ def test_adaptivemix_method_trains_and_its_reference_preset_uses_the_subspace_he
         u = F.normalize(ref.backbone(x), dim=-1)
         torch.testing.assert_close(ref(x).logits, (u @ w.T).abs())
     assert ref.config.default_export_format == "hubtune"
+
+
+def test_adaptivemix_over_a_transformers_backbone(tmp_path):
+    import transformers
+
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                    image_size=32, patch_size=8)
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path)
+    net = HubtuneForImageClassification.from_backbone(str(tmp_path), num_labels=3, method="adaptivemix")
+    net.train()
+    out = net(torch.randn(4, 3, 32, 32), labels=torch.tensor([0, 1, 2, 0]))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert net.backbone.model.vit.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0

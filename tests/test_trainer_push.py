@@ -59,3 +59,29 @@ def test_trainer_push_to_hub_publishes_a_loadable_model_with_the_hubtune_card(lo
         via_transformers = AutoModelForImageClassification.from_pretrained(hub_repo_id, token=hub_token).eval()(x).logits
     torch.testing.assert_close(via_timm, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(via_transformers, expected, atol=1e-5, rtol=0)
+
+
+def test_finetune_push_to_hub_and_hubtune_push(local_hub, hub_token, hub_repo_id, tmp_path, capsys):
+    from hubtune.cli import main
+
+    out = tmp_path / "out"
+    code = main(["finetune", "--max-steps", "2", "--max-train-samples", "64", "--max-eval-samples", "32",
+                 "--batch-size", "16", "--output-dir", str(out), "--no-progress", "--push-to-hub", hub_repo_id,
+                 "--hub-token", hub_token, "--private"])
+    assert code == 0, capsys.readouterr().err
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    files = set(HfApi().list_repo_files(hub_repo_id, token=hub_token))
+    assert {"config.json", "model.safetensors", "README.md", "training_curve.png"} <= files
+    assert not any(f.startswith("checkpoint-") for f in files)
+    card = open(hf_hub_download(hub_repo_id, "README.md", token=hub_token), encoding="utf-8").read()
+    assert f"hf-hub:{hub_repo_id}" in card  # the card's loading code names the repo
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        pushed = HubtuneForImageClassification.from_pretrained(hub_repo_id, token=hub_token).eval()(x).logits
+        local = HubtuneForImageClassification.from_pretrained(out).eval()(x).logits
+    torch.testing.assert_close(pushed, local)
+
+    # the finished folder again, to another repo and branch, with the stand-alone command
+    assert main(["push", str(out), hub_repo_id + "-copy", "--token", hub_token, "--revision", "v1"]) == 0
+    assert "model.safetensors" in HfApi().list_repo_files(hub_repo_id + "-copy", revision="v1", token=hub_token)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # pushing never edits the folder
