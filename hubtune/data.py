@@ -80,7 +80,9 @@ def load_digits_dataset() -> datasets.Dataset:
     )
 
 
-def _is_saved_dataset(folder: Path) -> bool:
+def is_saved_dataset(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` was written by ``datasets``' ``save_to_disk`` (a Dataset or a DatasetDict)."""
+    folder = Path(folder)
     return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
 
 
@@ -101,7 +103,7 @@ def _load_source(source: Any) -> tuple[dict[str, datasets.Dataset], str]:
         return {"train": load_digits_dataset()}, DIGITS
     path = Path(name)
     if path.is_dir():
-        if _is_saved_dataset(path):
+        if is_saved_dataset(path):
             loaded = datasets.load_from_disk(str(path))
             splits = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
             return splits, name

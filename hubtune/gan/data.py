@@ -23,6 +23,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from hubtune.data import ConvertChannels, is_saved_dataset
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -73,9 +75,7 @@ class ImageSet(Dataset):
 
 def _fit(image: Image.Image, size: int, mode: str) -> np.ndarray:
     """Convert mode (palette, alpha, 16-bit, CMYK ...), resize the shorter side to ``size``, centre-crop."""
-    if image.mode not in ("RGB", "L"):
-        image = image.convert("RGBA").convert("RGB") if image.mode in ("P", "PA", "LA", "RGBA") else image.convert("RGB")
-    image = image.convert(mode)
+    image = ConvertChannels(1 if mode == "L" else 3)(image)
     w, h = image.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
@@ -184,9 +184,7 @@ def load_image_set(
         images = load_digits_images(image_size)
         if channels == 3:
             images = ImageSet(images.images.expand(-1, 3, -1, -1).contiguous(), images.source)
-    elif isinstance(data, (str, os.PathLike)) and os.path.isdir(data) and not (
-        Path(data, "dataset_info.json").exists() or Path(data, "dataset_dict.json").exists()
-    ):
+    elif isinstance(data, (str, os.PathLike)) and os.path.isdir(data) and not is_saved_dataset(data):
         images = load_image_folder(data, image_size, channels or 3, strict)
     else:
         images = load_hf_images(str(data) if isinstance(data, os.PathLike) else data, image_size, channels or 3, max_images=max_images)
