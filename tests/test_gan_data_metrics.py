@@ -120,3 +120,33 @@ def test_feature_extractor_names():
                      ("timm-random:resnet10t:x", "integer")]:
         with pytest.raises(FeatureExtractorError, match=msg):
             build_feature_extractor(bad)
+
+
+def test_hubtune_classifier_as_the_feature_extractor(tmp_path):
+    import torch.nn.functional as F
+
+    from hubtune.modeling import HubtuneForImageClassification
+
+    torch.manual_seed(0)
+    model = HubtuneForImageClassification.from_backbone(
+        "test_resnet", id2label={i: str(i) for i in range(10)}, image_size=24
+    ).eval()
+    model.save_pretrained(tmp_path / "clf")
+    extractor = build_feature_extractor(f"hubtune:{tmp_path / 'clf'}")
+    assert extractor.name == f"hubtune:{tmp_path / 'clf'}" and extractor.num_features == model.backbone.num_features
+
+    # what the extractor must compute: gray -> RGB, resize to the classifier's input size, its mean/std, its pooled features
+    images = torch.rand(4, 1, 16, 16)
+    pre = model.preprocessing
+    assert tuple(pre.mean) == (0.5, 0.5, 0.5)  # not ImageNet's: the classifier's own normalisation is what counts
+    x = F.interpolate(images.expand(-1, 3, -1, -1), size=(24, 24), mode="bilinear", align_corners=False)
+    x = (x - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = model.forward_features(x)
+    torch.testing.assert_close(extractor(images), expected, atol=1e-5, rtol=1e-5)
+
+    real = torch.rand(32, 1, 16, 16)
+    result = compute_fid_kid(real, real.clone(), extractor, batch_size=8)
+    assert result["feature_extractor"] == f"hubtune:{tmp_path / 'clf'}" and result["fid"] < 1e-3
+    with pytest.raises(FeatureExtractorError, match="cannot load a hubtune classifier"):
+        build_feature_extractor(f"hubtune:{tmp_path / 'missing'}")
