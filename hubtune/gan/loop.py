@@ -355,8 +355,7 @@ def train_gan(
     # separate prepare calls: two models, two optimizers (DeepSpeed refuses two models in one prepare)
     G, opt_g = accelerator.prepare(generator, opt_g)
     D, opt_d = accelerator.prepare(discriminator, opt_d)
-    ada = AdaptiveMix(config.ada_weight, config.ada_alpha, config.ada_sigma, config.ada_distance,
-                      config.ada_per_sample, config.ada_preset) if config.adaptivemix else None
+    ada = AdaptiveMix(**config.adaptive_mix_settings()) if config.adaptivemix else None
 
     if resume_state is not None:
         _load_checkpoint(resume_from, accelerator, G, D, ema, opt_g, opt_d, resume_state)
@@ -371,7 +370,8 @@ def train_gan(
     scaler = accelerator.scaler
     losses: list[dict[str, float]] = []
     grids: list[str] = []
-    last_checkpoint = str(resume_from) if resume_from else (str(ckpt.latest_checkpoint(output_dir)) if ckpt.latest_checkpoint(output_dir) else None)
+    latest = resume_from or ckpt.latest_checkpoint(output_dir)
+    last_checkpoint = str(latest) if latest else None
 
     progress = None
     if config.progress_bar and accelerator.is_main_process:

@@ -40,9 +40,7 @@ def render_generator_card(
     from hubtune.gan.loop import GANTrainingConfig
 
     training = training or GANTrainingConfig().to_dict()
-    adaptivemix = None
-    if training.get("adaptivemix"):
-        adaptivemix = {k: training[f"ada_{k}"] for k in ("weight", "alpha", "sigma", "distance", "per_sample", "preset")}
+    adaptivemix = GANTrainingConfig.from_dict(training).adaptive_mix_settings()
     info = type(generator)._hub_mixin_info.model_card_data
     card_data = ModelCardData(
         library_name=info.library_name, license=info.license, pipeline_tag=info.pipeline_tag,
