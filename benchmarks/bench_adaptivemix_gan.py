@@ -4,7 +4,7 @@ One discriminator step = fakes from G (no graph) + discriminator losses on a rea
 Adam step. The variants, timed in one run with interleaved repetitions (median reported):
 
     plain            D(real), D(fake): no AdaptiveMix
-    ada-2pass        hubtune's default: f(x), f(x~); target lam f(x) + (1 - lam) f(x)[p] (detached)
+    ada-2pass        hubtune's "paper" preset: f(x), f(x~); target lam f(x) + (1 - lam) f(x)[p] (detached)
     ada-3pass-ref    the public script's computation: f(x), f(x[p]), f(x~), mixed logits head(t) + head(f(x~)),
                      so the third pass carries gradient (reference preset, 3 passes forced)
     ref-2pass        the reference preset's semantics with hubtune's 2 passes (same values and gradients)
@@ -30,7 +30,7 @@ from hubtune.losses.adaptive_mix import AdaptiveMix
 
 VARIANTS = {
     "plain": None,
-    "ada-2pass": dict(preset="default", feature_passes=2),
+    "ada-2pass": dict(preset="paper", feature_passes=2),
     "ada-3pass-ref": dict(preset="reference", feature_passes=3),
     "ref-2pass": dict(preset="reference", feature_passes=2),
 }

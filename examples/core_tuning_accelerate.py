@@ -36,7 +36,7 @@ def main() -> None:
     data = load_image_classification_data(args.dataset, max_train_samples=args.max_train_samples)
     model = HubtuneForImageClassification.from_backbone(
         args.model, id2label=data.id2label, method=args.method, image_size=args.image_size,
-        loss_kwargs={"eta": args.eta} if args.method == "core-tuning" else None,
+        method_config={"eta": args.eta} if args.method == "core-tuning" else None,
     )
     train_dl = DataLoader(
         with_transforms(data.train, build_transforms(model.preprocessing, train=True)),

@@ -1,6 +1,7 @@
 """Core-tune any timm or transformers backbone on any image-classification dataset with the HF Trainer.
 
-The Trainer API is spelled out here; ``hubtune finetune`` runs the same thing from the command line.
+The Trainer API is spelled out here; ``hubtune finetune`` runs the same thing from the command line
+(``hubtune finetune --method core-tuning --model resnet18 --eta 0.1 ...``, every TrainingArguments option included).
 
     python examples/core_tuning_trainer.py                                   # resnet18 on digits, CPU, ~1 min
     python examples/core_tuning_trainer.py --model hf-hub:timm/resnet50.a1_in1k --pretrained \
@@ -20,7 +21,7 @@ from transformers import TrainingArguments
 
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
 from hubtune.modeling import HubtuneForImageClassification
-from hubtune.trainer import EtaWarmupCallback, HubtuneTrainer, compute_accuracy
+from hubtune.training import EtaWarmupCallback, HubtuneTrainer, compute_accuracy
 
 
 def main() -> None:
@@ -47,8 +48,7 @@ def main() -> None:
         id2label=data.id2label,
         pretrained=args.pretrained,
         method="core-tuning",
-        method_preset=args.preset,
-        loss_kwargs={"eta": args.eta},
+        method_config={"preset": args.preset, "eta": args.eta},
         image_size=args.image_size,
     )
     train_ds = with_transforms(data.train, build_transforms(model.preprocessing, train=True))

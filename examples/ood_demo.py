@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 
 from hubtune.data import load_image_classification_data
-from hubtune.finetune import run_finetune
 from hubtune.modeling import HubtuneForImageClassification
 from hubtune.ood import DEFAULT_SCORES, evaluate_ood, format_ood_table
+from hubtune.training import parse_finetune_args, run_finetune
 
 OOD_SETS = {"skimage-photos": "skimage-photos", "noise": "noise"}
 
@@ -63,20 +63,21 @@ def main() -> None:
     for spec in args.methods:
         method, _, preset = spec.partition(":")
         out = Path(args.output_dir) / spec.replace(":", "-")
-        run_finetune(
-            model=args.model,
-            dataset="digits",
-            method=method,
-            method_preset=preset or "paper",
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            image_size=args.image_size,
-            pretrained=args.pretrained,
-            seed=args.seed,
-            output_dir=str(out),
-            disable_tqdm=True,
-        )
+        run_finetune(*parse_finetune_args({
+            "model": args.model,
+            "dataset": "digits",
+            "method": method,
+            "preset": preset or "paper",
+            "num_train_epochs": args.epochs,
+            "per_device_train_batch_size": args.batch_size,
+            "learning_rate": args.lr,
+            "image_size": args.image_size,
+            "pretrained": args.pretrained,
+            "seed": args.seed,
+            "output_dir": str(out),
+            "overwrite_output_dir": True,
+            "disable_tqdm": True,
+        }))
         model = HubtuneForImageClassification.from_pretrained(out)
         results = evaluate_ood(model, data, OOD_SETS, scores=args.scores, seed=args.seed)
         (out / "ood_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

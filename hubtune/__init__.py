@@ -1,32 +1,44 @@
 """hubtune: Core-tuning and AdaptiveMix for timm and transformers backbones.
 
-The public API, imported on first use so that ``import hubtune`` stays light:
+The public API:
 
 * models: :class:`HubtuneForImageClassification`, :class:`HubtuneConfig`, :func:`create_backbone`
+* methods: :func:`create_method`, :func:`register_method`, :func:`available_methods` (see :mod:`hubtune.methods`)
 * losses: :class:`CoreTuningLoss`, :class:`AdaptiveMix`, :class:`AdaptiveMixClassifierLoss`
-* training: :class:`HubtuneTrainer`, :class:`EtaWarmupCallback`, :func:`run_finetune`
+* training: :class:`HubtuneTrainer`, :class:`EtaWarmupCallback`, :func:`parse_finetune_args`, :func:`run_finetune`
 * data: :func:`load_image_classification_data`
+* errors: :class:`HubtuneError` and its subclasses (:mod:`hubtune.errors`)
+
+Importing hubtune registers ``model_type="hubtune"`` with transformers' ``AutoConfig`` and
+``AutoModelForImageClassification``, so a hubtune-layout folder (a ``checkpoint-*`` folder, say) loads
+through them. Everything else is imported on first use.
 """
 
 import importlib
 
-__version__ = "0.1.0"
+from hubtune.errors import HubtuneError
+
+__version__ = "0.2.0"
 
 _EXPORTS = {
-    "HubtuneForImageClassification": "hubtune.modeling",
     "HubtuneConfig": "hubtune.modeling",
+    "HubtuneForImageClassification": "hubtune.modeling",
     "create_backbone": "hubtune.backbones",
     "Backbone": "hubtune.backbones",
+    "create_method": "hubtune.methods",
+    "register_method": "hubtune.methods",
+    "available_methods": "hubtune.methods",
     "CoreTuningLoss": "hubtune.losses.core_tuning",
     "AdaptiveMix": "hubtune.losses.adaptive_mix",
     "AdaptiveMixClassifierLoss": "hubtune.losses.adaptive_mix",
-    "HubtuneTrainer": "hubtune.trainer",
-    "EtaWarmupCallback": "hubtune.trainer",
-    "run_finetune": "hubtune.finetune",
+    "HubtuneTrainer": "hubtune.training",
+    "EtaWarmupCallback": "hubtune.training",
+    "parse_finetune_args": "hubtune.training",
+    "run_finetune": "hubtune.training",
     "load_image_classification_data": "hubtune.data",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", "HubtuneError", *_EXPORTS]
 
 
 def __getattr__(name):

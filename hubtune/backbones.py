@@ -24,16 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from hubtune.errors import BackboneError, PretrainedWeightsError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class BackboneError(ValueError):
-    """A backbone name, source or output that hubtune cannot use."""
-
-
-class PretrainedWeightsError(RuntimeError):
-    """Pretrained weights were asked for and could not be loaded (never silently replaced by random ones)."""
 
 
 @dataclass(frozen=True)
@@ -247,7 +241,7 @@ def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> T
         "name": name,
         "architecture": architecture,
         "model_args": _jsonable(model_args),
-        "pretrained_cfg": _jsonable(dict(getattr(model, "pretrained_cfg", {}) or {})),
+        "pretrained_cfg": _describe_weights(_jsonable(dict(getattr(model, "pretrained_cfg", {}) or {})), pretrained),
     }
     num_features = _pooled_size(model, model, preprocessing.input_size[0], preprocessing.image_size, name)
     return TimmBackbone(model, spec, preprocessing, num_features)
@@ -388,6 +382,7 @@ def create_backbone(
         raise BackboneError(f"library must be 'timm' or 'transformers', not {library!r}.")
     backbone.preprocessing = backbone.preprocessing.with_image_size(image_size)
     backbone.spec["pretrained"] = bool(pretrained)
+    backbone.spec["name"] = public_name(backbone.spec.get("name"))
     return backbone
 
 
@@ -401,6 +396,36 @@ def backbone_from_spec(spec: dict[str, Any], preprocessing: dict[str, Any] | Pre
     if library == "transformers":
         return _transformers_from_spec(spec, preprocessing)
     raise BackboneError(f"Backbone spec has unknown library {library!r}; expected 'timm' or 'transformers'.")
+
+
+# pretrained_cfg fields that describe a set of weights (where they came from, their tag and licence).
+_WEIGHTS_FIELDS = ("url", "file", "hf_hub_id", "hf_hub_filename", "tag", "license", "description", "origin_url",
+                   "paper_ids", "paper_name", "notes", "state_dict", "source")
+
+
+def public_name(name: str | None) -> str | None:
+    """A backbone name safe to publish: a local folder is named by its last component, never its full path."""
+    if not name:
+        return name
+    prefix = "local-dir:" if str(name).startswith("local-dir:") else ""
+    rest = str(name)[len(prefix):]
+    path = Path(rest).expanduser()
+    if prefix or path.is_absolute() or rest.startswith((".", "~")) or path.exists():
+        return prefix + path.name
+    return str(name)
+
+
+def _describe_weights(pretrained_cfg: dict[str, Any], pretrained: bool) -> dict[str, Any]:
+    """timm's pretrained_cfg, telling the truth about the weights: a random initialisation keeps no tag, licence
+    or source of pretrained weights it never had; a local file's path is reduced to its name."""
+    cfg = dict(pretrained_cfg)
+    if not pretrained:
+        for key in _WEIGHTS_FIELDS:
+            cfg.pop(key, None)
+        cfg["description"] = "randomly initialised (no pretrained weights)"
+    elif cfg.get("file"):
+        cfg["file"] = Path(str(cfg["file"])).name
+    return cfg
 
 
 def _jsonable(obj: Any) -> Any:

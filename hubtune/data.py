@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -30,14 +31,11 @@ import torch
 from PIL import Image as PILImage
 
 from hubtune.backbones import PreprocessingConfig
+from hubtune.errors import ConfigError, DatasetError
 
 DIGITS = "digits"
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "coarse_label", "target")
 EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
-
-
-class DatasetError(ValueError):
-    """A dataset that hubtune cannot use for image classification, with what to do about it."""
 
 
 @dataclass
@@ -233,6 +231,43 @@ def _standardise_columns(dataset: datasets.Dataset, image_column: str, label_col
     return dataset
 
 
+def _is_single_class_folder(folder: Path) -> bool:
+    """An image folder whose images all sit in one folder (per split folder): datasets then makes no label column."""
+    if not folder.is_dir() or is_saved_dataset(folder):
+        return False
+    split_names = {"train", "training", *EVAL_SPLIT_NAMES}
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    classes = {p.parent.name for p in files if p.parent != folder} - split_names
+    return bool(files) and len(classes) <= 1
+
+
+def _drop_unreadable_images(dataset: datasets.Dataset, split: str, strict: bool) -> datasets.Dataset:
+    """``dataset`` without the rows whose image cannot be decoded (or DatasetError naming the first, if strict)."""
+    raw = dataset.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
+    bad: list[tuple[int, str, str]] = []
+    for index, item in enumerate(raw["image"]):
+        where = (item or {}).get("path") or f"row {index}"
+        try:
+            data = item.get("bytes")
+            with PILImage.open(io.BytesIO(data) if data is not None else item["path"]) as image:
+                image.load()
+        except Exception as e:  # noqa: BLE001 - PIL raises many types for a damaged file
+            bad.append((index, str(where), f"{type(e).__name__}: {e}".splitlines()[0]))
+            if strict:
+                break
+    if not bad:
+        return dataset
+    if strict:
+        raise DatasetError(f"Cannot read image {bad[0][1]} ({bad[0][2]}); fix or remove it, or drop --strict_data to "
+                           "leave unreadable images out.")
+    print(f"Leaving out {len(bad)} unreadable image(s) of split {split!r} (first: {bad[0][1]}: {bad[0][2]}); pass "
+          "--strict_data to stop at them instead.")
+    if len(bad) == len(dataset):
+        raise DatasetError(f"No image of split {split!r} could be read (first: {bad[0][1]}: {bad[0][2]}).")
+    dropped = {index for index, _, _ in bad}
+    return dataset.select([i for i in range(len(dataset)) if i not in dropped])
+
+
 def _unique_labels(dataset: datasets.Dataset) -> list[Any]:
     # unique() copies the whole table when an index mapping exists; keep only the label column first.
     return dataset.select_columns(["label"]).unique("label")
@@ -336,6 +371,8 @@ def load_image_classification_data(
     seed: int = 0,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
+    check_images: bool = True,
+    strict_data: bool = False,
 ) -> ImageClassificationData:
     """Load an image-classification dataset as a train / eval pair with ``"image"`` and ``"label"`` columns.
 
@@ -351,6 +388,9 @@ def load_image_classification_data(
         eval_split: the evaluation split; by default the first of validation / valid / val / test present,
             else ``eval_fraction`` of the training split held out (stratified by label) with ``seed``.
         max_train_samples, max_eval_samples: keep at most this many examples (a seeded random subset).
+        check_images: decode every image once before training, so that a corrupt file is found now, with its
+            name, and not at whichever batch reaches it; unreadable images are left out with a count printed.
+        strict_data: stop at the first unreadable image (naming the file) instead of leaving it out.
 
     Raises:
         DatasetError: the source cannot be read, has no image or label column, a named column or split does
@@ -375,15 +415,32 @@ def load_image_classification_data(
         )
 
     image_col = _find_image_column(train.features, image_column)
-    label_col = _find_label_column(train.features, label_column, image_col)
+    try:
+        label_col = _find_label_column(train.features, label_column, image_col)
+    except DatasetError:
+        if label_column is None and isinstance(source, (str, os.PathLike)) and _is_single_class_folder(Path(source)):
+            raise DatasetError(
+                f"Image folder {str(source)!r} has only one class: its images sit in a single folder. A classifier "
+                "needs two or more classes, one sub-folder per class (e.g. cats/ and dogs/)."
+            ) from None
+        raise
     train = _standardise_columns(train, image_col, label_col, train_name)
     if evaluation is not None:
         evaluation = _standardise_columns(evaluation, image_col, label_col, eval_name)
+    if check_images:
+        train = _drop_unreadable_images(train, train_name, strict_data)
+        if evaluation is not None:
+            evaluation = _drop_unreadable_images(evaluation, eval_name, strict_data)
 
     if isinstance(train.features["label"], datasets.ClassLabel):
         label_names = _class_label_names(train, evaluation, label_col)
     else:
         train, evaluation, label_names = _encode_raw_labels(train, evaluation, label_col)
+    if len(label_names) < 2:
+        raise DatasetError(
+            f"{name!r} has only one class ({', '.join(map(str, label_names)) or 'none'}); a classifier needs two or more. "
+            "An image folder needs one sub-folder per class."
+        )
     _check_label_range(train, len(label_names), train_name, label_col)
     if evaluation is not None:
         _check_label_range(evaluation, len(label_names), eval_name, label_col)
@@ -409,7 +466,7 @@ def _interpolation_mode(name: str):
     # timm's "random" picks bilinear or bicubic per call; one fixed choice keeps evaluation deterministic.
     name = "bilinear" if name == "random" else name
     if name not in _INTERPOLATIONS:
-        raise ValueError(f"Unknown interpolation {name!r}; use one of {', '.join(_INTERPOLATIONS)}.")
+        raise ConfigError(f"Unknown interpolation {name!r}; use one of {', '.join(_INTERPOLATIONS)}.")
     return InterpolationMode(name)
 
 
@@ -418,7 +475,7 @@ def _per_channel(values: Sequence[float], channels: int, what: str) -> tuple[flo
     if len(values) == 1:
         return values * channels
     if len(values) != channels:
-        raise ValueError(
+        raise ConfigError(
             f"Preprocessing {what} has {len(values)} values but the backbone expects {channels} channel(s); give "
             f"one value or {channels}."
         )
@@ -440,7 +497,7 @@ class ConvertChannels:
 
     def __init__(self, channels: int):
         if channels not in (1, 3):
-            raise ValueError(f"Backbones with {channels} input channels are not supported; hubtune feeds 1 (L) or 3 (RGB).")
+            raise ConfigError(f"Backbones with {channels} input channels are not supported; hubtune feeds 1 (L) or 3 (RGB).")
         self.channels = channels
 
     def __call__(self, image: PILImage.Image) -> PILImage.Image:
@@ -471,7 +528,7 @@ def build_transforms(preprocessing: PreprocessingConfig, train: bool, hflip: boo
     mean = _per_channel(preprocessing.mean, channels, "mean")
     std = _per_channel(preprocessing.std, channels, "std")
     if any(s <= 0 for s in std):
-        raise ValueError(f"Preprocessing std must be positive, got {std}.")
+        raise ConfigError(f"Preprocessing std must be positive, got {std}.")
     interpolation = _interpolation_mode(preprocessing.interpolation)
     steps: list[Callable] = [ConvertChannels(channels)]
     if train:
@@ -481,7 +538,7 @@ def build_transforms(preprocessing: PreprocessingConfig, train: bool, hflip: boo
     else:
         crop_pct = float(preprocessing.crop_pct)
         if crop_pct <= 0:
-            raise ValueError(f"Preprocessing crop_pct must be positive, got {crop_pct}.")
+            raise ConfigError(f"Preprocessing crop_pct must be positive, got {crop_pct}.")
         # A single int resizes the shorter edge, keeping the aspect ratio (timm's eval transform does the same).
         resize = int(height / crop_pct) if height == width else (int(height / crop_pct), int(width / crop_pct))
         steps += [T.Resize(resize, interpolation=interpolation), T.CenterCrop((height, width))]
@@ -516,7 +573,7 @@ def with_transforms(dataset: datasets.Dataset, transform: Callable[[PILImage.Ima
 def collate_image_batch(examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack examples into ``pixel_values`` (B, C, H, W) float and ``labels`` (B,) long."""
     if len(examples) == 0:
-        raise ValueError("collate_image_batch got an empty list of examples.")
+        raise DatasetError("collate_image_batch got an empty list of examples.")
     pixel_values = torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples]).float()
     labels = torch.tensor([int(e["labels"]) for e in examples], dtype=torch.long)
     return {"pixel_values": pixel_values, "labels": labels}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from hubtune.errors import GatherShapeMismatchError
+
 __all__ = [
     "GatherShapeMismatchError",
     "all_gather_no_grad",
@@ -22,10 +24,6 @@ __all__ = [
 
 # Shapes travel as a fixed-length int64 vector so that one small all_gather checks every rank.
 _MAX_GATHER_DIMS = 8
-
-
-class GatherShapeMismatchError(ValueError):
-    """Processes tried to all-gather tensors of different shapes (raised on every rank alike)."""
 
 
 def _is_initialised() -> bool:

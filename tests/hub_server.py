@@ -25,22 +25,31 @@ HTTP status (401, 404, 500, ...) or drop the connection after reading part of th
 
 Only models are hosted (``repo_type="model"``); anything else is answered with a 404 and recorded in
 :attr:`LocalHub.unhandled` so a test can see what a client asked for that the server does not know.
+
+This file is also the suite's pytest plugin (registered by tests/conftest.py, see the bottom of the file):
+fixtures ``local_hub`` (the session's one server, started at the first test that asks for it, with no
+injected faults before or after each test), ``hub_token`` and ``hub_repo_id``.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
+import os
 import re
 import socket
+import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pytest
 import yaml
 
 DEFAULT_USER = "hubtune-tester"
@@ -134,9 +143,18 @@ class LocalHub:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> "LocalHub":
+    def start(self, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None) -> "LocalHub":
+        """Serve from a daemon thread on ``host:port`` (0: a free port), or on ``sock``, an already bound socket."""
         handler = type("BoundHubHandler", (HubRequestHandler,), {"hub": self})
-        self.server = ThreadingHTTPServer((host, port), handler)
+        if sock is None:
+            self.server = ThreadingHTTPServer((host, port), handler)
+        else:
+            self.server = ThreadingHTTPServer(sock.getsockname()[:2], handler, bind_and_activate=False)
+            self.server.socket.close()
+            self.server.socket = sock
+            self.server.server_address = sock.getsockname()[:2]
+            self.server.server_name, self.server.server_port = self.server.server_address
+            self.server.server_activate()
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="local-hub", daemon=True)
         self.thread.start()
@@ -705,6 +723,130 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._send(status, body, headers, head=head)
 
 
-def start_local_hub(tokens: dict[str, str] | None = None) -> LocalHub:
-    """Start a :class:`LocalHub` on 127.0.0.1 with a free port, serving from a daemon thread."""
-    return LocalHub(tokens).start()
+def start_local_hub(
+    tokens: dict[str, str] | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    sock: socket.socket | None = None,
+    attempts: int = 20,
+    delay: float = 0.25,
+) -> LocalHub:
+    """Start a :class:`LocalHub` serving from a daemon thread.
+
+    On ``sock`` (a bound socket, see :class:`ReservedPort`) when given, else on ``host:port`` (0: any free
+    port). A fixed port that is busy is retried ``attempts`` times, ``delay`` seconds apart, because the
+    endpoint URL cannot change once huggingface_hub has read it.
+    """
+    hub = LocalHub(tokens)
+    if sock is not None:
+        return hub.start(sock=sock)
+    for attempt in range(attempts):
+        try:
+            return hub.start(host, port)
+        except OSError as err:
+            if port == 0 or err.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------------------------- pytest plugin
+# tests/conftest.py loads this file and registers it as a plugin (no sys.path edits). huggingface_hub reads
+# HF_ENDPOINT when it is imported and transformers caches its HfApi client at first use, so the endpoint must be
+# final before any test module imports them: conftest calls `reserve_endpoint()` at import time, which binds a
+# free port on 127.0.0.1 and holds it (bound, not listening, no thread) until the first test that asks for
+# `local_hub` starts the one server of the session on exactly that socket. Sessions that never ask for it never
+# start it; requests to the endpoint are then refused, as for an unreachable Hub.
+
+
+class ReservedPort:
+    """A TCP port on ``host`` held by a bound socket until a server takes the socket over."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self.sock: socket.socket | None = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.host, self.port = self.sock.getsockname()[:2]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def take(self) -> socket.socket | None:
+        """The bound socket, once (None afterwards, or after `close`)."""
+        sock, self.sock = self.sock, None
+        return sock
+
+    def close(self) -> None:
+        sock = self.take()
+        if sock is not None:
+            sock.close()
+
+
+_reservation: ReservedPort | None = None
+_session_hub: LocalHub | None = None
+
+
+def reserve_endpoint(host: str = "127.0.0.1") -> str:
+    """Reserve the session's Hub port (once) and return its endpoint URL, for HF_ENDPOINT."""
+    global _reservation
+    if _reservation is None:
+        _reservation = ReservedPort(host)
+    return _reservation.endpoint
+
+
+def session_hub() -> LocalHub:
+    """The session's Hub, started on the reserved endpoint at the first call."""
+    global _session_hub
+    if _session_hub is None:
+        endpoint = reserve_endpoint()
+        if os.environ.get("HF_ENDPOINT", "").rstrip("/") != endpoint:
+            raise RuntimeError(f"HF_ENDPOINT is {os.environ.get('HF_ENDPOINT')!r}, not the local Hub {endpoint}")
+        constants = sys.modules.get("huggingface_hub.constants")
+        if constants is not None and constants.ENDPOINT != endpoint:
+            raise RuntimeError(
+                f"huggingface_hub was imported with endpoint {constants.ENDPOINT}, not the local Hub {endpoint}: "
+                "something imported it before tests/conftest.py set HF_ENDPOINT"
+            )
+        sock = _reservation.take()
+        if sock is not None:
+            _session_hub = start_local_hub(sock=sock)
+        else:  # the reserved socket is gone (closed): bind the same port again
+            _session_hub = start_local_hub(host=_reservation.host, port=_reservation.port)
+    return _session_hub
+
+
+@pytest.fixture(scope="session")
+def local_hub_server() -> LocalHub:
+    """The session's Hub, started once, at the first test that needs it."""
+    return session_hub()
+
+
+@pytest.fixture
+def local_hub(local_hub_server) -> LocalHub:
+    """The session's local Hub, with no injected faults before or after the test."""
+    local_hub_server.clear_faults()
+    yield local_hub_server
+    local_hub_server.clear_faults()
+
+
+@pytest.fixture
+def hub_token() -> str:
+    """A token the local Hub accepts (never set in the environment unless a test does it)."""
+    return DEFAULT_TOKEN
+
+
+@pytest.fixture
+def hub_repo_id() -> str:
+    """A fresh "org/name" repo id, so tests sharing the session's Hub never collide."""
+    return f"hubtune-tests/model-{uuid.uuid4().hex[:10]}"
+
+
+def pytest_unconfigure(config) -> None:
+    global _session_hub
+    if _session_hub is not None:
+        _session_hub.stop()
+        _session_hub = None
+    if _reservation is not None:
+        _reservation.close()

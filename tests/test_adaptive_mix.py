@@ -1,5 +1,6 @@
 """AdaptiveMix maths against plain float64 statements (loops), with fixed draws."""
 
+import copy
 import math
 
 import pytest
@@ -148,7 +149,7 @@ def reference_statement(d, x, draws, sigma_noise, preset):
     return sum(losses) / b, torch.tensor(logits, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("preset", ["default", "reference"])
+@pytest.mark.parametrize("preset", ["paper", "reference"])
 def test_adaptive_mix_matches_float64_statement(preset):
     torch.manual_seed(2)
     d = CountingDiscriminator()
@@ -159,12 +160,12 @@ def test_adaptive_mix_matches_float64_statement(preset):
     assert d.feature_samples == 12, "two passes: x and x~"
     expected_loss, expected_logits = reference_statement(d, x, draws, draws.noise, preset)
     assert out.feature_passes == 2
-    assert out.shrinkage.item() == pytest.approx(expected_loss, abs=1e-9)
+    assert out.shrinkage_loss.item() == pytest.approx(expected_loss, abs=1e-9)
     assert out.loss.item() == pytest.approx(0.5 * expected_loss, abs=1e-9)
     assert torch.allclose(out.logits.detach(), expected_logits, atol=1e-10)
 
 
-@pytest.mark.parametrize("preset", ["default", "reference"])
+@pytest.mark.parametrize("preset", ["paper", "reference"])
 def test_two_pass_equals_three_pass_for_per_sample_discriminator(preset):
     torch.manual_seed(3)
     x = torch.randn(8, 3, 8, 8, dtype=torch.float64)
@@ -187,12 +188,6 @@ def test_batch_coupled_features_are_detected_and_get_the_third_pass():
     torch.manual_seed(5)
     plain = CountingDiscriminator()
     assert not features_are_batch_coupled(plain)
-    bn = CountingDiscriminator(nn.BatchNorm2d(4, dtype=torch.float64))
-    assert features_are_batch_coupled(bn)
-    bn.eval()
-    assert not features_are_batch_coupled(bn), "BatchNorm with running stats in eval mode is per-sample"
-    bn_no_stats = CountingDiscriminator(nn.BatchNorm2d(4, track_running_stats=False, dtype=torch.float64)).eval()
-    assert features_are_batch_coupled(bn_no_stats)
     assert features_are_batch_coupled(CountingDiscriminator(GroupStd()))
 
     x = torch.randn(8, 3, 8, 8, dtype=torch.float64)
@@ -200,25 +195,40 @@ def test_batch_coupled_features_are_detected_and_get_the_third_pass():
     ada = AdaptiveMix()
     plain_out = ada(plain, x, draws)
     assert plain.feature_samples == 16 and plain_out.feature_passes == 2
-    bn.train()
-    bn_out = ada(bn, x, draws)
-    assert bn.feature_samples == 24 and bn_out.feature_passes == 3
 
     # where samples really interact, f(x)[p] != f(x[p]): auto mode gives the 3-pass (reference) value
     torch.manual_seed(7)
     coupled = CountingDiscriminator(GroupStd())
-    auto = AdaptiveMix(feature_passes="auto")(coupled, x, draws).shrinkage
-    three = AdaptiveMix(feature_passes=3)(coupled, x, draws).shrinkage
-    two = AdaptiveMix(feature_passes=2)(coupled, x, draws).shrinkage
+    auto = AdaptiveMix(feature_passes="auto")(coupled, x, draws).shrinkage_loss
+    three = AdaptiveMix(feature_passes=3)(coupled, x, draws).shrinkage_loss
+    two = AdaptiveMix(feature_passes=2)(coupled, x, draws).shrinkage_loss
     assert auto.item() == pytest.approx(three.item(), abs=1e-12)
     assert abs(two.item() - three.item()) > 1e-6
+
+
+@pytest.mark.parametrize("track_running_stats", [True, False])
+def test_batchnorm_in_training_mode_is_not_batch_coupled(track_running_stats):
+    """A permutation of the same batch has the same batch statistics: f(x[p]) == f(x)[p], so two passes suffice."""
+    torch.manual_seed(5)
+    bn = CountingDiscriminator(nn.BatchNorm2d(4, track_running_stats=track_running_stats, dtype=torch.float64)).train()
+    x = torch.randn(8, 3, 8, 8, dtype=torch.float64)
+    perm = torch.randperm(8)
+    f, f_permuted = bn.features(x), bn.features(x[perm])
+    assert torch.allclose(f_permuted, f[perm], atol=1e-12, rtol=0)
+    assert not features_are_batch_coupled(bn)
+    bn.feature_samples = 0
+    out = AdaptiveMix()(bn, x, fixed_draws(8, 64, seed=6))
+    assert out.feature_passes == 2 and bn.feature_samples == 16
+    # and the two-pass value equals the three-pass one
+    three = AdaptiveMix(feature_passes=3)(bn, x, fixed_draws(8, 64, seed=6))
+    assert out.shrinkage_loss.item() == pytest.approx(three.shrinkage_loss.item(), abs=1e-12)
 
 
 def test_gradients_reach_discriminator_and_generator_only_in_reference_preset():
     torch.manual_seed(8)
     gen = nn.Linear(4, 3 * 8 * 8, dtype=torch.float64)
     z = torch.randn(6, 4, dtype=torch.float64)
-    for preset, expect_generator_grad in (("default", False), ("reference", True)):
+    for preset, expect_generator_grad in (("paper", False), ("reference", True)):
         d = CountingDiscriminator()
         ada = AdaptiveMix(preset=preset, sigma=0.0)
         # discriminator step: the shrinkage term alone moves D's feature layers
@@ -242,7 +252,7 @@ def test_gradients_reach_discriminator_and_generator_only_in_reference_preset():
 def test_adaptive_mix_bad_knobs():
     for kwargs, msg in [
         ({"alpha": 0}, "alpha"), ({"alpha": float("nan")}, "alpha"), ({"sigma": -1}, "sigma"),
-        ({"distance": "l1"}, "distance"), ({"weight": -0.1}, "weight"), ({"preset": "paper"}, "preset"),
+        ({"distance": "l1"}, "distance"), ({"weight": -0.1}, "weight"), ({"preset": "default"}, "preset"),
         ({"feature_passes": 4}, "feature_passes"),
     ]:
         with pytest.raises(ValueError, match=msg):
@@ -256,51 +266,84 @@ def test_adaptive_mix_bad_knobs():
 # ----------------------------------------------------------------------------------------- classifier loss
 
 
-def classifier_statement(features_fn, classifier, x, y, draws, distance, clean_ce, weight):
+def classifier_statement64(backbone, head, x, y, draws, preset, distance, clean_ce, weight):
+    """The classifier loss written out in float64 with explicit loops, plus its gradients (autograd in float64).
+
+    paper: mixup CE on W f(x~); reference (the public classifier script): mixup CE on W t + W f(x~), where
+    t = lam f(x) + (1 - lam) f(x)[p] carries gradient; the shrinkage target is the detached t plus the noise.
+    Returns (total, ce, shrinkage, gradients of the backbone's parameters, gradient w.r.t. x).
+    """
+    bb, hd = copy.deepcopy(backbone).double(), copy.deepcopy(head).double()
+    x64 = x.detach().double().requires_grad_(True)
     b = x.shape[0]
-    with torch.no_grad():
-        f = features_fn(x).double()
-        mixed = torch.stack([float(draws.lam[i]) * x[i] + (1 - float(draws.lam[i])) * x[int(draws.permutation[i])] for i in range(b)])
-        fm = features_fn(mixed).double()
-        logits_m = classifier(fm.float()).double()
-        logits = classifier(f.float()).double()
-    ce = 0.0
+    lam = [float(v) for v in draws.lam]
+    p = [int(v) for v in draws.permutation]
+    f = bb(x64)
+    fm = bb(torch.stack([lam[i] * x64[i] + (1 - lam[i]) * x64[p[i]] for i in range(b)]))
+    t = torch.stack([lam[i] * f[i] + (1 - lam[i]) * f[p[i]] for i in range(b)])
+    z = hd(t) + hd(fm) if preset == "reference" else hd(fm)
+
+    def nll(row, label):
+        return torch.log(torch.exp(row).sum()) - row[label]
+
+    ce = sum(lam[i] * nll(z[i], int(y[i])) + (1 - lam[i]) * nll(z[i], int(y[p[i]])) for i in range(b)) / b
+    if clean_ce:
+        logits = hd(f)
+        ce = ce + sum(nll(logits[i], int(y[i])) for i in range(b)) / b
     shrink = 0.0
     for i in range(b):
-        lam, j = float(draws.lam[i]), int(draws.permutation[i])
-        logz = math.log(sum(math.exp(float(v)) for v in logits_m[i]))
-        ce += lam * (logz - float(logits_m[i, y[i]])) + (1 - lam) * (logz - float(logits_m[i, y[j]]))
-        t = lam * f[i] + (1 - lam) * f[j] + draws.noise[i].double()
+        target = t[i].detach() + draws.noise[i].double()
         if distance == "cosine":
-            shrink += 1 - cosine64(fm[i], t)
+            shrink = shrink + 1 - (fm[i] * target).sum() / (fm[i].norm() * target.norm())
         else:
-            shrink += sum((float(fm[i, k]) - float(t[k])) ** 2 for k in range(f.shape[1])) / f.shape[1]
-    ce /= b
-    shrink /= b
-    if clean_ce:
-        ce += sum(math.log(sum(math.exp(float(v)) for v in logits[i])) - float(logits[i, y[i]]) for i in range(b)) / b
-    return ce + weight * shrink, ce, shrink
+            shrink = shrink + ((fm[i] - target) ** 2).sum() / f.shape[1]
+    shrink = shrink / b
+    total = ce + weight * shrink
+    total.backward()
+    return (total.item(), ce.item(), float(shrink.detach()), [q.grad.clone() for q in bb.parameters()], x64.grad.clone())
 
 
 @pytest.mark.parametrize("preset", ["paper", "reference"])
-def test_classifier_loss_against_float64(preset):
+def test_classifier_loss_and_gradients_against_float64(preset):
     torch.manual_seed(9)
     backbone = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.Tanh())
     head = nn.Linear(5, 3)
-    x = torch.randn(6, 3, 2, 2)
+    x = torch.randn(6, 3, 2, 2, requires_grad=True)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     draws = fixed_draws(6, 5, seed=10)
     loss_fn = AdaptiveMixClassifierLoss(weight=0.7) if preset == "paper" else AdaptiveMixClassifierLoss.reference(weight=0.7)
     assert loss_fn.distance == ("cosine" if preset == "paper" else "mse")
     assert loss_fn.clean_ce == (preset == "paper")
     out = loss_fn(x, y, backbone, head, draws=draws)
-    total, ce, shrink = classifier_statement(backbone, head, x, y, draws, loss_fn.distance, loss_fn.clean_ce, 0.7)
+    total, ce, shrink, grads, x_grad = classifier_statement64(
+        backbone, head, x, y, draws, preset, loss_fn.distance, loss_fn.clean_ce, 0.7)
     assert out.loss.item() == pytest.approx(total, abs=1e-5)
     assert out.ce_loss.item() == pytest.approx(ce, abs=1e-5)
     assert out.shrinkage_loss.item() == pytest.approx(shrink, abs=1e-6)
     assert torch.allclose(out.logits, head(backbone(x)), atol=1e-6)
     out.loss.backward()
-    assert backbone[1].weight.grad.abs().sum() > 0 and head.weight.grad.abs().sum() > 0
+    for got, expected in zip(backbone.parameters(), grads):
+        assert torch.allclose(got.grad.double(), expected, atol=1e-5), "feature network gradients"
+    assert torch.allclose(x.grad.double(), x_grad, atol=1e-5), "input gradients"
+    assert head.weight.grad.abs().sum() > 0
+
+
+def test_classifier_reference_preset_clean_pass_carries_gradient():
+    """In the reference preset the clean features feed the mixed logits W t: the clean pass has a graph."""
+    torch.manual_seed(13)
+    calls = []
+
+    def features_fn(images):
+        out = nn.functional.linear(images.flatten(1), weight)
+        calls.append(out.requires_grad)
+        return out
+
+    weight = torch.randn(4, 12, requires_grad=True)
+    head = nn.Linear(4, 3)
+    out = AdaptiveMixClassifierLoss.reference()(torch.randn(6, 3, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2]), features_fn,
+                                                head, draws=fixed_draws(6, 4, seed=14))
+    assert calls == [True, True], "both passes (clean and mixed) run with a graph"
+    assert out.logits.requires_grad
 
 
 def test_classifier_loss_float32_under_bf16_autocast():

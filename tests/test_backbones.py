@@ -115,7 +115,7 @@ def test_unpooled_backbone_is_a_clear_error():
         create_backbone("resnet18", global_pool="")
 
 
-def test_failed_download_is_an_error_not_random_weights():
+def test_failed_download_is_an_error_not_random_weights(local_hub):
     # The session's HF_ENDPOINT is the local test Hub, which has no timm/resnet18 weights.
     with pytest.raises(PretrainedWeightsError, match="no-pretrained"):
         create_backbone("resnet18", pretrained=True)

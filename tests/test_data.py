@@ -469,3 +469,22 @@ def test_unstratifiable_split_falls_back_to_random_with_a_warning():
         data = load_image_classification_data(ds, eval_fraction=0.4)
     assert (len(data.train), len(data.eval)) == (3, 2)
     assert data.num_labels == 3
+
+
+def test_unreadable_images_are_left_out_with_a_count_or_named_under_strict(image_folder, capsys):
+    folder, _ = image_folder
+    good = (folder / "cat" / "1.png").read_bytes()
+    (folder / "cat" / "broken.png").write_bytes(good[: len(good) // 2])  # a truncated PNG
+    data = load_image_classification_data(str(folder), eval_fraction=0.3)
+    assert len(data.train) + len(data.eval) == 9
+    assert "Leaving out 1 unreadable image(s)" in capsys.readouterr().out
+    with pytest.raises(DatasetError, match=r"Cannot read image .*broken\.png"):
+        load_image_classification_data(str(folder), strict_data=True)
+
+
+def test_a_folder_with_one_class_says_so(tmp_path):
+    (tmp_path / "cat").mkdir()
+    for k in range(3):
+        Image.new("RGB", (8, 8), (k, k, k)).save(tmp_path / "cat" / f"{k}.png")
+    with pytest.raises(DatasetError, match="only one class"):
+        load_image_classification_data(str(tmp_path))

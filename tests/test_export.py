@@ -10,15 +10,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ViTConfig
 
-from hubtune.export import (
-    ExportError,
-    PickleCheckpointError,
-    _verify_export,
-    detect_layout,
-    load_export,
-    save_export,
-)
+from hubtune.errors import ExportError, PickleCheckpointError
+from hubtune.layouts import detect_layout, probe_input, write_library_layout
 from hubtune.modeling import HubtuneForImageClassification
+
+load_export = HubtuneForImageClassification.from_pretrained
+
+
+def save_export(model, folder, export_format="auto", **kwargs):
+    return model.save_pretrained(folder, export_format=export_format, **kwargs)
 
 LABELS = {0: "cat", 1: "dog", 2: "bird"}
 TOL = 1e-5
@@ -155,7 +155,7 @@ def test_hubtune_format_keeps_the_projector(timm_model, tmp_path):
 
 def test_heads_a_library_cannot_express_are_refused(tmp_path):
     model = HubtuneForImageClassification.from_backbone(
-        "test_resnet", num_labels=3, image_size=32, method="adaptivemix", method_preset="reference")
+        "test_resnet", num_labels=3, image_size=32, method="adaptivemix", method_config={"preset": "reference"})
     assert model.config.default_export_format == "hubtune"
     with pytest.raises(ExportError, match="export_format='hubtune'"):
         save_export(model, tmp_path / "forced", export_format="timm")
@@ -168,9 +168,10 @@ def test_an_export_that_does_not_reproduce_the_model_is_caught(timm_model, tmp_p
     other = _perturb(HubtuneForImageClassification.from_backbone("test_resnet", id2label=LABELS, image_size=32))
     with torch.no_grad():
         other.classifier.bias.add_(1.0)
-    other.save_pretrained(tmp_path)
+    expected = _logits(other, probe_input(timm_model.config.preprocessing))
     with pytest.raises(ExportError, match="does not reproduce the model.*export_format='hubtune'"):
-        _verify_export(timm_model, tmp_path, "timm")
+        write_library_layout(timm_model._library_parts(), "timm", tmp_path / "out", expected)
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_files_are_named(timm_model, tmp_path):
@@ -222,3 +223,23 @@ def test_safetensors_only(timm_model, tmp_path):
 def test_a_missing_local_folder_is_not_taken_for_a_repo(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         load_export(tmp_path / "no-such-folder")
+
+
+def test_no_local_path_and_no_borrowed_weight_provenance_in_what_is_published(tmp_path):
+    from hubtune.hub import write_model_card
+
+    weights_dir = tmp_path / "home" / "me" / "secret-project" / "weights"
+    timm.models.save_for_hf(timm.create_model("test_resnet", num_classes=0), str(weights_dir), safe_serialization=True)
+    for spec, pretrained in ((f"local-dir:{weights_dir}", True), ("test_resnet", False)):
+        model = HubtuneForImageClassification.from_backbone(spec, id2label=LABELS, image_size=32, pretrained=pretrained)
+        out = tmp_path / f"out-{pretrained}"
+        for layout in ("auto", "hubtune"):
+            model.save_pretrained(out / layout, export_format=layout)
+            write_model_card(out / layout, model.run_info(dataset="digits"))
+            for path in (out / layout).rglob("*"):
+                if path.is_file():
+                    assert str(tmp_path).encode() not in path.read_bytes(), path
+        config = json.loads((out / "auto" / "config.json").read_text())
+        if not pretrained:  # a random init does not claim test_resnet's default pretrained tag or licence
+            assert not {"tag", "license", "hf_hub_id", "url"} & set(config["pretrained_cfg"])
+            assert "randomly initialised" in config["pretrained_cfg"]["description"]

@@ -1,14 +1,15 @@
-"""`hubtune gan` command line: a tiny run that pushes to the local Hub, and clear errors."""
+"""`hubtune gan` command line: HfArgumentParser flags, a config file, a tiny run that pushes, clear errors."""
 
-import argparse
 import json
 
 import pytest
 import torch
 from accelerate.state import AcceleratorState
 
-from hubtune.gan import Generator
-from hubtune.gan.cli import add_parser
+from hubtune.commands import gan as gan_command
+from hubtune.commands import main
+from hubtune.commands._parsing import parse_command_line
+from hubtune.gan import GANTrainingResult, Generator
 
 
 @pytest.fixture(autouse=True)
@@ -19,42 +20,71 @@ def fresh_accelerate_state():
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(prog="hubtune")
-    add_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
+    (config,) = parse_command_line(gan_command.build_parser(), argv)
+    return config
 
 
-def test_defaults_are_the_documented_ones():
-    args = parse(["gan"])
-    assert (args.data, args.arch, args.image_size, args.adaptivemix, args.resume, args.push_to_hub) == (
-        "digits", "dcgan", 32, True, False, None)
-    assert parse(["gan", "--no-adaptivemix", "--resume"]).adaptivemix is False
-    assert parse(["gan", "--resume"]).resume is True
-    assert parse(["gan", "--resume", "out/checkpoint-4"]).resume == "out/checkpoint-4"
+def test_defaults_and_the_shared_flag_vocabulary():
+    config = parse([])
+    assert (config.dataset, config.arch, config.image_size, config.adaptivemix, config.resume_from_checkpoint,
+            config.push_to_hub, config.bf16, config.fp16, config.ada_preset) == (
+        "digits", "dcgan", 32, True, None, False, False, False, "paper")
+    assert parse(["--no_adaptivemix"]).adaptivemix is False
+    assert parse(["--resume_from_checkpoint"]).resume_from_checkpoint == "latest"
+    assert parse(["--resume_from_checkpoint", "out/checkpoint-4"]).resume_from_checkpoint == "out/checkpoint-4"
+    assert parse(["--batch-size", "4"]).per_device_train_batch_size == 4
+    assert parse(["--max-steps", "9", "--log_with", "tensorboard", "wandb"]).log_with == ["tensorboard", "wandb"]
+    assert parse(["--ada_preset", "reference"]).ada_preset == "reference"
+    assert gan_command.build_parser().prog == "hubtune gan"
     with pytest.raises(SystemExit):
-        parse(["gan", "--arch", "stylegan"])
+        parse(["--arch", "stylegan"])
+    with pytest.raises(SystemExit):
+        parse(["--ada_preset", "default"])
 
 
-def test_tiny_run_writes_generator_and_pushes(tmp_path, capsys, local_hub, hub_token, hub_repo_id):
+def test_config_file_then_flags(tmp_path):
+    path = tmp_path / "gan.yaml"
+    path.write_text("max_steps: 7\narch: resnet\nlr_g: 0.001\n")
+    config = parse([str(path), "--max_steps", "10"])
+    assert (config.max_steps, config.arch, config.lr_g) == (10, "resnet", 0.001)
+
+
+def test_tiny_run_writes_generator_at_the_root_and_pushes(tmp_path, capsys, local_hub, hub_token, hub_repo_id):
     out = tmp_path / "cli"
-    args = parse(["gan", "--data", "digits", "--arch", "dcgan", "--image-size", "16", "--steps", "2",
-                  "--batch-size", "8", "--output-dir", str(out), "--eval-samples", "0", "--no-progress",
-                  "--seed", "3", "--mixed-precision", "bf16", "--push-to-hub", hub_repo_id, "--hub-token", hub_token])
-    assert args.func(args) == 0
+    code = main(["gan", "--dataset", "digits", "--arch", "dcgan", "--image_size", "16", "--max_steps", "2",
+                 "--per_device_train_batch_size", "8", "--output_dir", str(out), "--eval_num_samples", "0",
+                 "--no_progress_bar", "--seed", "3", "--bf16", "--push_to_hub", "--hub_model_id", hub_repo_id,
+                 "--hub_token", hub_token])
+    assert code == 0
     printed = capsys.readouterr().out
-    assert "generator folder" in printed and f"pushed {out / 'generator'} to {hub_repo_id}" in printed
+    assert f"Generator.from_pretrained({str(out)!r})" in printed and "pushed the generator" in printed
     config = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["config"]
-    assert config["mixed_precision"] == "bf16" and config["seed"] == 3 and config["adaptivemix"] is True
+    assert config["bf16"] is True and config["seed"] == 3 and config["adaptivemix"] is True
+    assert "hub_token" not in config and hub_token not in (out / "training_config.json").read_text()
     assert (out / "samples" / "step-0000002.png").exists()
-    local = Generator.from_pretrained(out / "generator")
+    local = Generator.from_pretrained(out)
     remote = Generator.from_pretrained(hub_repo_id, token=hub_token)
     assert torch.equal(local.generate(3, seed=0), remote.generate(3, seed=0))
 
 
-def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
-    args = parse(["gan", "--output-dir", str(tmp_path / "none"), "--resume", "--steps", "2", "--no-progress"])
-    assert args.func(args) == 1
-    assert "no complete checkpoint" in capsys.readouterr().err
-    args = parse(["gan", "--steps", "0", "--output-dir", str(tmp_path / "x")])
-    assert args.func(args) == 1
-    assert "steps must be a positive integer" in capsys.readouterr().err
+def test_errors_are_one_line_messages_not_tracebacks(tmp_path, capsys):
+    assert main(["gan", "--output_dir", str(tmp_path / "none"), "--resume_from_checkpoint", "--max_steps", "2",
+                 "--no_progress_bar"]) == 1
+    err = capsys.readouterr().err
+    assert "no complete checkpoint" in err and err.count("\n") == 1
+    assert main(["gan", "--max_steps", "0", "--output_dir", str(tmp_path / "x")]) == 1
+    assert "max_steps must be a positive integer" in capsys.readouterr().err
+    assert main(["gan", "--bf16", "--fp16", "--output_dir", str(tmp_path / "y")]) == 1
+    assert "bf16 and fp16" in capsys.readouterr().err
+    assert main(["gan", "--push_to_hub", "--output_dir", str(tmp_path / "z")]) == 1
+    assert "hub_model_id" in capsys.readouterr().err
+
+
+def test_only_the_main_process_prints_the_summary(capsys):
+    result = GANTrainingResult(output_dir="out", steps=2, losses=[], metrics={"fid": 1.0}, generator_dir="out",
+                               last_checkpoint=None, sample_grids=[], wall_time_s=1.0, is_main_process=False)
+    gan_command.print_summary(result)
+    assert capsys.readouterr().out == ""
+    result.is_main_process = True
+    gan_command.print_summary(result)
+    assert "fid" in capsys.readouterr().out

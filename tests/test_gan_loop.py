@@ -1,4 +1,4 @@
-"""The GAN training loop: one and two processes, exact resume, faults, export, and a push to the local Hub."""
+"""The GAN training loop: one and two processes, exact resume, faults, the output layout, and pushes to the local Hub."""
 
 import json
 import os
@@ -10,6 +10,7 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 
+from hubtune.errors import ConfigError, HubAuthError, HubPushError
 from hubtune.gan import (
     CheckpointError,
     DCGANDiscriminator,
@@ -18,12 +19,11 @@ from hubtune.gan import (
     Generator,
     GANTrainingConfig,
     NonFiniteLossError,
-    push_generator_folder,
     train_gan,
 )
-from hubtune.gan.checkpoint import load_module, read_trainer_state
+from hubtune.gan.checkpoint import load_module, read_trainer_state, write_trainer_state
 
-TINY = dict(data="digits", image_size=16, g_channels=8, d_channels=8, latent_dim=16, batch_size=8,
+TINY = dict(dataset="digits", image_size=16, g_channels=8, d_channels=8, latent_dim=16, per_device_train_batch_size=8,
             log_every=1, sample_every=2, checkpoint_every=2, num_sample_images=4, eval_num_samples=0,
             export_generator=False, progress_bar=False)
 
@@ -44,14 +44,14 @@ def read_logs(folder):
 
 
 def test_one_process_run_writes_samples_checkpoints_metrics_and_generator(tmp_path):
-    config = tiny(tmp_path, steps=4, eval_num_samples=100, eval_batch_size=50, export_generator=True,
+    config = tiny(tmp_path, max_steps=4, eval_num_samples=100, eval_batch_size=50, export_generator=True,
                   eval_feature_extractor="timm-random:resnet10t",
                   r1_gamma=1.0, progress_bar=True)
     result = train_gan(config)
     out = Path(result.output_dir)
     assert result.steps == 4 and [r["step"] for r in result.losses] == [1, 2, 3, 4]
     assert all(torch.isfinite(torch.tensor(r["loss_d"])) for r in result.losses)
-    assert {"loss_d", "loss_g", "shrinkage_real", "shrinkage_fake", "r1"} <= set(result.losses[0])
+    assert {"loss_d", "loss_g", "shrinkage_loss_real", "shrinkage_loss_fake", "r1"} <= set(result.losses[0])
     logged = read_logs(out)  # written by the Accelerate tracker
     assert [r["step"] for r in logged if "loss_d" in r] == [1, 2, 3, 4]
     assert logged[0]["loss_d"] == pytest.approx(result.losses[0]["loss_d"])
@@ -64,13 +64,18 @@ def test_one_process_run_writes_samples_checkpoints_metrics_and_generator(tmp_pa
     assert metrics["feature_extractor"] == "timm-random:resnet10t:0"
     assert metrics["num_real"] == 100 and metrics["num_fake"] == 100 and metrics["fid"] > 0
 
+    # the Trainer's layout: the final generator at the output root, the run's config beside it
     gen_dir = Path(result.generator_dir)
-    assert {"config.json", "model.safetensors", "README.md", "samples.png"} <= {p.name for p in gen_dir.iterdir()}
+    assert gen_dir == out
+    assert {"config.json", "model.safetensors", "README.md", "samples.png", "training_config.json", "metrics.json",
+            "logs.jsonl"} <= {p.name for p in gen_dir.iterdir()}
+    assert json.loads((out / "config.json").read_text())["arch"] == "dcgan"
+    assert json.loads((out / "training_config.json").read_text())["max_steps"] == 4
     card = (gen_dir / "README.md").read_text()
     assert "timm-random:resnet10t:0" in card and "FID" in card and "AdaptiveMix" in card
     assert "library_name: hubtune" in card and "unconditional-image-generation" in card
     # the exported generator is the EMA of the last step: identical images from the checkpoint's EMA weights
-    loaded = Generator.from_pretrained(gen_dir)
+    loaded = Generator.from_pretrained(out)
     ema = DCGANGenerator(latent_dim=16, image_size=16, channels=1, base_channels=8)
     load_module(ema, out / "checkpoint-4" / "ema.safetensors")
     assert torch.equal(loaded.generate(8, seed=5), ema.generate(8, seed=5))
@@ -78,12 +83,12 @@ def test_one_process_run_writes_samples_checkpoints_metrics_and_generator(tmp_pa
 
 def test_resume_continues_exactly(tmp_path):
     common = dict(r1_gamma=1.0, r1_every=2, ada_per_sample=True, checkpoint_every=3)
-    full = train_gan(tiny(tmp_path, "full", steps=6, **common))
+    full = train_gan(tiny(tmp_path, "full", max_steps=6, **common))
     AcceleratorState._reset_state(True)
-    first = train_gan(tiny(tmp_path, "split", steps=3, **common))
+    first = train_gan(tiny(tmp_path, "split", max_steps=3, **common))
     assert first.last_checkpoint.endswith("checkpoint-3")
     AcceleratorState._reset_state(True)
-    resumed = train_gan(tiny(tmp_path, "split", steps=6, resume=True, **common))
+    resumed = train_gan(tiny(tmp_path, "split", max_steps=6, resume_from_checkpoint=True, **common))
     assert [r["step"] for r in resumed.losses] == [4, 5, 6]
     assert resumed.losses == full.losses[3:], "the loss curve after resume matches the uninterrupted run"
     assert [r["step"] for r in read_logs(tmp_path / "split") if "loss_d" in r] == [1, 2, 3, 4, 5, 6]
@@ -95,21 +100,21 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_resume_from_missing_truncated_or_mismatching_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="no complete checkpoint"):
-        train_gan(tiny(tmp_path, "empty", steps=2, resume=True))
+        train_gan(tiny(tmp_path, "empty", max_steps=2, resume_from_checkpoint=True))
     with pytest.raises(CheckpointError, match="does not exist"):
-        train_gan(tiny(tmp_path, "x", steps=2, resume=str(tmp_path / "nowhere" / "checkpoint-2")))
-    train_gan(tiny(tmp_path, "ok", steps=2))
+        train_gan(tiny(tmp_path, "x", max_steps=2, resume_from_checkpoint=str(tmp_path / "nowhere" / "checkpoint-2")))
+    train_gan(tiny(tmp_path, "ok", max_steps=2))
     AcceleratorState._reset_state(True)
     with pytest.raises(CheckpointError, match="other settings.*arch"):
-        train_gan(tiny(tmp_path, "ok", steps=4, resume=True, arch="resnet"))
+        train_gan(tiny(tmp_path, "ok", max_steps=4, resume_from_checkpoint=True, arch="resnet"))
     ckpt = tmp_path / "ok" / "checkpoint-2"
     weights = ckpt / "discriminator.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="truncated"):
-        train_gan(tiny(tmp_path, "ok", steps=4, resume=str(ckpt)))
+        train_gan(tiny(tmp_path, "ok", max_steps=4, resume_from_checkpoint=str(ckpt)))
     (ckpt / "trainer_state.json").unlink()
     with pytest.raises(CheckpointError, match="incomplete"):
-        train_gan(tiny(tmp_path, "ok", steps=4, resume=str(ckpt)))
+        train_gan(tiny(tmp_path, "ok", max_steps=4, resume_from_checkpoint=str(ckpt)))
 
 
 class PoisonedDiscriminator(DCGANDiscriminator):
@@ -129,7 +134,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     # 5 discriminator calls per step (2 per batch with AdaptiveMix, 1 on the generator step): NaN from step 3
     d = PoisonedDiscriminator(10, image_size=16, channels=1, base_channels=8)
     with pytest.raises(NonFiniteLossError, match=r"step 3: the discriminator loss is nan.*checkpoint-2"):
-        train_gan(tiny(tmp_path, steps=6), discriminator=d)
+        train_gan(tiny(tmp_path, max_steps=6), discriminator=d)
     out = tmp_path / "run"
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     assert read_trainer_state(out / "checkpoint-2")["step"] == 2  # intact, loadable
@@ -144,7 +149,7 @@ def test_dataset_smaller_than_the_batch_is_a_clear_error(tmp_path):
     for i in range(3):
         Image.new("RGB", (20, 20), (i * 50, 0, 0)).save(folder / f"{i}.png")
     with pytest.raises(DatasetTooSmallError, match="3 images, fewer than one step's batch"):
-        train_gan(tiny(tmp_path, data=str(folder), steps=2))
+        train_gan(tiny(tmp_path, dataset=str(folder), max_steps=2))
 
 
 def _two_process_worker(output_dir):
@@ -163,7 +168,7 @@ def _two_process_worker(output_dir):
                 **{f"D.{k}": v.detach().clone() for k, v in d.named_parameters()}}
 
     initial = params()
-    result = train_gan(GANTrainingConfig(**{**TINY, "output_dir": output_dir, "steps": 3, "r1_gamma": 1.0,
+    result = train_gan(GANTrainingConfig(**{**TINY, "output_dir": output_dir, "max_steps": 3, "r1_gamma": 1.0,
                                             "checkpoint_every": 3}), generator=g, discriminator=d, accelerator=accelerator)
     rank = accelerator.process_index
     save_file(params(), os.path.join(output_dir, f"rank{rank}.safetensors"))
@@ -199,12 +204,77 @@ def test_two_processes(tmp_path):
     assert all(not torch.equal(initial[k], a[k]) for k in a if k.endswith(("weight", "original"))), "all layers trained"
 
 
-def test_push_generator_to_local_hub(tmp_path, local_hub, hub_token, hub_repo_id):
-    result = train_gan(tiny(tmp_path, steps=2, export_generator=True))
-    push_generator_folder(result.generator_dir, hub_repo_id, token=hub_token)
+def test_push_to_hub_from_the_run_writes_the_card_and_loads_back(tmp_path, local_hub, hub_token, hub_repo_id):
+    result = train_gan(tiny(tmp_path, max_steps=2, export_generator=True, push_to_hub=True, hub_model_id=hub_repo_id,
+                            hub_token=hub_token))
+    assert result.hub_url
     files = local_hub.files(hub_repo_id)
     assert {"config.json", "model.safetensors", "README.md", "samples.png"} <= set(files)
+    assert not any(name.startswith("checkpoint-") or name == "training_config.json" for name in files)
     assert hub_repo_id.encode() in files["README.md"], "the card's loading snippet names the repository"
+    assert hub_token.encode() not in b"".join(files.values())
+    for path in Path(result.output_dir).rglob("*.json"):
+        assert hub_token not in path.read_text(), f"the token was written to {path}"
     from_hub = Generator.from_pretrained(hub_repo_id, token=hub_token)
-    local = Generator.from_pretrained(result.generator_dir)
+    local = Generator.from_pretrained(result.output_dir)
     assert torch.equal(from_hub.generate(4, seed=1), local.generate(4, seed=1))
+
+
+@pytest.mark.parametrize("route,kind,error", [("commit", 500, HubPushError), ("preupload", 500, HubPushError),
+                                              ("create_repo", 401, HubAuthError), ("commit", "drop", HubPushError)])
+def test_failing_push_raises_hub_push_error_and_leaves_local_files_alone(tmp_path, local_hub, hub_token, hub_repo_id,
+                                                                          route, kind, error):
+    out = tmp_path / "gen"
+    g = DCGANGenerator(latent_dim=8, image_size=16, channels=1, base_channels=8)
+    g.save_pretrained(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    local_hub.inject_fault(route, kind, count=20)
+    with pytest.raises(error) as info:
+        Generator.from_pretrained(out).push_to_hub(hub_repo_id, token=hub_token)
+    message = str(info.value)
+    assert "\n" not in message and hub_repo_id in message and hub_token not in message
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before, "a failed push modifies no local file"
+
+
+def test_push_with_a_rejected_token_is_an_auth_error(tmp_path, local_hub, hub_repo_id):
+    g = DCGANGenerator(latent_dim=8, image_size=16, channels=1, base_channels=8)
+    with pytest.raises(HubAuthError):
+        g.push_to_hub(hub_repo_id, token="hf_not_a_valid_token")
+
+
+def test_config_vocabulary_and_validation():
+    with pytest.raises(ConfigError, match="bf16 and fp16"):
+        GANTrainingConfig(bf16=True, fp16=True)
+    with pytest.raises(ConfigError, match="max_steps must be a positive integer"):
+        GANTrainingConfig(max_steps=0)
+    with pytest.raises(ConfigError, match="hub_model_id"):
+        GANTrainingConfig(push_to_hub=True)
+    with pytest.raises(ConfigError, match="ada_preset"):
+        GANTrainingConfig(ada_preset="default")
+    assert GANTrainingConfig(resume_from_checkpoint=True).resume_from_checkpoint == "latest"
+    assert GANTrainingConfig(resume_from_checkpoint=False).resume_from_checkpoint is None
+    assert "hub_token" not in GANTrainingConfig(hub_token="secret").to_dict()
+    # an older hubtune's checkpoint config still reads
+    old = {"data": "digits", "steps": 7, "batch_size": 4, "resume": False, "mixed_precision": "bf16",
+           "betas": [0.0, 0.99], "ada_preset": "default", "export_generator": False}
+    config = GANTrainingConfig.from_dict(old)
+    assert (config.dataset, config.max_steps, config.per_device_train_batch_size, config.bf16, config.fp16) == (
+        "digits", 7, 4, True, False)
+    assert config.betas == (0.0, 0.99) and config.ada_preset == "paper" and config.resume_from_checkpoint is None
+
+
+def test_resume_from_a_checkpoint_written_with_the_old_config_names(tmp_path):
+    train_gan(tiny(tmp_path, "old", max_steps=2))
+    AcceleratorState._reset_state(True)
+    ckpt = tmp_path / "old" / "checkpoint-2"
+    state = read_trainer_state(ckpt)
+    new = state["config"]
+    state["config"] = {**{k: v for k, v in new.items() if k not in (
+        "dataset", "max_steps", "per_device_train_batch_size", "bf16", "fp16", "adam_beta1", "adam_beta2",
+        "resume_from_checkpoint")}, "data": new["dataset"], "steps": new["max_steps"],
+        "batch_size": new["per_device_train_batch_size"], "mixed_precision": "no",
+        "betas": [new["adam_beta1"], new["adam_beta2"]], "resume": False, "ada_preset": "default"}
+    (ckpt / "trainer_state.json").unlink()
+    write_trainer_state(ckpt, state)
+    resumed = train_gan(tiny(tmp_path, "old", max_steps=3, resume_from_checkpoint=True))
+    assert [r["step"] for r in resumed.losses] == [3]

@@ -13,6 +13,7 @@ from hubtune.gan import (
     GeneratorLoadError,
     MinibatchStdDev,
     ResNetGenerator,
+    BackboneDiscriminator,
     as_discriminator,
     build_gan,
 )
@@ -50,8 +51,13 @@ def test_batch_coupling_of_hubtune_discriminators():
     _, bn = build_gan("dcgan", 32, 1, d_channels=8, d_norm="batch")
     _, mbstd = build_gan("resnet", 32, 1, d_channels=8, minibatch_std_group=2)
     assert not features_are_batch_coupled(sn)
-    assert features_are_batch_coupled(bn)
+    assert not features_are_batch_coupled(bn), "BatchNorm: a permuted batch has the same statistics"
     assert features_are_batch_coupled(mbstd)
+    bn.train()
+    x = torch.randn(8, 1, 32, 32)
+    perm = torch.randperm(8)
+    assert torch.allclose(bn(x[perm], output="features"), bn(x, output="features")[perm], atol=1e-5)
+    assert AdaptiveMix()(bn, x).feature_passes == 2
     # minibatch-stddev output for one sample depends on its group
     layer = MinibatchStdDev(2)
     x = torch.randn(4, 3, 2, 2)
@@ -81,6 +87,26 @@ def test_as_discriminator_wraps_features_head_modules():
     assert AdaptiveMix()(d, x).feature_passes == 2
     with pytest.raises(TypeError, match="features"):
         as_discriminator(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_as_discriminator_wraps_a_timm_backbone_for_adaptive_mix(num_classes):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    backbone = timm.create_model("resnet10t", pretrained=False, num_classes=num_classes)
+    d = as_discriminator(backbone)
+    assert isinstance(d, BackboneDiscriminator) and d.backbone is backbone
+    assert isinstance(d.linear, nn.Linear) and d.linear.in_features == backbone.num_features == 512
+    x = torch.randn(4, 3, 32, 32)
+    logits, feats = d(x, output="both")
+    assert logits.shape == (4,) and feats.shape == (4, 512)
+    assert torch.allclose(feats, backbone.forward_head(backbone.forward_features(x), pre_logits=True), atol=1e-5)
+    # AdaptiveMix through the wrapper: the loss back-propagates into the backbone and the new head
+    out = AdaptiveMix(preset="reference")(d, x)
+    (out.loss + out.logits.mean()).backward()
+    assert backbone.conv1[0].weight.grad is not None and backbone.conv1[0].weight.grad.abs().sum() > 0
+    assert d.linear.weight.grad.abs().sum() > 0
+    assert sum(p.numel() for p in d.parameters()) == sum(p.numel() for p in backbone.parameters()) + 513
 
 
 @pytest.mark.parametrize("cls,kwargs", [(DCGANGenerator, {"image_size": 32, "channels": 1, "base_channels": 8}),
@@ -123,3 +149,63 @@ def test_from_pretrained_errors(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(GeneratorLoadError, match="model.safetensors"):
         Generator.from_pretrained(tmp_path)
+
+
+def test_save_pretrained_writes_card_and_samples(tmp_path):
+    g = DCGANGenerator(latent_dim=8, image_size=16, channels=1, base_channels=8)
+    g.training_info = {"training": {"max_steps": 7, "ada_preset": "paper", "adaptivemix": True},
+                       "metrics": None, "data_source": "digits", "num_images": 123}
+    g.save_pretrained(tmp_path)
+    assert {"config.json", "model.safetensors", "README.md", "samples.png"} <= {p.name for p in tmp_path.iterdir()}
+    card = (tmp_path / "README.md").read_text()
+    assert "library_name: hubtune" in card and "unconditional-image-generation" in card
+    assert "digits" in card and "123 images" in card and "AdaptiveMix" in card and "| Steps | 7 |" in card
+    (tmp_path / "README.md").write_text("stale")
+    g.save_pretrained(tmp_path)
+    assert (tmp_path / "README.md").read_text() != "stale", "each save writes a fresh card"
+    card = g.generate_model_card(repo_id="org/name")
+    assert 'Generator.from_pretrained("org/name")' in str(card)
+
+
+def test_unloadable_folders_raise_generator_load_error_naming_the_file(tmp_path):
+    g = DCGANGenerator(latent_dim=8, image_size=16, channels=1, base_channels=8)
+    good = tmp_path / "good"
+    g.save_pretrained(good)
+    # a training configuration where the generator's config.json should be (the old output layout's mistake)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"max_steps": 10, "image_size": 16, "output_dir": "x"}))
+    (run / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes())
+    with pytest.raises(GeneratorLoadError, match="config.json.*arch=None.*training configuration"):
+        Generator.from_pretrained(run)
+    # missing arch
+    cfg = json.loads((good / "config.json").read_text())
+    no_arch = tmp_path / "no_arch"
+    g.save_pretrained(no_arch)
+    (no_arch / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "arch"}))
+    with pytest.raises(GeneratorLoadError, match="config.json"):
+        Generator.from_pretrained(no_arch)
+    # no config.json at all
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(GeneratorLoadError, match="config.json"):
+        Generator.from_pretrained(empty)
+    # truncated weights
+    truncated = tmp_path / "truncated"
+    g.save_pretrained(truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(GeneratorLoadError, match="model.safetensors.*truncated"):
+        Generator.from_pretrained(truncated)
+    # wrong constructor values in config.json: a GeneratorLoadError, never a raw TypeError
+    bad = tmp_path / "bad"
+    g.save_pretrained(bad)
+    (bad / "config.json").write_text(json.dumps({**cfg, "image_size": 48}))
+    with pytest.raises(GeneratorLoadError, match="config.json"):
+        Generator.from_pretrained(bad)
+    assert isinstance(GeneratorLoadError("x"), ValueError)
+
+
+def test_from_pretrained_goes_through_the_mixin_hook():
+    assert "from_pretrained" not in Generator.__dict__, "the public classmethod stays the mixin's"
+    assert "_from_pretrained" in Generator.__dict__ and "_save_pretrained" in Generator.__dict__

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
+import json
 import logging
 import re
 
@@ -14,19 +14,43 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ViTConfig
 
+from hubtune.commands import main as hubtune_main
+from hubtune.commands import push as push_command
+from hubtune.errors import ConfigError, HubtuneError, ModelFileError, PickleCheckpointError
 from hubtune.hub import (
+    RUN_INFO_FILENAME,
     HubAuthError,
     HubPushError,
-    add_parser,
     load_template,
     push_folder,
+    read_run_info,
     render_classifier_card,
     write_model_card,
+    write_run_info,
 )
 from hubtune.modeling import HubtuneForImageClassification
 
 LABELS = {0: "zero", 1: "one", 2: "two"}
 TOL = 1e-5
+
+# What the training code writes to run_info["method_card"] (from the method registry); hubtune 0.1's card texts.
+METHOD_CARDS = {
+    "core-tuning": {
+        "title": "Core-tuning",
+        "description": "Core-tuning (contrast-regularised fine-tuning) adds to the cross-entropy loss a supervised "
+        "contrastive term ...",
+        "citation": "@inproceedings{zhang2021unleashing,\n  booktitle = {Advances in Neural Information Processing "
+        "Systems (NeurIPS)},\n  eprint    = {2102.06605}\n}",
+        "tags": ["core-tuning"],
+    },
+    "adaptivemix": {
+        "title": "AdaptiveMix",
+        "description": "AdaptiveMix shrinks the regions that the training data occupy in feature space ...",
+        "citation": "@inproceedings{liu2023adaptivemix,\n  booktitle = {Proceedings of the IEEE/CVF Conference on "
+        "Computer Vision and Pattern Recognition (CVPR)},\n  eprint    = {2303.01559}\n}",
+        "tags": ["adaptivemix"],
+    },
+}
 
 
 def _run_info(model, **overrides):
@@ -46,6 +70,8 @@ def _run_info(model, **overrides):
                         {"eval_loss": 0.61, "eval_accuracy": 0.8125, "step": 10}],
     }
     info.update(overrides)
+    if "method_card" not in overrides and info["method"] in METHOD_CARDS:
+        info["method_card"] = METHOD_CARDS[info["method"]]
     return info
 
 
@@ -174,10 +200,7 @@ def test_token_from_environment_and_never_written(local_hub, hub_token, hub_repo
     monkeypatch.setenv("HF_TOKEN", hub_token)
     caplog.set_level(logging.DEBUG)
     out = _output_folder(timm_model, tmp_path / "out", repo_id=hub_repo_id)
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["push", str(out), hub_repo_id, "--token", hub_token])
-    assert args.func(args) == 0
+    assert push_command.run([str(out), hub_repo_id, "--hub_token", hub_token]) == 0
     printed = capsys.readouterr()
     assert f"{local_hub.endpoint}/{hub_repo_id}" in printed.out
 
@@ -247,8 +270,9 @@ def test_load_template_finds_the_packaged_templates():
 @pytest.mark.parametrize("repo_id", ["no-namespace", "a/b/c", "org/", "/name", "org/na me", "org/bad--name", 42])
 def test_bad_repo_id_fails_before_any_request(local_hub, hub_token, timm_output, repo_id):
     seen = len(local_hub.requests)
-    with pytest.raises(ValueError, match="org/name"):
+    with pytest.raises(ValueError, match="org/name") as err:
         push_folder(timm_output, repo_id, token=hub_token)
+    assert isinstance(err.value, ConfigError)
     assert len(local_hub.requests) == seen
 
 
@@ -263,11 +287,14 @@ def test_missing_token_fails_before_any_request(local_hub, hub_repo_id, timm_out
 def test_incomplete_folder_fails_before_any_request(local_hub, hub_token, hub_repo_id, timm_model, tmp_path):
     timm_model.save_pretrained(tmp_path)  # no README.md
     seen = len(local_hub.requests)
-    with pytest.raises(FileNotFoundError, match="README.md"):
+    with pytest.raises(FileNotFoundError, match="README.md") as err:
         push_folder(tmp_path, hub_repo_id, token=hub_token)
+    assert isinstance(err.value, ModelFileError)
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         push_folder(tmp_path, hub_repo_id, token=hub_token)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        push_folder(tmp_path / "missing", hub_repo_id, token=hub_token)
     assert len(local_hub.requests) == seen
     assert hub_repo_id not in local_hub.repos
 
@@ -319,8 +346,6 @@ def test_loading_a_repo_without_config_or_weights_names_the_file(local_hub, hub_
 def test_pickle_only_repo_is_refused(local_hub, hub_token, hub_repo_id, timm_output, timm_model):
     from safetensors.torch import load_file
 
-    from hubtune.export import PickleCheckpointError
-
     api = HfApi(token=hub_token)
     api.create_repo(hub_repo_id)
     api.upload_file(path_or_fileobj=timm_output / "config.json", path_in_repo="config.json", repo_id=hub_repo_id)
@@ -351,3 +376,93 @@ def test_checkpoints_runs_and_pickles_are_not_pushed(local_hub, hub_token, hub_r
     files = set(local_hub.files(hub_repo_id))
     assert {"all_results.json", "model.safetensors", "README.md"} <= files
     assert not any(f.startswith(("checkpoint-", "runs/")) or f.endswith(".bin") for f in files)
+
+
+# --------------------------------------------------------------------------------------------- offline, empty repo
+
+
+def test_offline_mode_is_named_and_nothing_is_sent(local_hub, hub_token, hub_repo_id, timm_output, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    seen = len(local_hub.requests)
+    with pytest.raises(HubPushError, match="HF_HUB_OFFLINE=1 is set: unset it to push"):
+        push_folder(timm_output, hub_repo_id, token=hub_token)
+    assert len(local_hub.requests) == seen and hub_repo_id not in local_hub.repos
+
+
+def test_failed_first_push_says_an_empty_repo_was_left_behind(local_hub, hub_token, hub_repo_id, timm_output):
+    local_hub.inject_fault("commit", 500)
+    with pytest.raises(HubPushError, match="server error \\(500\\)") as err:
+        push_folder(timm_output, hub_repo_id, token=hub_token)
+    message = str(err.value)
+    assert "empty repo was left behind" in message and hub_repo_id in message and "re-run" in message
+    assert set(local_hub.files(hub_repo_id)) == {".gitattributes"}  # created, nothing committed
+    # The repo exists now: a second failure says nothing about an empty repo left behind by this push.
+    local_hub.inject_fault("commit", 500)
+    with pytest.raises(HubPushError) as err:
+        push_folder(timm_output, hub_repo_id, token=hub_token)
+    assert "empty repo" not in str(err.value)
+    push_folder(timm_output, hub_repo_id, token=hub_token)
+    assert "model.safetensors" in local_hub.files(hub_repo_id)
+
+
+def test_failed_create_does_not_claim_a_repo(local_hub, hub_token, hub_repo_id, timm_output):
+    local_hub.inject_fault("create_repo", 500)
+    with pytest.raises(HubPushError) as err:
+        push_folder(timm_output, hub_repo_id, token=hub_token)
+    assert "empty repo" not in str(err.value) and hub_repo_id not in local_hub.repos
+
+
+# --------------------------------------------------------------------------------------------- the command
+
+
+def test_push_command_flags_and_config_file(local_hub, hub_token, hub_repo_id, timm_output, tmp_path, capsys):
+    assert push_command.build_parser().prog == "hubtune push"
+    assert push_command.run(["--folder", str(timm_output), "--repo_id", hub_repo_id, "--hub_token", hub_token,
+                             "--hub_private_repo", "--commit_message", "first"]) == 0
+    assert capsys.readouterr().out.strip() == f"{local_hub.endpoint}/{hub_repo_id}"
+    assert HfApi(token=hub_token).model_info(hub_repo_id).private is True
+    config = tmp_path / "push.json"
+    config.write_text(json.dumps({"folder": str(timm_output), "repo_id": hub_repo_id, "revision": "v1"}))
+    assert push_command.run([str(config), "--hub-token", hub_token]) == 0  # dashes work too
+    assert capsys.readouterr().out.strip().endswith(f"{hub_repo_id}/tree/v1")
+    assert "model.safetensors" in local_hub.files(hub_repo_id, "v1")
+    # a config file followed by the two positionals; hubtune 0.1's --token still works
+    assert push_command.run([str(config), str(timm_output), hub_repo_id, "--revision", "v2",
+                             "--token", hub_token]) == 0
+    assert "model.safetensors" in local_hub.files(hub_repo_id, "v2")
+
+
+def test_push_command_errors_are_one_line(local_hub, hub_token, timm_output, capsys):
+    assert hubtune_main(["push", str(timm_output), "no-namespace", "--hub_token", hub_token]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hubtune push: error: Repo id 'no-namespace'") and "\n" not in err
+    assert hubtune_main(["push"]) == 1
+    assert "needs folder and repo_id" in capsys.readouterr().err
+    with pytest.raises(HubtuneError, match="needs repo_id"):
+        push_command.run([str(timm_output)])
+
+
+# --------------------------------------------------------------------------------------------- run info, card text
+
+
+def test_card_takes_method_text_from_run_info_and_tolerates_old_run_infos():
+    card = render_classifier_card({
+        "method": "toy", "method_card": {"title": "Toy method", "description": "Adds a toy term.",
+                                         "citation": "@misc{toy2030}", "tags": ["toy-tag"]},
+        "hyperparameters": {"learning_rate": 0.01, "toy_knob": "on", "skipped": None},
+    })
+    assert "with **Toy method**" in card.content and "Adds a toy term." in card.content
+    assert "@misc{toy2030}" in card.content and {"toy", "toy-tag"} <= set(card.data.tags)
+    assert "| toy_knob | on |" in card.content and "skipped" not in card.content
+    old = render_classifier_card({"method": "adaptivemix"})  # a hubtune_run.json without method_card
+    assert "with **adaptivemix**" in old.content and "```bibtex" not in old.content
+    assert "Trained with adaptivemix through hubtune." in old.content
+
+
+def test_run_info_round_trip_and_ood_section(tmp_path):
+    info = {"method": "ce", "dataset": "digits", "ood_table": "In-distribution: digits.\n\n| OOD set | score |"}
+    assert write_run_info(tmp_path, info) == tmp_path / RUN_INFO_FILENAME
+    assert read_run_info(tmp_path) == info
+    assert read_run_info(tmp_path / "missing") is None
+    card = (write_model_card(tmp_path, info)).read_text()
+    assert "## Out-of-distribution detection" in card and "In-distribution: digits." in card

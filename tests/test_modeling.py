@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hubtune.export import PickleCheckpointError
+from hubtune.errors import ConfigError, ExportError, MethodError, PickleCheckpointError, WeightsFileError
 from hubtune.losses.core_tuning import CoreTuningLoss
 from hubtune.modeling import HubtuneConfig, HubtuneForImageClassification
 
@@ -50,7 +50,7 @@ def test_training_mode_returns_the_core_tuning_loss_and_eval_mode_plain_ce(model
 
 def test_ce_method_has_no_projector_and_trains_with_cross_entropy():
     net = HubtuneForImageClassification.from_backbone("resnet18", num_labels=4, method="ce", image_size=32)
-    assert net.projector is None and net.loss_fn is None
+    assert not hasattr(net, "projector") and net.loss_fn is None
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     net.train()
     out = net(x, labels=y)
@@ -87,15 +87,16 @@ def test_bf16_autocast_gives_a_float32_finite_loss(model):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"method": "simclr"}, "method must be one of"),
-        ({"method_preset": "v2"}, "method_preset must be one of"),
-        ({"loss_kwargs": {"eta": -1.0}}, "eta"),
-        ({"loss_kwargs": {"temperature": 0.0}}, "temperature"),
-        ({"loss_kwargs": {"preset": "reference"}}, "method_preset"),
+        ({"method": "simclr"}, "Unknown method 'simclr'; choose one of core-tuning, ce, adaptivemix"),
+        ({"method_config": {"preset": "v2"}}, "preset must be one of"),
+        ({"method_config": {"eta": -1.0}}, "eta"),
+        ({"method_config": {"temperature": 0.0}}, "temperature"),
+        ({"method": "ce", "method_config": {"eta": 0.5}}, "eta is not a knob of method 'ce'"),
+        ({"method": "adaptivemix", "method_config": {"eta_warmup_ratio": 0.1}}, "not a knob of method 'adaptivemix'"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(MethodError if "method" in kwargs else ValueError, match=message):
         HubtuneForImageClassification.from_backbone("resnet18", num_labels=2, **kwargs)
 
 
@@ -135,6 +136,66 @@ def test_missing_weights_file_is_named(model, tmp_path):
         HubtuneForImageClassification.from_pretrained(tmp_path)
 
 
+def test_truncated_weights_and_bad_config_files_are_named(model, tmp_path):
+    model.save_pretrained(tmp_path, export_format="hubtune")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(WeightsFileError, match="model.safetensors is truncated or corrupt"):
+        HubtuneForImageClassification.from_pretrained(tmp_path)
+    for content in ("[1, 2]", "\x00\x01 not json"):
+        (tmp_path / "config.json").write_text(content)
+        with pytest.raises(WeightsFileError, match="config.json"):
+            HubtuneForImageClassification.from_pretrained(tmp_path)
+
+
+def test_a_checkpoint_folder_loads_through_the_auto_classes(model, tmp_path):
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    model.save_pretrained(tmp_path, export_format="hubtune")
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), HubtuneConfig)
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path)
+    assert isinstance(loaded, HubtuneForImageClassification)
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, model(x).logits)
+
+
+def test_a_hubtune_0_1_config_still_loads(model, tmp_path):
+    """Older config.json files name the knobs loss_kwargs / method_preset / projector_dim."""
+    import json
+
+    model.save_pretrained(tmp_path, export_format="hubtune")
+    config = json.loads((tmp_path / "config.json").read_text())
+    knobs = config.pop("method_config")
+    config.update(method_preset=knobs.pop("preset"), projector_dim=knobs.pop("projector_dim"),
+                  loss_kwargs={"eta": 0.3, "temperature": knobs["temperature"]})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = HubtuneForImageClassification.from_pretrained(tmp_path)
+    assert loaded.config.method_config["eta"] == 0.3 and loaded.loss_fn.eta == 0.3
+    assert loaded.config.method_config["preset"] == "paper"
+
+
+def test_wrong_channels_and_a_batch_norm_batch_of_one_are_clear_errors(model):
+    model.eval()
+    with pytest.raises(ConfigError, match="1 channel\\(s\\) but this model takes 3"):
+        model(torch.randn(2, 1, 32, 32))
+    model.train()
+    with pytest.raises(ConfigError, match="training batch of 1 image"):
+        model(torch.randn(1, 3, 32, 32), labels=torch.tensor([0]))  # resnet18 at 32 px ends in a 1x1 map
+    model.eval()
+
+
+def test_non_finite_weights_are_never_written(tmp_path):
+    net = HubtuneForImageClassification.from_backbone("resnet18", num_labels=2, image_size=32, method="ce")
+    with torch.no_grad():
+        net.classifier.weight[0, 0] = float("nan")
+    for export_format in ("hubtune", "timm"):
+        with pytest.raises(ExportError, match="NaN or inf"):
+            net.save_pretrained(tmp_path / export_format, export_format=export_format)
+        assert not (tmp_path / export_format / "model.safetensors").exists()
+
+
 def test_adaptivemix_method_trains_and_its_reference_preset_uses_the_subspace_head():
     net = HubtuneForImageClassification.from_backbone("resnet18", num_labels=3, method="adaptivemix", image_size=32)
     net.train()
@@ -144,7 +205,7 @@ def test_adaptivemix_method_trains_and_its_reference_preset_uses_the_subspace_he
     assert net.classifier.weight.grad is not None
 
     ref = HubtuneForImageClassification.from_backbone(
-        "resnet18", num_labels=3, method="adaptivemix", method_preset="reference", image_size=32
+        "resnet18", num_labels=3, method="adaptivemix", method_config={"preset": "reference"}, image_size=32
     )
     assert ref.config.normalize_features and ref.config.classifier_type == "orthogonal-abs"
     assert not ref.classifier.weight.requires_grad

@@ -11,20 +11,28 @@ from PIL import Image
 from torch import nn
 
 from hubtune.backbones import PreprocessingConfig
+from hubtune.commands import main as hubtune_main
+from hubtune.commands import ood as ood_command
 from hubtune.data import build_transforms
+from hubtune.errors import OODError
+from hubtune.hub import read_run_info, write_model_card, write_run_info
+from hubtune.modeling import HubtuneForImageClassification
 from hubtune.ood import (
     OOD_SCORES,
     ClassGaussians,
     ClassSubspaces,
     energy_score,
     evaluate_ood,
+    format_ood_entries,
     format_ood_table,
     get_ood_score,
     load_ood_data,
     mahalanobis_score,
     max_logit_score,
+    merge_ood_entries,
     msp_score,
     ood_metrics,
+    read_ood_results,
     subspace_angle_score,
 )
 
@@ -142,8 +150,9 @@ def test_registry_names_and_unknown_score_lists_valid_ones():
     assert set(OOD_SCORES) == {"msp", "max-logit", "energy", "subspace", "mahalanobis"}
     assert {n for n, s in OOD_SCORES.items() if s.fitted} == {"subspace", "mahalanobis"}
     assert get_ood_score("energy").build() is energy_score
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(OODError) as info:  # an OODError is a ValueError
         get_ood_score("odin")
+    assert isinstance(info.value, ValueError)
     for name in OOD_SCORES:
         assert name in str(info.value)
 
@@ -305,8 +314,6 @@ TINY_PRE = PreprocessingConfig(input_size=(1, 6, 6), mean=(0.5,), std=(0.5,), in
 
 @pytest.fixture(scope="module")
 def hubtune_model():
-    from hubtune.modeling import HubtuneForImageClassification
-
     torch.manual_seed(0)
     return HubtuneForImageClassification.from_backbone("test_resnet", num_labels=3, method="ce", image_size=16)
 
@@ -388,51 +395,196 @@ def test_evaluate_ood_errors(hubtune_model):
         evaluate_ood(TinyNet(), test, {"rgb": rgb}, scores=["msp"])
 
 
+# ------------------------------------------------------------------------------------- OOD sources checked first
+
+
+class CountingNet(TinyNet):
+    """TinyNet that counts its forward passes and carries its own preprocessing."""
+
+    preprocessing = TINY_PRE
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward_features(self, pixel_values):
+        self.calls += 1
+        return super().forward_features(pixel_values)
+
+
+def _image_folder(folder, n=4, size=(9, 7)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new("RGB", size, (30 * i, 10, 200)).save(folder / f"img{i}.png")
+    return folder
+
+
+def _truncated_png(path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a valid header, half the pixels: only decoding finds it
+
+
+def test_unreadable_ood_image_is_named_before_the_model_runs(tmp_path):
+    folder = _image_folder(tmp_path / "ood")
+    _truncated_png(folder / "broken.png")
+    net = CountingNet()
+    test, train = _in_distribution(9, seed=8, size=(6, 6)), _in_distribution(12, seed=9, size=(6, 6))
+    with pytest.raises(OODError, match=r"broken\.png.*cannot be read") as info:
+        evaluate_ood(net, test, {"noise": "noise", "mine": str(folder)}, train_data=train)
+    assert "'mine'" in str(info.value)
+    assert net.calls == 0  # neither the in-distribution set nor the training split was scored
+    with pytest.raises(OODError, match="does not exist"):
+        evaluate_ood(net, test, [str(tmp_path / "no-such-folder")], scores=["msp"])
+    assert net.calls == 0
+    (folder / "broken.png").unlink()
+    assert evaluate_ood(net, test, {"mine": str(folder)}, scores=["msp"])["results"]["mine"]["num_images"] == 4
+    assert net.calls > 0
+
+
+def _saved_dataset(folder, n_train, n_test, seed, size=(8, 8)):
+    datasets.DatasetDict({"train": _in_distribution(n_train, seed=seed, size=size),
+                          "test": _in_distribution(n_test, seed=seed + 1, size=size)}).save_to_disk(str(folder))
+    return str(folder)
+
+
+def test_cli_checks_ood_sources_before_scoring(tmp_path, monkeypatch, capsys):
+    net = CountingNet()
+
+    class Loader:
+        @staticmethod
+        def from_pretrained(source, **kwargs):
+            return net
+
+    monkeypatch.setattr(ood_command, "HubtuneForImageClassification", Loader)
+    data = _saved_dataset(tmp_path / "data", 12, 6, seed=10, size=(6, 6))
+    folder = _image_folder(tmp_path / "ood")
+    _truncated_png(folder / "broken.png")
+    rc = hubtune_main(["ood", "--model", "m", "--dataset", data, "--ood_dataset", "noise", str(folder),
+                       "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # (datasets' progress bars come before it)
+    assert rc == 1 and err.startswith("hubtune ood: error: OOD set") and "broken.png" in err
+    assert net.calls == 0 and not (tmp_path / "out" / "ood_results.json").exists()
+
+
+# --------------------------------------------------------------------------------------------- the command
+
+
 def _ood_cli(argv):
-    """Parse ``hubtune ood ARGS`` with the parser hubtune.ood registers (as hubtune.cli does)."""
-    import argparse
+    """``hubtune ood ARGS`` through the command's own entry point."""
+    return ood_command.run(argv)
 
-    from hubtune.ood import add_parser
 
-    parser = argparse.ArgumentParser(prog="hubtune")
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["ood", *argv])
-    return args.func(args)
+def _run_info(**overrides):
+    """A hubtune_run.json as the training code writes it (plain values)."""
+    info = {"base_model": "test_resnet", "backbone_library": "timm", "export_format": "timm", "pretrained": False,
+            "dataset": "tiny", "method": "ce", "method_card": {"title": "cross-entropy fine-tuning", "tags": []},
+            "hyperparameters": {"image_size": 16}, "metrics": {"eval_accuracy": 0.5}, "num_labels": 3,
+            "id2label": {0: "a", 1: "b", 2: "c"}, "log_history": []}
+    return {**info, **overrides}
 
 
 def test_cli_writes_table_and_json(hubtune_model, tmp_path, capsys):
+    assert ood_command.build_parser().prog == "hubtune ood"
     model_dir = tmp_path / "model"
     hubtune_model.save_pretrained(model_dir)
-    data_dir = tmp_path / "data"
-    datasets.DatasetDict({"train": _in_distribution(30, seed=6), "test": _in_distribution(12, seed=7)}).save_to_disk(
-        str(data_dir)
-    )
+    data_dir = _saved_dataset(tmp_path / "data", 30, 12, seed=6)
     out_dir = tmp_path / "ood"
-    rc = _ood_cli(["--model", str(model_dir), "--in-data", str(data_dir), "--out-data", "noise", "skimage-photos",
-                   "--score", "msp", "subspace", "--score", "energy", "--output-dir", str(out_dir), "--batch-size", "8"])
+    rc = _ood_cli(["--model", str(model_dir), "--dataset", data_dir, "--ood_dataset", "noise", "skimage-photos",
+                   "--score", "msp", "subspace", "--score", "energy", "--output_dir", str(out_dir),
+                   "--batch_size", "8"])
     assert rc == 0
     printed = capsys.readouterr().out
     written = json.loads((out_dir / "ood_results.json").read_text())
-    assert written["model"] == str(model_dir) and written["scores"] == ["msp", "subspace", "energy"]
-    assert written["in_distribution"]["num_images"] == 12 and written["train_images"] == 30
-    assert set(written["results"]) == {"noise", "skimage-photos"}
-    assert written["results"]["noise"]["num_images"] == 12
-    auroc = written["results"]["skimage-photos"]["metrics"]["subspace"]["auroc"]
+    entries = {e["ood_dataset"]: e for e in written["entries"]}
+    assert set(entries) == {"noise", "skimage-photos"}
+    for entry in entries.values():
+        assert entry["model"] == str(model_dir) and entry["scores"] == ["msp", "subspace", "energy"]
+        assert entry["in_distribution"] == data_dir and entry["in_distribution_images"] == 12
+        assert entry["train_images"] == 30
+    assert entries["noise"]["num_images"] == 12
+    auroc = entries["skimage-photos"]["metrics"]["subspace"]["auroc"]
     assert f"| skimage-photos (12) | subspace | {100 * auroc:.1f} |" in printed
 
-    # without --output-dir the results go next to a local model, and into its model card when it has one
-    from hubtune.hub import build_run_info, write_model_card, write_run_info
-
-    run_info = build_run_info(hubtune_model, dataset="tiny", hyperparameters={}, metrics={"eval_accuracy": 0.5})
-    write_run_info(model_dir, run_info)
-    write_model_card(model_dir, run_info)
+    # without --output_dir the results go next to a local model, and into its model card when it has one
+    write_run_info(model_dir, _run_info())
+    write_model_card(model_dir, _run_info())
     assert "Out-of-distribution" not in (model_dir / "README.md").read_text()
-    assert _ood_cli(["--model", str(model_dir), "--in-data", str(data_dir), "--out-data", "noise", "--score", "msp"]) == 0
-    written = json.loads((model_dir / "ood_results.json").read_text())
-    assert written["scores"] == ["msp"]
+    assert _ood_cli(["--model", str(model_dir), "--dataset", data_dir, "--ood-dataset", "noise", "--score", "msp"]) == 0
+    (entry,) = json.loads((model_dir / "ood_results.json").read_text())["entries"]
+    assert entry["scores"] == ["msp"]
     card = (model_dir / "README.md").read_text()
     assert "## Out-of-distribution detection" in card
-    assert f"| noise (12) | msp | {100 * written['results']['noise']['metrics']['msp']['auroc']:.1f} |" in card
+    assert f"| noise (12) | msp | {100 * entry['metrics']['msp']['auroc']:.1f} |" in card
+    assert read_run_info(model_dir)["ood_results"] == [entry]
 
     with pytest.raises(ValueError, match="Unknown OOD score 'odin'.*mahalanobis"):
-        _ood_cli(["--model", str(model_dir), "--in-data", str(data_dir), "--out-data", "noise", "--score", "odin"])
+        _ood_cli(["--model", str(model_dir), "--dataset", data_dir, "--ood_dataset", "noise", "--score", "odin"])
+    config = tmp_path / "ood.yaml"
+    config.write_text(f"model: {model_dir}\ndataset: {data_dir}\nscore: [energy]\n")
+    assert hubtune_main(["ood", str(config)]) == 1  # no OOD set: one line, exit 1
+    assert "needs --ood_dataset" in capsys.readouterr().err
+
+
+def test_cli_keeps_one_result_per_set_pair(hubtune_model, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    hubtune_model.save_pretrained(model_dir)
+    write_run_info(model_dir, _run_info())
+    data_a = _saved_dataset(tmp_path / "data-a", 30, 12, seed=11)
+    data_b = _saved_dataset(tmp_path / "data-b", 24, 9, seed=13)
+    photos = _image_folder(tmp_path / "photos", n=5)
+
+    def run(dataset, *ood, scores=("msp", "energy")):
+        assert _ood_cli(["--model", str(model_dir), "--dataset", dataset, "--ood_dataset", *ood,
+                         "--score", *scores]) == 0
+        return {(e["in_distribution"], e["ood_dataset"]): e for e in read_ood_results(model_dir)}
+
+    first = run(data_a, "noise", "skimage-photos")  # hubtune 0.1's flags below: --in-data, --out-data
+    assert ood_command.build_parser().parse_args(["--in-data", "d", "--out-data", "a", "b"]).ood_dataset == ["a", "b"]
+    assert set(first) == {(data_a, "noise"), (data_a, "skimage-photos")}
+    second = run(data_a, str(photos))  # another OOD set: added
+    assert set(second) == set(first) | {(data_a, str(photos))}
+    assert second[(data_a, "noise")] == first[(data_a, "noise")]
+    third = run(data_b, "noise")  # another in-distribution set: added
+    assert len(third) == 4 and third[(data_a, "noise")] == first[(data_a, "noise")]
+    fourth = run(data_a, "noise", scores=("max-logit",))  # the same pair: replaces only its own entry
+    assert len(fourth) == 4 and fourth[(data_a, "noise")]["scores"] == ["max-logit"]
+    assert {k: v for k, v in fourth.items() if k != (data_a, "noise")} == {
+        k: v for k, v in third.items() if k != (data_a, "noise")}
+
+    card = (model_dir / "README.md").read_text()
+    assert f"In-distribution: {data_a} (12 images" in card and f"In-distribution: {data_b} (9 images" in card
+    assert "| noise (12) | max-logit |" in card and "| noise (9) | msp |" in card
+    assert "| skimage-photos (12) | energy |" in card and f"| {photos} (5) | msp |" in card
+    assert len(read_run_info(model_dir)["ood_results"]) == 4
+
+
+# --------------------------------------------------------------------------------------------- results file
+
+
+def _metrics(value):
+    return {m: value for m in ("auroc", "fpr_at_95_tpr", "aupr_in", "aupr_out", "detection_error")}
+
+
+def test_results_file_reads_hubtune_0_1_files_and_merges(tmp_path):
+    results = {"noise": {"num_images": 10, "metrics": {"msp": _metrics(0.5)}},
+               "photos": {"num_images": 7, "metrics": {"msp": _metrics(0.7)}}}
+    old = {"in_distribution": {"name": "digits", "num_images": 10, "accuracy": 0.9}, "train_images": 40,
+           "scores": ["msp"], "model": "m", "results": results, "mean": {"msp": _metrics(0.6)}}
+    (tmp_path / "ood_results.json").write_text(json.dumps(old))
+    entries = read_ood_results(tmp_path)
+    assert [(e["in_distribution"], e["ood_dataset"], e["num_images"]) for e in entries] == [
+        ("digits", "noise", 10), ("digits", "photos", 7)]
+    assert entries[0]["model"] == "m" and entries[0]["in_distribution_accuracy"] == 0.9
+    replaced = dict(entries[0], metrics={"msp": _metrics(0.25)})
+    merged = merge_ood_entries(entries, [replaced, dict(entries[1], in_distribution="other")])
+    assert [(e["in_distribution"], e["ood_dataset"]) for e in merged] == [
+        ("digits", "noise"), ("digits", "photos"), ("other", "photos")]
+    assert merged[0]["metrics"]["msp"]["auroc"] == 0.25
+    table = format_ood_entries(merged)
+    assert table.count("In-distribution:") == 2 and "accuracy 90.0%" in table
+    assert "| **mean** | msp | 47.5 |" in table  # (25 + 70) / 2, only in the group with two OOD sets
+    assert read_ood_results(tmp_path / "empty") == []
+    (tmp_path / "ood_results.json").write_text("[1, 2]")
+    with pytest.raises(OODError, match="not an OOD results file"):
+        read_ood_results(tmp_path)

@@ -9,7 +9,8 @@ from transformers import TrainerCallback, TrainingArguments
 
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
 from hubtune.modeling import HubtuneForImageClassification
-from hubtune.trainer import EtaWarmupCallback, HubtuneTrainer, compute_accuracy
+from hubtune.errors import MethodError, NonFiniteLossError
+from hubtune.training import EtaWarmupCallback, HubtuneTrainer, compute_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,7 @@ def test_bf16_training_runs_and_logs_finite_losses(vit_dir, digits, tmp_path):
 
 
 def test_eta_warmup_ramps_the_contrastive_weight(vit_dir, digits, tmp_path):
-    model = _model(vit_dir, digits, loss_kwargs={"eta": 0.4})
+    model = _model(vit_dir, digits, method_config={"eta": 0.4})
     train, _ = _datasets(model, digits)
     trainer = HubtuneTrainer(
         model=model, args=_args(tmp_path, max_steps=8, logging_steps=1), train_dataset=train,
@@ -174,3 +175,61 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(vit_dir, digits, tmp_p
     assert res_losses[-2:] == pytest.approx(ref_losses[-2:], rel=1e-4)
     for (name, p), q in zip(reference.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_warmup_of_a_method_without_a_weight_is_an_error(vit_dir, digits, tmp_path):
+    model = _model(vit_dir, digits, method="adaptivemix")
+    train, _ = _datasets(model, digits)
+    trainer = HubtuneTrainer(model=model, args=_args(tmp_path, max_steps=2), train_dataset=train,
+                             data_collator=collate_image_batch, callbacks=[EtaWarmupCallback(warmup_steps=4)])
+    with pytest.raises(MethodError, match="'adaptivemix' method's loss has no weight 'eta'"):
+        trainer.train()
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(vit_dir, digits, tmp_path):
+    model = _model(vit_dir, digits, method="ce")
+    train, _ = _datasets(model, digits)
+    poisoned = {"after": 2}
+
+    def collate(examples):
+        batch = collate_image_batch(examples)
+        poisoned["after"] -= 1
+        if poisoned["after"] < 0:
+            batch["pixel_values"] = batch["pixel_values"] * float("nan")
+        return batch
+
+    trainer = HubtuneTrainer(model=model, args=_args(tmp_path, max_steps=6, save_strategy="steps", save_steps=1),
+                             train_dataset=train, data_collator=collate)
+    with pytest.raises(NonFiniteLossError, match="step 3: the training loss is nan.*checkpoint-2.*learning rate"):
+        trainer.train()
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_resume_skips_an_interrupted_save_and_refuses_broken_or_foreign_checkpoints(vit_dir, digits, tmp_path, capsys):
+    from hubtune.errors import CheckpointError, WeightsFileError
+
+    def trainer_for(model, max_steps):
+        train, _ = _datasets(model, digits)
+        args = _args(tmp_path, max_steps=max_steps, save_strategy="steps", save_steps=2, logging_steps=1)
+        return HubtuneTrainer(model=model, args=args, train_dataset=train, data_collator=collate_image_batch)
+
+    trainer_for(_model(vit_dir, digits, method="ce"), 2).train()
+    # a kill -9 while checkpoint-4 was being written: weights there, trainer_state.json (written last) not yet
+    partial = tmp_path / "checkpoint-4"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes((tmp_path / "checkpoint-2" / "model.safetensors").read_bytes()[:100])
+    resumed = trainer_for(_model(vit_dir, digits, method="ce"), 3)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 3
+    assert "Skipping" in capsys.readouterr().out and "checkpoint-4" in str(partial)
+    with pytest.raises(CheckpointError, match="checkpoint-4 is incomplete.*the last complete checkpoint is .*checkpoint-3"):
+        trainer_for(_model(vit_dir, digits, method="ce"), 3).train(resume_from_checkpoint=str(partial))
+
+    other = HubtuneForImageClassification.from_backbone(vit_dir, num_labels=3, method="ce")
+    with pytest.raises(CheckpointError, match="holds another model.*num_labels: checkpoint 10 vs now 3"):
+        trainer_for(other, 3).train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+    weights = tmp_path / "checkpoint-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    with pytest.raises(WeightsFileError, match="checkpoint-2/model.safetensors is truncated or corrupt"):
+        trainer_for(_model(vit_dir, digits, method="ce"), 3).train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))

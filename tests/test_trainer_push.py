@@ -5,9 +5,10 @@ import torch
 from huggingface_hub import HfApi, hf_hub_download
 from transformers import AutoModelForImageClassification, TrainingArguments
 
+from hubtune.commands import main
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
 from hubtune.modeling import HubtuneForImageClassification
-from hubtune.trainer import HubtuneTrainer, compute_accuracy
+from hubtune.training import HubtuneTrainer, compute_accuracy
 
 
 def test_trainer_push_to_hub_publishes_a_loadable_model_with_the_hubtune_card(local_hub, hub_token, hub_repo_id, tmp_path):
@@ -62,12 +63,10 @@ def test_trainer_push_to_hub_publishes_a_loadable_model_with_the_hubtune_card(lo
 
 
 def test_finetune_push_to_hub_and_hubtune_push(local_hub, hub_token, hub_repo_id, tmp_path, capsys):
-    from hubtune.cli import main
-
     out = tmp_path / "out"
     code = main(["finetune", "--max-steps", "2", "--max-train-samples", "64", "--max-eval-samples", "32",
-                 "--batch-size", "16", "--output-dir", str(out), "--no-progress", "--push-to-hub", hub_repo_id,
-                 "--hub-token", hub_token, "--private"])
+                 "--batch-size", "16", "--output-dir", str(out), "--disable_tqdm", "true", "--push-to-hub", hub_repo_id,
+                 "--hub-token", hub_token, "--hub_private_repo", "true"])
     assert code == 0, capsys.readouterr().err
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     files = set(HfApi().list_repo_files(hub_repo_id, token=hub_token))
@@ -82,6 +81,6 @@ def test_finetune_push_to_hub_and_hubtune_push(local_hub, hub_token, hub_repo_id
     torch.testing.assert_close(pushed, local)
 
     # the finished folder again, to another repo and branch, with the stand-alone command
-    assert main(["push", str(out), hub_repo_id + "-copy", "--token", hub_token, "--revision", "v1"]) == 0
+    assert main(["push", str(out), hub_repo_id + "-copy", "--hub_token", hub_token, "--revision", "v1"]) == 0
     assert "model.safetensors" in HfApi().list_repo_files(hub_repo_id + "-copy", revision="v1", token=hub_token)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # pushing never edits the folder

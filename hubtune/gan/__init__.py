@@ -1,36 +1,48 @@
 """GANs with AdaptiveMix: models, an Accelerate training loop, FID/KID, and generators on the Hub.
 
-    from hubtune.gan import train_gan, Generator
+    from hubtune.gan import GANTrainingConfig, Generator, train_gan
 
-    result = train_gan(data="digits", arch="dcgan", steps=500, output_dir="gan-digits")
-    generator = Generator.from_pretrained(result.generator_dir)   # or a Hub repo id
+    result = train_gan(GANTrainingConfig(dataset="digits", arch="dcgan", max_steps=500, output_dir="gan-digits"))
+    generator = Generator.from_pretrained("gan-digits")   # the output root holds the final (EMA) generator
     images = generator.generate(16, seed=0)
+    generator.push_to_hub("ORG/NAME")                     # config.json, model.safetensors, README.md card, samples.png
 """
 
-from hubtune.gan.checkpoint import CheckpointError
-from hubtune.gan.data import DatasetTooSmallError, GANDataError, ImageSet, StepBatchSampler, load_image_set
+from hubtune.errors import (
+    CheckpointError,
+    DatasetTooSmallError,
+    FeatureExtractorError,
+    GANDataError,
+    GeneratorLoadError,
+    NonFiniteLossError,
+)
+from hubtune.gan.config import GANTrainingConfig
+from hubtune.gan.data import ImageSet, StepBatchSampler, load_image_set
 from hubtune.gan.loop import (
-    GANTrainingConfig,
+    DiscriminatorStepOutput,
     GANTrainingResult,
     JSONLinesTracker,
-    NonFiniteLossError,
     discriminator_loss,
+    discriminator_step,
+    format_summary,
     generator_loss,
+    generator_step,
+    load_checkpoint,
     r1_penalty,
+    save_checkpoint,
     train_gan,
 )
-from hubtune.gan.metrics import FeatureExtractorError, build_feature_extractor, compute_fid_kid, evaluate_generator
+from hubtune.gan.metrics import build_feature_extractor, compute_fid_kid, evaluate_generator
 from hubtune.gan.models import (
+    BackboneDiscriminator,
     DCGANDiscriminator,
     DCGANGenerator,
     Discriminator,
     FeatureHeadDiscriminator,
     Generator,
-    GeneratorLoadError,
     MinibatchStdDev,
     ResNetDiscriminator,
     ResNetGenerator,
     as_discriminator,
     build_gan,
 )
-from hubtune.gan.publish import push_generator_folder, render_generator_card, save_generator_folder

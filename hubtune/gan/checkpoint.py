@@ -27,6 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from hubtune.errors import CheckpointError
+
 STATE_FILE = "trainer_state.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -45,10 +47,6 @@ __all__ = [
     "write_trainer_state",
     "read_trainer_state",
 ]
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, incomplete, truncated or does not match the run resuming from it."""
 
 
 def checkpoint_dir(output_dir: str | Path, step: int) -> Path:

@@ -24,20 +24,13 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from hubtune.data import ConvertChannels, is_saved_dataset
+from hubtune.errors import DatasetTooSmallError, GANDataError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 __all__ = ["GANDataError", "DatasetTooSmallError", "ImageSet", "load_image_set", "StepBatchSampler"]
-
-
-class GANDataError(ValueError):
-    """A data source that cannot be turned into training images."""
-
-
-class DatasetTooSmallError(GANDataError):
-    """Fewer images than one step's batch (per-process batch x processes)."""
 
 
 @dataclass
@@ -214,7 +207,7 @@ class StepBatchSampler(Sampler[list[int]]):
         if dataset_size < global_batch:
             raise DatasetTooSmallError(
                 f"the dataset has {dataset_size} images, fewer than one step's batch ({batch_size} per process x "
-                f"{world_size} process(es) = {global_batch}); lower --batch-size or add images"
+                f"{world_size} process(es) = {global_batch}); lower --per_device_train_batch_size or add images"
             )
         self.dataset_size, self.batch_size, self.num_steps = dataset_size, batch_size, num_steps
         self.seed, self.start_step, self.rank, self.world_size = seed, start_step, rank, world_size

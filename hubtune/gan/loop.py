@@ -3,11 +3,22 @@
 One process or several (``accelerate launch``), CPU or GPU, bf16 / fp16 / fp32. What it does per step:
 
 * one generator pass ``fake = G(z)`` per step;
-* discriminator step: ``fake`` detached; real and fake batches each through ``AdaptiveMix`` (or a plain
-  ``D(x)``); non-saturating or hinge loss; optional R1 on the real logits (lazy every ``r1_every`` steps);
-* generator step: non-saturating (or hinge) loss on the updated ``D(fake)`` (plus the AdaptiveMix term on the fakes
-  with the ``reference`` preset); D's parameters frozen and out of DDP's gradient sync;
+* discriminator step (:func:`discriminator_step`): ``fake`` detached; real and fake batches each through
+  ``AdaptiveMix`` (or a plain ``D(x)``); non-saturating or hinge loss; optional R1 on the real logits (lazy every
+  ``r1_every`` steps);
+* generator step (:func:`generator_step`): non-saturating (or hinge) loss on the updated ``D(fake)`` (plus the
+  AdaptiveMix term on the fakes with the ``reference`` preset); D's parameters frozen and out of DDP's gradient sync;
 * EMA copy of G, PNG sample grids, tracker logging, checkpoints, exact resume, a stop on a non-finite loss.
+
+The output folder is laid out like the Hugging Face Trainer's::
+
+    output_dir/
+      config.json, model.safetensors, README.md, samples.png   the final (EMA) generator: Generator.from_pretrained(output_dir)
+      training_config.json                                    this run's GANTrainingConfig (no token)
+      metrics.json                                            FID/KID (when computed)
+      logs.jsonl                                              one line per logged step
+      samples/step-0000250.png ...                            sample grids during training
+      checkpoint-<step>/                                      resumable checkpoints
 
 Every discriminator computation goes through ``D``'s forward (``output=...``), never through a wrapped
 module's attributes, so DistributedDataParallel synchronises everything it should.
@@ -21,9 +32,9 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,129 +42,27 @@ from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import set_seed
 from torch import Tensor, nn
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
 
+from hubtune.errors import CheckpointError, ConfigError, NonFiniteLossError
 from hubtune.gan import checkpoint as ckpt
+from hubtune.gan.config import RESUME_KEYS, TRAINING_CONFIG_NAME, GANTrainingConfig
 from hubtune.gan.data import ImageSet, StepBatchSampler, load_image_set
-from hubtune.gan.models import Generator, as_discriminator, build_gan
+from hubtune.gan.metrics import evaluate_generator
+from hubtune.gan.models import Discriminator, Generator, as_discriminator, build_gan
 from hubtune.losses.adaptive_mix import AdaptiveMix
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GANTrainingConfig", "GANTrainingResult", "NonFiniteLossError", "train_gan", "JSONLinesTracker",
-           "discriminator_loss", "generator_loss", "r1_penalty"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite; training stopped and the last good checkpoint is kept."""
-
-
-# ----------------------------------------------------------------------------------------------- config
-
-
-@dataclass
-class GANTrainingConfig:
-    """Every knob of :func:`train_gan` (JSON-serialisable; stored in checkpoints and model cards).
-
-    Data: ``data`` is ``"digits"``, an image folder, a saved/Hub dataset name (see ``load_image_set``);
-    ``strict_data`` raises on unreadable files instead of skipping them. A dataset with fewer images than one
-    step's batch (``batch_size`` x processes) is refused with a clear error.
-    """
-
-    data: str = "digits"
-    output_dir: str = "gan-output"
-    arch: Literal["dcgan", "resnet"] = "dcgan"
-    image_size: int = 32
-    channels: int | None = None
-    latent_dim: int | None = None
-    g_channels: int | None = None
-    d_channels: int | None = None
-    d_norm: Literal["spectral", "batch", "none"] = "spectral"
-    minibatch_std_group: int = 0
-    max_images: int | None = None
-    strict_data: bool = False
-
-    steps: int = 500
-    batch_size: int = 64
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    loss: Literal["non-saturating", "hinge"] = "non-saturating"
-    r1_gamma: float = 0.0
-    r1_every: int = 1
-    ema_decay: float = 0.999
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    seed: int = 0
-
-    adaptivemix: bool = True
-    ada_weight: float = 1.0
-    ada_alpha: float = 1.0
-    ada_sigma: float = 0.05
-    ada_distance: Literal["cosine", "mse"] = "cosine"
-    ada_per_sample: bool = False
-    ada_preset: Literal["default", "reference"] = "default"
-
-    log_every: int = 10
-    sample_every: int = 250
-    num_sample_images: int = 64
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 2
-    resume: bool | str = False
-    log_with: list[str] = field(default_factory=list)
-    progress_bar: bool = True
-
-    eval_num_samples: int = 1000
-    eval_feature_extractor: str = "auto"
-    eval_batch_size: int = 250
-    export_generator: bool = True
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        if self.arch not in ("dcgan", "resnet"):
-            raise ValueError(f"arch must be 'dcgan' or 'resnet', got {self.arch!r}")
-        if self.loss not in ("non-saturating", "hinge"):
-            raise ValueError(f"loss must be 'non-saturating' or 'hinge', got {self.loss!r}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
-        for name in ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every", "r1_every", "keep_checkpoints"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.r1_gamma < 0:
-            raise ValueError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.eval_num_samples and self.eval_num_samples < 2 * self.eval_batch_size:
-            raise ValueError(
-                f"eval_num_samples={self.eval_num_samples} is less than two evaluation batches of {self.eval_batch_size}: "
-                "FID/KID are never computed on a single batch; raise eval_num_samples or lower eval_batch_size "
-                "(or set eval_num_samples=0 to skip the metrics)"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GANTrainingConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def adaptive_mix_settings(self) -> dict[str, Any] | None:
-        if not self.adaptivemix:
-            return None
-        return {"weight": self.ada_weight, "alpha": self.ada_alpha, "sigma": self.ada_sigma,
-                "distance": self.ada_distance, "per_sample": self.ada_per_sample, "preset": self.ada_preset}
-
-
-# what must agree between a checkpoint and the run resuming from it (the rest, e.g. steps, may change)
-_RESUME_KEYS = ("arch", "image_size", "channels", "latent_dim", "g_channels", "d_channels", "d_norm",
-                "minibatch_std_group", "batch_size", "seed", "data", "adaptivemix", "ada_preset", "loss")
+__all__ = ["GANTrainingConfig", "GANTrainingResult", "train_gan", "JSONLinesTracker", "discriminator_loss",
+           "generator_loss", "r1_penalty", "discriminator_step", "generator_step", "DiscriminatorStepOutput",
+           "save_checkpoint", "load_checkpoint", "format_summary"]
 
 
 @dataclass
 class GANTrainingResult:
-    """What :func:`train_gan` returns (on every process; metrics only on the main one)."""
+    """What :func:`train_gan` returns (on every process; metrics, samples and the push only on the main one)."""
 
     output_dir: str
     steps: int
@@ -163,6 +72,8 @@ class GANTrainingResult:
     last_checkpoint: str | None
     sample_grids: list[str]
     wall_time_s: float
+    hub_url: str | None = None
+    is_main_process: bool = True
 
 
 # ----------------------------------------------------------------------------------------------- losses
@@ -226,7 +137,7 @@ class JSONLinesTracker(GeneralTracker):
         return self.path
 
     def store_init_configuration(self, values: dict) -> None:
-        (self.path.parent / "config.json").write_text(json.dumps(values, indent=2, default=str))
+        """No-op: the loop writes the run's configuration itself, as ``training_config.json``."""
 
     def log(self, values: dict, step: int | None = None, **kwargs) -> None:
         with self.path.open("a") as f:
@@ -250,8 +161,6 @@ def _ema_decay(decay: float, step: int) -> float:
 
 
 def _save_grid(generator: Generator, path: Path, num_images: int, seed: int) -> None:
-    from torchvision.utils import save_image
-
     images = generator.generate(num_images, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, str(path), nrow=int(math.ceil(math.sqrt(num_images))), padding=2)
@@ -264,21 +173,287 @@ def _all_finite(accelerator: Accelerator, *values: Tensor) -> bool:
     return bool(flag.item() == 1.0)
 
 
-# ----------------------------------------------------------------------------------------------- loop
+# ----------------------------------------------------------------------------------------------- one run
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds (built by :func:`_prepare_run`)."""
+
+    config: GANTrainingConfig
+    accelerator: Accelerator
+    G: nn.Module
+    D: nn.Module
+    ema: Generator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ada: AdaptiveMix | None
+    dataset: ImageSet
+    sampler: StepBatchSampler
+    output_dir: Path
+    start_step: int
+    last_checkpoint: str | None
+    losses: list[dict[str, float]] = field(default_factory=list)
+    grids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DiscriminatorStepOutput:
+    """The terms of one discriminator step (loss before the update, logits, AdaptiveMix and R1 parts)."""
+
+    loss: Tensor
+    adversarial: Tensor
+    r1: Tensor | None
+    real_logits: Tensor
+    fake_logits: Tensor
+    shrinkage_loss_real: Tensor | None
+    shrinkage_loss_fake: Tensor | None
 
 
 def _resolve_resume(config: GANTrainingConfig) -> Path | None:
-    if config.resume in (False, None, ""):
+    if config.resume_from_checkpoint is None:
         return None
-    if config.resume is True or config.resume == "latest":
+    if config.resume_from_checkpoint == "latest":
         found = ckpt.latest_checkpoint(config.output_dir)
         if found is None:
-            raise ckpt.CheckpointError(
-                f"--resume: no complete checkpoint in {config.output_dir} (looked for checkpoint-<step>/"
-                f"{ckpt.STATE_FILE}); start without --resume or point it at a checkpoint folder"
+            raise CheckpointError(
+                f"--resume_from_checkpoint: no complete checkpoint in {config.output_dir} (looked for checkpoint-<step>/"
+                f"{ckpt.STATE_FILE}); start without it or point it at a checkpoint folder"
             )
         return found
-    return Path(config.resume)
+    return Path(config.resume_from_checkpoint)
+
+
+def _read_resume_state(config: GANTrainingConfig, resume_from: Path | None) -> dict[str, Any] | None:
+    """The checkpoint's trainer state, after checking that it was written by a compatible run."""
+    if resume_from is None:
+        return None
+    state = ckpt.read_trainer_state(resume_from)
+    saved = GANTrainingConfig.from_dict(state["config"]).to_dict()  # also maps an older hubtune's names
+    now = config.to_dict()
+    mismatched = {k: (saved.get(k), now[k]) for k in RESUME_KEYS if saved.get(k) != now[k]}
+    if mismatched:
+        raise CheckpointError(
+            f"{resume_from} was written by a run with other settings: "
+            + ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in mismatched.items())
+        )
+    return state
+
+
+def _make_accelerator(config: GANTrainingConfig, output_dir: Path, start_step: int, resuming: bool) -> Accelerator:
+    tracker = JSONLinesTracker(output_dir, resume_step=start_step if resuming else None)
+    # "no" leaves the choice to `accelerate launch --mixed_precision ...` / accelerate config, if any
+    precision = None if config.mixed_precision == "no" else config.mixed_precision
+    return Accelerator(mixed_precision=precision, log_with=[tracker, *config.log_with], project_dir=str(output_dir))
+
+
+def _build_modules(config: GANTrainingConfig, channels: int, generator: Generator | None,
+                   discriminator: nn.Module | None) -> tuple[Generator, Discriminator]:
+    """The given modules, or ``build_gan``'s (same initial weights on every process: seeded here)."""
+    set_seed(config.seed)
+    if generator is None or discriminator is None:
+        built_g, built_d = build_gan(config.arch, config.image_size, channels, config.latent_dim,
+                                     config.g_channels, config.d_channels, config.d_norm, config.minibatch_std_group)
+        generator = generator if generator is not None else built_g
+        discriminator = discriminator if discriminator is not None else built_d
+    return generator, as_discriminator(discriminator)
+
+
+def _prepare_run(config: GANTrainingConfig, generator: Generator | None, discriminator: nn.Module | None,
+                 dataset: ImageSet | None, accelerator: Accelerator | None) -> _Run:
+    output_dir = Path(config.output_dir)
+    resume_from = _resolve_resume(config)
+    resume_state = _read_resume_state(config, resume_from)
+    start_step = int(resume_state["step"]) if resume_state else 0
+    if accelerator is None:
+        accelerator = _make_accelerator(config, output_dir, start_step, resume_state is not None)
+    # what actually runs, for checkpoints and the card
+    config.bf16, config.fp16 = accelerator.mixed_precision == "bf16", accelerator.mixed_precision == "fp16"
+    if resume_state is not None and resume_state.get("num_processes") != accelerator.num_processes:
+        raise CheckpointError(
+            f"{resume_from} was written by {resume_state.get('num_processes')} process(es); resume with the same number "
+            f"(now {accelerator.num_processes}) so that every process gets its own random state back"
+        )
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    if dataset is None:
+        dataset = load_image_set(config.dataset, config.image_size, config.channels, config.strict_data,
+                                 config.max_images)
+    if dataset.image_size != config.image_size:
+        raise ConfigError(f"the dataset's images are {dataset.image_size} px, the config asks for {config.image_size} px")
+    sampler = StepBatchSampler(len(dataset), config.per_device_train_batch_size, config.max_steps, seed=config.seed,
+                               start_step=start_step, rank=accelerator.process_index,
+                               world_size=accelerator.num_processes)
+
+    generator, discriminator = _build_modules(config, dataset.channels, generator, discriminator)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False).to(accelerator.device)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=config.betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=config.betas)
+    # separate prepare calls: two models, two optimizers (DeepSpeed refuses two models in one prepare)
+    G, opt_g = accelerator.prepare(generator, opt_g)
+    D, opt_d = accelerator.prepare(discriminator, opt_d)
+    ada = AdaptiveMix(**config.adaptive_mix_settings()) if config.adaptivemix else None
+
+    if resume_state is not None:
+        load_checkpoint(resume_from, accelerator, G, D, ema, opt_g, opt_d, resume_state)
+    else:
+        set_seed(config.seed, device_specific=True)  # a per-process random stream
+
+    accelerator.init_trackers("hubtune-gan", config={k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                                                     for k, v in config.to_dict().items()})
+    if accelerator.is_main_process:
+        (output_dir / TRAINING_CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2))
+    latest = resume_from or ckpt.latest_checkpoint(output_dir)
+    return _Run(config=config, accelerator=accelerator, G=G, D=D, ema=ema, opt_g=opt_g, opt_d=opt_d, ada=ada,
+                dataset=dataset, sampler=sampler, output_dir=output_dir, start_step=start_step,
+                last_checkpoint=str(latest) if latest else None)
+
+
+def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> DiscriminatorStepOutput:
+    """One discriminator update on a real batch and (detached) fakes; stops the run on a non-finite loss."""
+    config, accelerator, D, ada = run.config, run.accelerator, run.D, run.ada
+    r1_due = config.r1_gamma > 0 and step % config.r1_every == 0
+    fake_detached = fake.detach().float()
+    real.requires_grad_(r1_due)
+    shrinkage_real = shrinkage_fake = None
+    with accelerator.autocast():
+        if ada is not None:
+            out_real, out_fake = ada(D, real), ada(D, fake_detached)
+            real_logits, fake_logits = out_real.logits, out_fake.logits
+            ada_loss = out_real.loss + out_fake.loss
+            shrinkage_real, shrinkage_fake = out_real.shrinkage_loss, out_fake.shrinkage_loss
+        else:
+            real_logits, fake_logits = D(real), D(fake_detached)
+            ada_loss = real_logits.new_zeros((), dtype=torch.float32)
+    adversarial = discriminator_loss(real_logits, fake_logits, config.loss)
+    r1 = r1_penalty(real_logits, real, accelerator.scaler) if r1_due else None
+    loss = adversarial + ada_loss
+    if r1 is not None:
+        loss = loss + (config.r1_gamma / 2) * config.r1_every * r1
+    if not _all_finite(accelerator, loss):
+        _stop_on_non_finite(run, "discriminator", step + 1, loss)
+    accelerator.backward(loss)
+    run.opt_d.step()
+    run.opt_d.zero_grad(set_to_none=True)
+    return DiscriminatorStepOutput(loss, adversarial, r1, real_logits, fake_logits, shrinkage_real, shrinkage_fake)
+
+
+def generator_step(run: _Run, fake: Tensor, step: int) -> Tensor:
+    """One generator update scoring ``fake`` with the (frozen, unsynchronised) discriminator; then the EMA update."""
+    config, accelerator, D, ada = run.config, run.accelerator, run.D, run.ada
+    D.requires_grad_(False)
+    with accelerator.no_sync(D), accelerator.autocast():
+        if ada is not None:
+            terms = ada.generator_terms(D, fake)
+            logits, ada_loss = terms.logits, terms.loss
+        else:
+            logits, ada_loss = D(fake), fake.new_zeros((), dtype=torch.float32)
+        loss = generator_loss(logits, config.loss) + ada_loss
+    D.requires_grad_(True)
+    if not _all_finite(accelerator, loss):
+        _stop_on_non_finite(run, "generator", step + 1, loss)
+    accelerator.backward(loss)
+    run.opt_g.step()
+    run.opt_g.zero_grad(set_to_none=True)
+    if not run.opt_g.step_was_skipped:
+        _ema_update(run.ema, accelerator.unwrap_model(run.G), _ema_decay(config.ema_decay, step))
+    return loss
+
+
+def _log_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_loss: Tensor) -> dict[str, float]:
+    """Reduce the step's values over processes, record and log them."""
+    accelerator = run.accelerator
+    values = {"loss_d": d_out.loss.detach().float(), "loss_g": g_loss.detach().float(),
+              "loss_d_adversarial": d_out.adversarial.detach().float(),
+              "logits_real": d_out.real_logits.detach().float().mean(),
+              "logits_fake": d_out.fake_logits.detach().float().mean()}
+    if d_out.shrinkage_loss_real is not None:
+        values["shrinkage_loss_real"] = d_out.shrinkage_loss_real.float()
+        values["shrinkage_loss_fake"] = d_out.shrinkage_loss_fake.float()
+    if d_out.r1 is not None:
+        values["r1"] = d_out.r1.detach().float()
+    stacked = torch.stack([v.reshape(()) for v in values.values()])
+    if accelerator.num_processes > 1:
+        stacked = accelerator.reduce(stacked, reduction="mean")
+    record = dict(zip(values, (float(v) for v in stacked.tolist())))
+    run.losses.append({"step": step, **record})
+    accelerator.log(record, step=step)
+    return record
+
+
+def _after_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_loss: Tensor, progress) -> None:
+    """Logging, sample grids and checkpoints due after ``step``."""
+    config = run.config
+    last = step == config.max_steps
+    if step % config.log_every == 0 or last:
+        record = _log_step(run, step, d_out, g_loss)
+        if progress is not None:
+            progress.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}")
+    if progress is not None:
+        progress.update(1)
+    if run.accelerator.is_main_process and (step % config.sample_every == 0 or last):
+        path = run.output_dir / "samples" / f"step-{step:07d}.png"
+        _save_grid(run.ema, path, config.num_sample_images, seed=config.seed)
+        run.grids.append(str(path))
+    if step % config.checkpoint_every == 0 or last:
+        run.last_checkpoint = str(save_checkpoint(run.accelerator, config, step, run.G, run.D, run.ema,
+                                                  run.opt_g, run.opt_d))
+
+
+def _train_steps(run: _Run) -> int:
+    """The step loop; returns the last step."""
+    config, accelerator = run.config, run.accelerator
+    latent_dim = accelerator.unwrap_model(run.G).latent_dim
+    device = accelerator.device
+    progress = None
+    if config.progress_bar and accelerator.is_main_process:
+        progress = tqdm(total=config.max_steps, initial=run.start_step, desc="hubtune gan", dynamic_ncols=True)
+    run.G.train()
+    run.D.train()
+    step = run.start_step
+    try:
+        for indices in run.sampler:
+            real = run.dataset.batch(indices).to(device)
+            # one generator pass per step (as in the PyTorch DCGAN example): the discriminator step sees the fakes
+            # detached, the generator step then scores the same fakes with the updated discriminator
+            with accelerator.autocast():
+                fake = run.G(torch.randn(config.per_device_train_batch_size, latent_dim, device=device))
+            d_out = discriminator_step(run, real, fake, step)
+            g_loss = generator_step(run, fake, step)
+            step += 1
+            _after_step(run, step, d_out, g_loss, progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    return step
+
+
+def _export_generator(run: _Run, metrics: dict[str, Any] | None) -> str:
+    """Save the EMA generator at the output root (config.json, model.safetensors, samples.png, README.md)."""
+    config, ema = run.config, run.ema
+    ema.training_info = {
+        "training": config.to_dict(), "metrics": metrics, "data_source": run.dataset.source,
+        "num_images": len(run.dataset), "num_processes": run.accelerator.num_processes, "sample_seed": config.seed,
+    }
+    ema.save_pretrained(run.output_dir)
+    return str(run.output_dir)
+
+
+def _finish(run: _Run, step: int) -> tuple[dict[str, Any] | None, str | None]:
+    """Metrics and the exported generator (main process)."""
+    config, accelerator = run.config, run.accelerator
+    metrics, generator_dir = None, None
+    if accelerator.is_main_process:
+        if config.eval_num_samples:
+            metrics = evaluate_generator(run.ema, run.dataset, num_samples=config.eval_num_samples,
+                                         feature_extractor=config.eval_feature_extractor,
+                                         batch_size=config.eval_batch_size, seed=config.seed)
+            (run.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            accelerator.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+        if config.export_generator:
+            generator_dir = _export_generator(run, metrics)
+    return metrics, generator_dir
 
 
 def train_gan(
@@ -290,216 +465,75 @@ def train_gan(
     accelerator: Accelerator | None = None,
     **overrides: Any,
 ) -> GANTrainingResult:
-    """Train a GAN and write samples, checkpoints, metrics and a Hub-ready generator folder.
+    """Train a GAN; write samples, checkpoints, metrics and the final generator at ``output_dir``'s root.
 
     Args:
         config: the run's knobs; keyword ``overrides`` replace fields of it (or of the defaults).
-        generator / discriminator: bring your own modules (the discriminator needs ``features`` / ``head``);
+        generator / discriminator: bring your own modules (the discriminator: see :func:`as_discriminator`);
             default: ``build_gan(config.arch, ...)``.
-        dataset: bring your own :class:`ImageSet`; default: ``load_image_set(config.data, ...)``.
-        accelerator: an existing Accelerator (else one is created with ``config.mixed_precision``).
+        dataset: bring your own :class:`ImageSet`; default: ``load_image_set(config.dataset, ...)``.
+        accelerator: an existing Accelerator (else one is created with ``config.bf16`` / ``config.fp16``).
+
+    With ``push_to_hub`` (and ``hub_model_id``) the main process pushes the exported generator at the end with
+    ``Generator.push_to_hub`` (nothing local is modified by the push).
 
     Raises:
         NonFiniteLossError: a loss became NaN/inf; the checkpoints already written are kept untouched.
-        CheckpointError: ``resume`` points at a missing, incomplete or mismatching checkpoint.
+        CheckpointError: ``resume_from_checkpoint`` points at a missing, incomplete or mismatching checkpoint.
         DatasetTooSmallError: fewer images than one step's batch.
+        HubPushError: the push failed (the local output folder is complete).
     """
-    config = GANTrainingConfig.from_dict({**(config.to_dict() if config else {}), **overrides})
+    config = GANTrainingConfig.from_dict({**(config.to_dict() if config else {}),
+                                          "hub_token": config.hub_token if config else None, **overrides})
     start_time = time.perf_counter()
-    output_dir = Path(config.output_dir)
-    resume_from = _resolve_resume(config)
-    resume_state = ckpt.read_trainer_state(resume_from) if resume_from is not None else None
-    if resume_state is not None:
-        saved = resume_state["config"]
-        mismatched = {k: (saved.get(k), getattr(config, k)) for k in _RESUME_KEYS if saved.get(k) != getattr(config, k)}
-        if mismatched:
-            raise ckpt.CheckpointError(
-                f"{resume_from} was written by a run with other settings: "
-                + ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in mismatched.items())
-            )
-    start_step = int(resume_state["step"]) if resume_state else 0
-
-    tracker = JSONLinesTracker(output_dir, resume_step=start_step if resume_state else None)
-    if accelerator is None:
-        # "no" leaves the choice to `accelerate launch --mixed_precision ...` / accelerate config, if any
-        accelerator = Accelerator(mixed_precision=None if config.mixed_precision == "no" else config.mixed_precision,
-                                  log_with=[tracker, *config.log_with], project_dir=str(output_dir))
-    config.mixed_precision = accelerator.mixed_precision  # what actually runs, for checkpoints and the card
-    if resume_state is not None and resume_state.get("num_processes") != accelerator.num_processes:
-        raise ckpt.CheckpointError(
-            f"{resume_from} was written by {resume_state.get('num_processes')} process(es); resume with the same number "
-            f"(now {accelerator.num_processes}) so that every process gets its own random state back"
-        )
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-
-    # data
-    if dataset is None:
-        dataset = load_image_set(config.data, config.image_size, config.channels, config.strict_data, config.max_images)
-    if dataset.image_size != config.image_size:
-        raise ValueError(f"the dataset's images are {dataset.image_size} px, the config asks for {config.image_size} px")
-    sampler = StepBatchSampler(len(dataset), config.batch_size, config.steps, seed=config.seed, start_step=start_step,
-                               rank=accelerator.process_index, world_size=accelerator.num_processes)
-
-    # models (same initial weights on every process), then a per-process random stream
-    set_seed(config.seed)
-    if generator is None or discriminator is None:
-        built_g, built_d = build_gan(config.arch, config.image_size, dataset.channels, config.latent_dim,
-                                     config.g_channels, config.d_channels, config.d_norm, config.minibatch_std_group)
-        generator = generator if generator is not None else built_g
-        discriminator = discriminator if discriminator is not None else built_d
-    discriminator = as_discriminator(discriminator)
-    ema = copy.deepcopy(generator).eval().requires_grad_(False).to(accelerator.device)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=config.betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=config.betas)
-    # separate prepare calls: two models, two optimizers (DeepSpeed refuses two models in one prepare)
-    G, opt_g = accelerator.prepare(generator, opt_g)
-    D, opt_d = accelerator.prepare(discriminator, opt_d)
-    ada = AdaptiveMix(**config.adaptive_mix_settings()) if config.adaptivemix else None
-
-    if resume_state is not None:
-        _load_checkpoint(resume_from, accelerator, G, D, ema, opt_g, opt_d, resume_state)
-    else:
-        set_seed(config.seed, device_specific=True)
-
-    accelerator.init_trackers("hubtune-gan", config={k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                                                     for k, v in config.to_dict().items()})
-
-    latent_dim = accelerator.unwrap_model(G).latent_dim
-    device = accelerator.device
-    scaler = accelerator.scaler
-    losses: list[dict[str, float]] = []
-    grids: list[str] = []
-    latest = resume_from or ckpt.latest_checkpoint(output_dir)
-    last_checkpoint = str(latest) if latest else None
-
-    progress = None
-    if config.progress_bar and accelerator.is_main_process:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=config.steps, initial=start_step, desc="hubtune gan", dynamic_ncols=True)
-
-    G.train()
-    D.train()
-    step = start_step
-    try:
-        for indices in sampler:
-            real = dataset.batch(indices).to(device)
-            r1_due = config.r1_gamma > 0 and step % config.r1_every == 0
-
-            # one generator pass per step (as in the PyTorch DCGAN example): the discriminator step sees the fakes
-            # detached, the generator step then scores the same fakes with the updated discriminator
-            with accelerator.autocast():
-                fake = G(torch.randn(config.batch_size, latent_dim, device=device))
-
-            # ---- discriminator step
-            fake_detached = fake.detach().float()
-            real.requires_grad_(r1_due)
-            with accelerator.autocast():
-                if ada is not None:
-                    out_real, out_fake = ada(D, real), ada(D, fake_detached)
-                    real_logits, fake_logits = out_real.logits, out_fake.logits
-                    ada_loss = out_real.loss + out_fake.loss
-                else:
-                    real_logits, fake_logits = D(real), D(fake_detached)
-                    ada_loss = real_logits.new_zeros((), dtype=torch.float32)
-            d_adv = discriminator_loss(real_logits, fake_logits, config.loss)
-            r1 = r1_penalty(real_logits, real, scaler) if r1_due else d_adv.new_zeros(())
-            d_loss = d_adv + ada_loss + (config.r1_gamma / 2) * config.r1_every * r1
-            if not _all_finite(accelerator, d_loss):
-                _stop_on_non_finite(accelerator, "discriminator", step + 1, d_loss, last_checkpoint, output_dir)
-            accelerator.backward(d_loss)
-            opt_d.step()
-            opt_d.zero_grad(set_to_none=True)
-
-            # ---- generator step: D frozen and outside DDP's gradient sync
-            D.requires_grad_(False)
-            with accelerator.no_sync(D), accelerator.autocast():
-                if ada is not None:
-                    g_terms = ada.generator_terms(D, fake)
-                    g_logits, g_ada = g_terms.logits, g_terms.loss
-                else:
-                    g_logits, g_ada = D(fake), fake.new_zeros((), dtype=torch.float32)
-                g_loss = generator_loss(g_logits, config.loss) + g_ada
-            D.requires_grad_(True)
-            if not _all_finite(accelerator, g_loss):
-                _stop_on_non_finite(accelerator, "generator", step + 1, g_loss, last_checkpoint, output_dir)
-            accelerator.backward(g_loss)
-            opt_g.step()
-            opt_g.zero_grad(set_to_none=True)
-            if not opt_g.step_was_skipped:
-                _ema_update(ema, accelerator.unwrap_model(G), _ema_decay(config.ema_decay, step))
-            step += 1
-
-            # ---- logging, samples, checkpoints
-            if step % config.log_every == 0 or step == config.steps:
-                values = {"loss_d": d_loss.detach().float(), "loss_g": g_loss.detach().float(),
-                          "loss_d_adversarial": d_adv.detach().float(), "logits_real": real_logits.detach().float().mean(),
-                          "logits_fake": fake_logits.detach().float().mean()}
-                if ada is not None:
-                    values["shrinkage_real"] = out_real.shrinkage.float()
-                    values["shrinkage_fake"] = out_fake.shrinkage.float()
-                if r1_due:
-                    values["r1"] = r1.detach().float()
-                stacked = torch.stack([v.reshape(()) for v in values.values()])
-                if accelerator.num_processes > 1:
-                    stacked = accelerator.reduce(stacked, reduction="mean")
-                record = dict(zip(values, (float(v) for v in stacked.tolist())))
-                losses.append({"step": step, **record})
-                accelerator.log(record, step=step)
-                if progress is not None:
-                    progress.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}")
-            if progress is not None:
-                progress.update(1)
-            if accelerator.is_main_process and (step % config.sample_every == 0 or step == config.steps):
-                path = output_dir / "samples" / f"step-{step:07d}.png"
-                _save_grid(ema, path, config.num_sample_images, seed=config.seed)
-                grids.append(str(path))
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                last_checkpoint = str(_save_checkpoint(accelerator, config, step, G, D, ema, opt_g, opt_d))
-    finally:
-        if progress is not None:
-            progress.close()
-
+    run = _prepare_run(config, generator, discriminator, dataset, accelerator)
+    step = _train_steps(run)
+    accelerator = run.accelerator
     accelerator.wait_for_everyone()
-    metrics, generator_dir = None, None
-    if accelerator.is_main_process:
-        ema_generator = ema
-        if config.eval_num_samples:
-            from hubtune.gan.metrics import evaluate_generator
-
-            metrics = evaluate_generator(ema_generator, dataset, num_samples=config.eval_num_samples,
-                                         feature_extractor=config.eval_feature_extractor,
-                                         batch_size=config.eval_batch_size, seed=config.seed)
-            (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            accelerator.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
-        if config.export_generator:
-            from hubtune.gan.publish import save_generator_folder
-
-            generator_dir = str(save_generator_folder(
-                ema_generator, output_dir / "generator", training=config.to_dict(), metrics=metrics,
-                data_source=dataset.source, num_images=len(dataset), num_processes=accelerator.num_processes,
-                seed=config.seed,
-            ))
+    metrics, generator_dir = _finish(run, step)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    hub_url = None
+    if config.push_to_hub and accelerator.is_main_process:
+        if generator_dir is None:
+            raise ConfigError("push_to_hub needs export_generator=True (the pushed generator is the exported one)")
+        hub_url = str(run.ema.push_to_hub(config.hub_model_id, token=config.hub_token,
+                                          private=config.hub_private_repo or None))
     return GANTrainingResult(
-        output_dir=str(output_dir), steps=step, losses=losses, metrics=metrics, generator_dir=generator_dir,
-        last_checkpoint=last_checkpoint, sample_grids=grids, wall_time_s=time.perf_counter() - start_time,
+        output_dir=str(run.output_dir), steps=step, losses=run.losses, metrics=metrics, generator_dir=generator_dir,
+        last_checkpoint=run.last_checkpoint, sample_grids=run.grids, wall_time_s=time.perf_counter() - start_time,
+        hub_url=hub_url, is_main_process=accelerator.is_main_process,
     )
 
 
-def _stop_on_non_finite(accelerator, which, step, value, last_checkpoint, output_dir) -> None:
-    accelerator.end_training()
-    kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint had been written yet"
+def format_summary(result: GANTrainingResult) -> str:
+    """The run summary ``hubtune gan`` prints (main process only)."""
+    lines = [f"trained {result.steps} steps in {result.wall_time_s:.1f} s; output folder: {result.output_dir}"]
+    if result.metrics is not None:
+        lines.append(json.dumps(result.metrics, indent=2))
+    if result.generator_dir:
+        lines.append(f"generator: Generator.from_pretrained({result.generator_dir!r})")
+    if result.hub_url:
+        lines.append(f"pushed the generator: {result.hub_url}")
+    return "\n".join(lines)
+
+
+def _stop_on_non_finite(run: _Run, which: str, step: int, value: Tensor) -> None:
+    run.accelerator.end_training()
+    last = run.last_checkpoint
+    kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
     raise NonFiniteLossError(
         f"step {step}: the {which} loss is {float(value.detach().float()):.4g}; training stopped before the update, "
-        f"and nothing already in {output_dir} was overwritten ({kept}). Lower the learning rates, add R1 "
-        "(--r1-gamma), or use bf16 rather than fp16; resume with --resume from that checkpoint."
+        f"and nothing already in {run.output_dir} was overwritten ({kept}). Lower the learning rates, add R1 "
+        "(--r1_gamma), or use bf16 rather than fp16; resume with --resume_from_checkpoint from that checkpoint."
     )
 
 
-def _save_checkpoint(accelerator, config, step, G, D, ema, opt_g, opt_d) -> Path:
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(accelerator, config: GANTrainingConfig, step: int, G, D, ema, opt_g, opt_d) -> Path:
+    """Write ``checkpoint-<step>/`` atomically (a hidden partial folder renamed at the end); prune old ones."""
     final = ckpt.checkpoint_dir(config.output_dir, step)
     partial = final.with_name(f".{final.name}.partial")
     if accelerator.is_main_process:
@@ -527,7 +561,8 @@ def _save_checkpoint(accelerator, config, step, G, D, ema, opt_g, opt_d) -> Path
     return final
 
 
-def _load_checkpoint(folder, accelerator, G, D, ema, opt_g, opt_d, state) -> None:
+def load_checkpoint(folder, accelerator, G, D, ema, opt_g, opt_d, state: dict[str, Any]) -> None:
+    """Restore weights, optimisers, this process's random state and the loss scaler from a checkpoint folder."""
     folder = Path(folder)
     ckpt.load_module(accelerator.unwrap_model(G), folder / "generator.safetensors")
     ckpt.load_module(accelerator.unwrap_model(D), folder / "discriminator.safetensors")

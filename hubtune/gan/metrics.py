@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hubtune.errors import FeatureExtractorError
+from hubtune.modeling import HubtuneForImageClassification
+
 logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,10 +37,6 @@ FALLBACK_EXTRACTOR = "timm-random:resnet18:0"
 
 __all__ = ["FeatureExtractorError", "NamedFeatureExtractor", "build_feature_extractor", "compute_fid_kid",
            "evaluate_generator"]
-
-
-class FeatureExtractorError(ValueError):
-    """A feature-extractor name that cannot be resolved here (unknown, or its weights are unavailable)."""
 
 
 class NamedFeatureExtractor(nn.Module):
@@ -82,8 +81,6 @@ def _timm_extractor(name: str, model_name: str, pretrained: bool, seed: int = 0)
 
 
 def _hubtune_extractor(name: str, folder: str) -> NamedFeatureExtractor:
-    from hubtune.modeling import HubtuneForImageClassification
-
     try:
         model = HubtuneForImageClassification.from_pretrained(folder)
     except (OSError, ValueError) as err:

@@ -10,7 +10,9 @@ forward, so that wrappers such as DistributedDataParallel see every computation:
     D(f, output="head")     -> logits of features f
 
 Every generator is a :class:`Generator`: a ``PyTorchModelHubMixin`` whose config.json is JSON-only and names the
-architecture (``arch``), so ``Generator.from_pretrained(repo_or_dir)`` rebuilds any hubtune generator.
+architecture (``arch``), so ``Generator.from_pretrained(repo_or_dir)`` rebuilds any hubtune generator. It saves and
+loads through the mixin's hooks (``_save_pretrained`` / ``_from_pretrained``), and ``save_pretrained`` /
+``push_to_hub`` write hubtune's generator card (README.md) and a sample grid (samples.png).
 """
 
 from __future__ import annotations
@@ -23,9 +25,19 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub import ModelCard, PyTorchModelHubMixin, constants, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_model
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
+from torchvision.transforms.functional import to_pil_image
+from torchvision.utils import save_image
+
+from hubtune.errors import ConfigError, GeneratorLoadError, HubPushError
+from hubtune.gan.config import GANTrainingConfig
+from hubtune.hub.generator_card import SAMPLE_COUNT, SAMPLE_IMAGE, render_generator_card
+from hubtune.hub.push import _check_online, _resolve_token, _wrap_hub_error, validate_repo_id
 
 PAPER_URL = "https://arxiv.org/abs/2303.01559"
 REPO_URL = "https://github.com/hubtune/hubtune"
@@ -47,15 +59,10 @@ __all__ = [
     "GeneratorLoadError",
 ]
 
-
-class GeneratorLoadError(ValueError):
-    """A generator folder or repository that hubtune cannot load."""
-
-
 def _num_stages(image_size: int, what: str) -> int:
     """Number of x2 resolution changes between 4x4 and ``image_size``."""
     if not isinstance(image_size, int) or image_size < 16 or image_size > 256 or image_size & (image_size - 1):
-        raise ValueError(f"{what}: image_size must be a power of two between 16 and 256, got {image_size!r}")
+        raise ConfigError(f"{what}: image_size must be a power of two between 16 and 256, got {image_size!r}")
     return int(math.log2(image_size)) - 2
 
 
@@ -106,9 +113,65 @@ class FeatureHeadDiscriminator(Discriminator):
         return self.wrapped.head(features)
 
 
-def as_discriminator(module: nn.Module) -> Discriminator:
-    """Return ``module`` if it is a :class:`Discriminator`, else wrap its ``features`` / ``head`` methods."""
-    return module if isinstance(module, Discriminator) else FeatureHeadDiscriminator(module)
+class BackboneDiscriminator(Discriminator):
+    """A timm backbone as a discriminator: its pooled features are ``features``, a new ``nn.Linear(num_features, 1)``
+    (trainable, zero bias) is the ``head``.
+
+    Pooled features are ``forward_head(forward_features(x), pre_logits=True)`` when the backbone has those
+    methods (timm models), else the backbone's own output (e.g. a timm model created with ``num_classes=0``).
+    """
+
+    def __init__(self, backbone: nn.Module, num_features: int | None = None) -> None:
+        super().__init__()
+        num_features = num_features if num_features is not None else getattr(backbone, "num_features", None)
+        if not isinstance(num_features, int) or num_features < 1:
+            raise TypeError(
+                f"{type(backbone).__name__} has no integer `num_features`; pass num_features= to as_discriminator"
+            )
+        self.backbone = backbone
+        self.num_features = num_features
+        self.linear = nn.Linear(num_features, 1)
+        nn.init.zeros_(self.linear.bias)
+
+    def features(self, x: Tensor) -> Tensor:
+        b = self.backbone
+        if callable(getattr(b, "forward_features", None)) and callable(getattr(b, "forward_head", None)):
+            pooled = b.forward_head(b.forward_features(x), pre_logits=True)
+        else:
+            pooled = b(x)
+        return pooled.flatten(1)
+
+    def head(self, features: Tensor) -> Tensor:
+        return self.linear(features)
+
+
+def _is_backbone(module: nn.Module) -> bool:
+    has_split = callable(getattr(module, "forward_features", None)) and callable(getattr(module, "forward_head", None))
+    return has_split or isinstance(getattr(module, "num_features", None), int)
+
+
+def as_discriminator(module: nn.Module, num_features: int | None = None) -> Discriminator:
+    """``module`` in the discriminator protocol (``D(x, output="logits" | "both" | "features" | "head")``).
+
+    * a :class:`Discriminator` is returned as is;
+    * a module with ``features(x)`` and ``head(f)`` methods is wrapped (:class:`FeatureHeadDiscriminator`);
+    * a timm backbone (``forward_features`` / ``forward_head``, or ``num_features``, e.g.
+      ``timm.create_model("resnet10t", num_classes=0)``) becomes a :class:`BackboneDiscriminator`: its pooled
+      features are ``features`` and a new trainable ``nn.Linear(num_features, 1)`` is the ``head``.
+
+    Raises:
+        TypeError: the module is none of those.
+    """
+    if isinstance(module, Discriminator):
+        return module
+    if callable(getattr(module, "features", None)) and callable(getattr(module, "head", None)):
+        return FeatureHeadDiscriminator(module)
+    if _is_backbone(module) or num_features is not None:
+        return BackboneDiscriminator(module, num_features)
+    raise TypeError(
+        f"{type(module).__name__} cannot be used as a discriminator: give a hubtune Discriminator, a module with "
+        "features(x) and head(f) methods, or a timm backbone (forward_features / forward_head, num_features)"
+    )
 
 
 class MinibatchStdDev(nn.Module):
@@ -122,7 +185,7 @@ class MinibatchStdDev(nn.Module):
     def __init__(self, group_size: int = 4) -> None:
         super().__init__()
         if group_size < 2:
-            raise ValueError(f"group_size must be >= 2, got {group_size}")
+            raise ConfigError(f"group_size must be >= 2, got {group_size}")
         self.group_size = group_size
 
     def forward(self, x: Tensor) -> Tensor:
@@ -169,34 +232,100 @@ class Generator(
         if cls.arch:
             GENERATOR_CLASSES[cls.arch] = cls
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # What the training run attaches before saving (plain values, read by the model card): "training" (the
+        # training config dict), "metrics", "data_source", "num_images", "num_processes", "sample_seed".
+        self.training_info: dict[str, Any] = {}
+
     def config_dict(self) -> dict[str, Any]:
         """The JSON config this generator is saved with (constructor arguments + ``arch``)."""
         config = dict(self._hub_mixin_config or {})
         config["arch"] = self.arch
         return config
 
-    def _save_pretrained(self, save_directory: Path) -> None:
-        from safetensors.torch import save_model
+    # ------------------------------------------------------------------------------------- mixin hooks
 
-        save_model(self, str(Path(save_directory) / WEIGHTS_NAME))
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write model.safetensors, config.json (with ``arch``) and samples.png; the mixin then writes README.md."""
+        save_directory = Path(save_directory)
+        save_model(self, str(save_directory / WEIGHTS_NAME))
         # written here so that the mixin keeps it (it only writes config.json when absent)
-        (Path(save_directory) / CONFIG_NAME).write_text(json.dumps(self.config_dict(), sort_keys=True, indent=2))
+        (save_directory / CONFIG_NAME).write_text(json.dumps(self.config_dict(), sort_keys=True, indent=2))
+        seed = int(self.training_info.get("sample_seed", 0))
+        save_image(self.generate(SAMPLE_COUNT, seed=seed), str(save_directory / SAMPLE_IMAGE), nrow=8, padding=2)
+        # the mixin never overwrites a README.md: drop a stale card so that this save writes a fresh one
+        (save_directory / "README.md").unlink(missing_ok=True)
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """hubtune's generator card (``model_cards/generator.md``) from this generator and its ``training_info``.
+
+        Keyword arguments override the card's values (``repo_id`` names the repository in the loading snippet).
+        """
+        info = self.training_info
+        training = info.get("training")
+        adaptivemix = GANTrainingConfig.from_dict(training).adaptive_mix_settings() if training else None
+        card_info = type(self)._hub_mixin_info.model_card_data
+        values: dict[str, Any] = dict(
+            arch=self.arch, image_size=self.image_size, channels=self.channels, latent_dim=self.latent_dim,
+            training=training, adaptivemix=adaptivemix, metrics=info.get("metrics"),
+            data_source=info.get("data_source", "unknown data"), num_images=info.get("num_images"),
+            num_processes=info.get("num_processes", 1), sample_seed=int(info.get("sample_seed", 0)),
+            library_name=card_info.library_name, license=card_info.license, pipeline_tag=card_info.pipeline_tag,
+            tags=list(card_info.tags or []), paper_url=PAPER_URL,
+        )
+        values.update(kwargs)
+        return render_generator_card(**values)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | None = None,
+        private: bool | None = None,
+        commit_message: str = "Upload generator trained with hubtune",
+        model_card_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Upload this generator (config.json, model.safetensors, README.md card naming ``repo_id``, samples.png).
+
+        The files are written to a temporary folder (nothing local is modified); the token is only handed to
+        the client. Raises :class:`~hubtune.errors.HubPushError` (:class:`~hubtune.errors.HubAuthError` for a
+        missing or rejected token) with a one-line message on any Hub or connection failure.
+        """
+        validate_repo_id(repo_id)
+        _check_online()
+        token = _resolve_token(token)
+        card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
+        try:
+            return super().push_to_hub(repo_id, token=token, private=private, commit_message=commit_message,
+                                       model_card_kwargs=card_kwargs, **kwargs)
+        except HubPushError:
+            raise
+        except Exception as err:  # noqa: BLE001 - every Hub failure is said in words, as a HubPushError
+            raise _wrap_hub_error(err, repo_id, constants.ENDPOINT, "upload the generator") from err
 
     @classmethod
-    def from_pretrained(
+    def _from_pretrained(
         cls,
-        pretrained_model_name_or_path: str | os.PathLike,
         *,
+        model_id: str,
         revision: str | None = None,
-        token: str | bool | None = None,
         cache_dir: str | os.PathLike | None = None,
         force_download: bool = False,
         local_files_only: bool = False,
+        token: str | bool | None = None,
         map_location: str | torch.device = "cpu",
-        **overrides: Any,
+        strict: bool = True,
+        **model_kwargs: Any,
     ) -> "Generator":
-        """Load a hubtune generator (any architecture) from a local folder or a Hub repository."""
-        source = str(pretrained_model_name_or_path)
+        """The mixin's loading hook: read ``arch`` from config.json, build that registered subclass, load the
+        safetensors weights strictly. Any unloadable folder or repo raises :class:`GeneratorLoadError`.
+
+        ``model_kwargs`` (filled by the mixin from config.json, or given by the caller) override constructor
+        arguments of the subclass; other keys are ignored.
+        """
+        source = str(model_id)
 
         def fetch(filename: str) -> str:
             if os.path.isdir(source):
@@ -204,33 +333,58 @@ class Generator(
                 if not os.path.isfile(path):
                     raise GeneratorLoadError(f"{source} has no {filename}: not a saved hubtune generator folder")
                 return path
-            return hf_hub_download(
-                repo_id=source, filename=filename, revision=revision, token=token, cache_dir=cache_dir,
-                force_download=force_download, local_files_only=local_files_only,
-            )
+            try:
+                return hf_hub_download(
+                    repo_id=source, filename=filename, revision=revision, token=token, cache_dir=cache_dir,
+                    force_download=force_download, local_files_only=local_files_only,
+                )
+            except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as err:
+                raise GeneratorLoadError(
+                    f"cannot load {filename} of {source!r} ({type(err).__name__}): not a hubtune generator repository"
+                ) from err
+            except HfHubHTTPError as err:
+                raise GeneratorLoadError(f"cannot download {filename} of {source!r}: {err}".splitlines()[0]) from err
 
-        with open(fetch(CONFIG_NAME), encoding="utf-8") as f:
-            config = json.load(f)
-        arch = config.pop("arch", None)
+        config_path = fetch(CONFIG_NAME)
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                config = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise GeneratorLoadError(f"{config_path} is not valid JSON ({err})") from err
+        if not isinstance(config, dict):
+            raise GeneratorLoadError(f"{config_path} holds a {type(config).__name__}, not a generator config")
+        arch = config.get("arch")
         if arch not in GENERATOR_CLASSES:
+            hint = (" (it looks like a training configuration: load the run's output folder root, or the "
+                    "folder that holds the generator's config.json)" if "max_steps" in config or "steps" in config
+                    else "")
             raise GeneratorLoadError(
-                f"config.json of {source} names arch={arch!r}; hubtune knows {sorted(GENERATOR_CLASSES)}"
+                f"{config_path} names arch={arch!r}, not a hubtune generator architecture "
+                f"(known: {sorted(GENERATOR_CLASSES)}){hint}"
             )
         target = GENERATOR_CLASSES[arch]
         if not issubclass(target, cls):
             raise GeneratorLoadError(f"{source} holds a {target.__name__}, not a {cls.__name__}")
         init_params = set(target._hub_mixin_init_parameters) - {"self"}
         kwargs = {k: v for k, v in config.items() if k in init_params}
-        kwargs.update(overrides)
-        model = target(**kwargs)
+        kwargs.update({k: v for k, v in model_kwargs.items() if k in init_params})
+        try:
+            model = target(**kwargs)
+        except (TypeError, ValueError) as err:
+            raise GeneratorLoadError(f"{config_path}: cannot build {target.__name__}({kwargs}): {err}") from err
 
-        from safetensors.torch import load_file
-
-        state = load_file(fetch(WEIGHTS_NAME), device=str(map_location))
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
+        weights_path = fetch(WEIGHTS_NAME)
+        try:
+            state = load_file(weights_path, device=str(map_location))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise GeneratorLoadError(f"{weights_path} is truncated or not a safetensors file ({err})") from err
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches
+            raise GeneratorLoadError(f"{weights_path} does not fit {target.__name__}({kwargs}): {err}") from err
+        if strict and (result.missing_keys or result.unexpected_keys):
             raise GeneratorLoadError(
-                f"weights of {source} do not match {target.__name__}({kwargs}): missing {result.missing_keys[:5]}, "
+                f"{weights_path} does not match {target.__name__}({kwargs}): missing {result.missing_keys[:5]}, "
                 f"unexpected {result.unexpected_keys[:5]}"
             )
         return model.to(map_location).eval()
@@ -264,8 +418,6 @@ class Generator(
         images = ((images.float() + 1) / 2).clamp(0, 1).cpu()
         if output_type == "pt":
             return images
-        from torchvision.transforms.functional import to_pil_image
-
         return [to_pil_image(image) for image in images]
 
 
@@ -302,15 +454,15 @@ class DCGANDiscriminator(Discriminator):
     """DCGAN discriminator: strided convolutions with LeakyReLU down to 4x4; features = that map, flattened.
 
     Args:
-        norm: ``"spectral"`` (SN-DCGAN, per-sample), ``"batch"`` (the original DCGAN; couples the batch in
-            training mode, so AdaptiveMix makes its third pass) or ``"none"``.
+        norm: ``"spectral"`` (SN-DCGAN), ``"batch"`` (the original DCGAN; BatchNorm does not couple samples for
+            AdaptiveMix's purpose, a permuted batch has the same statistics) or ``"none"``.
     """
 
     def __init__(self, image_size: int = 32, channels: int = 3, base_channels: int = 32,
                  norm: Literal["spectral", "batch", "none"] = "spectral") -> None:
         super().__init__()
         if norm not in ("spectral", "batch", "none"):
-            raise ValueError(f"norm must be 'spectral', 'batch' or 'none', got {norm!r}")
+            raise ConfigError(f"norm must be 'spectral', 'batch' or 'none', got {norm!r}")
         stages = _num_stages(image_size, "DCGANDiscriminator")
         wrap = spectral_norm if norm == "spectral" else (lambda m: m)
         layers: list[nn.Module] = [wrap(nn.Conv2d(channels, base_channels, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
@@ -454,13 +606,13 @@ def build_gan(
     if arch == "dcgan":
         g = DCGANGenerator(latent_dim or 64, image_size, channels, g_channels or 32)
         if minibatch_std_group:
-            raise ValueError("minibatch_std_group is only available with arch='resnet'")
+            raise ConfigError("minibatch_std_group is only available with arch='resnet'")
         d = DCGANDiscriminator(image_size, channels, d_channels or 32, norm=d_norm)
     elif arch == "resnet":
         if d_norm != "spectral":
-            raise ValueError("the ResNet discriminator always uses spectral norm; d_norm applies to arch='dcgan'")
+            raise ConfigError("the ResNet discriminator always uses spectral norm; d_norm applies to arch='dcgan'")
         g = ResNetGenerator(latent_dim or 128, image_size, channels, g_channels or 64)
         d = ResNetDiscriminator(image_size, channels, d_channels or 64, minibatch_std_group)
     else:
-        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+        raise ConfigError(f"arch must be one of {ARCHS}, got {arch!r}")
     return g, d

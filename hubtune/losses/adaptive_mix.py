@@ -2,17 +2,35 @@
 
 One implementation of the mixing and of the shrinkage term, shared by the GAN discriminator
 regulariser (:class:`AdaptiveMix`) and the classifier loss (:class:`AdaptiveMixClassifierLoss`).
-shared/METHODS.md section 2 states the method; in short, for a batch ``x``::
 
-    lam ~ Beta(alpha, alpha)          (one per call, or one per sample)
+The method shrinks the regions that training data occupy in the feature space of a network split into a
+feature extractor ``f`` (for a discriminator: all blocks up to the last feature map, flattened) and a head
+``h`` (features -> logit(s)). Hard samples are built by mixing pairs of images, and the features of a mixed
+image are pulled towards the same mix of the two images' features. For a batch ``x`` (in a GAN, real and fake
+batches are treated separately: a real image is never mixed with a fake one)::
+
+    lam ~ Beta(alpha, alpha)          (alpha = 1; one per call as in the reference, or one per sample)
     p   = a random permutation        (each sample's mixing partner)
     x~  = lam x + (1 - lam) x[p]
     t   = lam f(x) + (1 - lam) f(x)[p]
-    L   = 1 - cos(f(x~), sg(t) + eps),  eps ~ N(0, sigma^2),  mean over the batch   (or MSE)
+    L   = 1 - cos(f(x~), sg(t + eps)),  eps ~ N(0, sigma^2), sigma = 0.05,  mean over the batch   (or MSE)
 
 ``f(x)[p]`` replaces the reference's third pass ``f(x[p])``: the two are equal when ``f`` treats samples
-independently, so the regulariser costs two passes of ``f`` instead of three. Where ``f`` couples the samples
-of a batch (see :func:`features_are_batch_coupled`) the third pass is made.
+independently, so the regulariser costs two passes of ``f`` instead of three. BatchNorm in training mode does
+not break the identity (a permuted batch has the same batch statistics, so ``f(x[p]) == f(x)[p]``); layers
+that treat sub-groups of the batch differently (StyleGAN2's minibatch-stddev) do, and only for those (see
+:func:`features_are_batch_coupled`) is the third pass made.
+
+GAN presets: ``"paper"`` (a plain regulariser: the adversarial loss is unchanged and ``weight * L`` is added
+on the discriminator step) and ``"reference"`` (the public StyleGAN2-ADA-based script: the adversarial logit
+becomes ``h(t) + h(f(x~))``, with ``t`` carrying gradient, in the real, fake and R1 terms, so the
+discriminator never scores an unmixed image; the generator step adds ``L`` on its fakes too).
+
+Classifier use: mixup cross-entropy on the mixed images plus the shrinkage term. Preset ``"paper"``: cosine
+shrinkage plus clean cross-entropy, mixup CE on ``W f(x~)``. Preset ``"reference"`` (the public classifier
+script): MSE shrinkage, and the mixup cross-entropy scores ``classifier(t) + classifier(f(x~))`` where ``t``
+is the same mix of the clean features and carries gradient (with that script's ``|W u|`` classifier on
+L2-normalised features: ``|W t| + |W f(x~)|``).
 
 Pure torch: no Trainer, Accelerate or Hub knowledge here.
 """
@@ -27,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hubtune.errors import ConfigError
+
 __all__ = [
     "MixDraws",
     "sample_mix_coefficients",
@@ -40,7 +60,7 @@ __all__ = [
 ]
 
 DISTANCES = ("cosine", "mse")
-GAN_PRESETS = ("default", "reference")
+GAN_PRESETS = ("paper", "reference")
 CLASSIFIER_PRESETS = ("paper", "reference")
 
 
@@ -71,17 +91,17 @@ def _at_least_float32(x: Tensor) -> Tensor:
 
 def _check_alpha(alpha: float) -> None:
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha must be a positive finite number (Beta(alpha, alpha)), got {alpha!r}")
+        raise ConfigError(f"alpha must be a positive finite number (Beta(alpha, alpha)), got {alpha!r}")
 
 
 def _check_sigma(sigma: float) -> None:
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma (std of the target noise) must be a finite number >= 0, got {sigma!r}")
+        raise ConfigError(f"sigma (std of the target noise) must be a finite number >= 0, got {sigma!r}")
 
 
 def _check_distance(distance: str) -> None:
     if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        raise ConfigError(f"distance must be one of {DISTANCES}, got {distance!r}")
 
 
 def sample_mix_coefficients(
@@ -162,16 +182,13 @@ def shrinkage_loss(
 def features_are_batch_coupled(module: nn.Module) -> bool:
     """Whether ``module``'s output for one sample may depend on the other samples of its batch.
 
-    True when any submodule declares ``batch_coupled = True`` (hubtune's minibatch-stddev layer does; any
-    layer may), or is a BatchNorm in training mode or without running statistics (those use the batch's
-    statistics). Conservative: AdaptiveMix then makes the third pass ``f(x[p])`` instead of using ``f(x)[p]``.
+    For AdaptiveMix's purpose "coupled" means that ``f(x[p]) != f(x)[p]`` for a permutation ``p`` of the
+    batch. True when any submodule declares ``batch_coupled = True`` (hubtune's minibatch-stddev layer does, as
+    it treats groups of samples differently; any layer may declare it); AdaptiveMix then makes the third pass
+    ``f(x[p])`` instead of using ``f(x)[p]``. BatchNorm, even in training mode, is NOT coupled in this sense:
+    a permutation of the same batch has the same batch statistics, so ``f(x[p]) == f(x)[p]``.
     """
-    for sub in module.modules():
-        if getattr(sub, "batch_coupled", False) is True:
-            return True
-        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and (sub.training or not sub.track_running_stats):
-            return True
-    return False
+    return any(getattr(sub, "batch_coupled", False) is True for sub in module.modules())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,10 +201,10 @@ class AdaptiveMixOutput:
     """What one :class:`AdaptiveMix` call on one batch produced.
 
     Attributes:
-        logits: the adversarial logits to use for this batch: ``head(f(x))`` with the default preset,
+        logits: the adversarial logits to use for this batch: ``head(f(x))`` with the paper preset,
             ``head(t) + head(f(x~))`` with the reference preset.
-        loss: ``weight * shrinkage`` (add it to the discriminator loss).
-        shrinkage: the unweighted shrinkage term, for logging.
+        loss: ``weight * shrinkage_loss`` (add it to the discriminator loss).
+        shrinkage_loss: the unweighted shrinkage term (detached), for logging.
         features: f(x), flattened as the discriminator returns it.
         feature_passes: 2 or 3, how many passes of the feature extractor over the batch this call made.
         draws: the draws used (pass them back to reproduce the call).
@@ -195,7 +212,7 @@ class AdaptiveMixOutput:
 
     logits: Tensor
     loss: Tensor
-    shrinkage: Tensor
+    shrinkage_loss: Tensor
     features: Tensor
     feature_passes: int
     draws: MixDraws
@@ -218,13 +235,13 @@ class AdaptiveMix(nn.Module):
         sigma: std of the Gaussian noise added to the detached target.
         distance: ``"cosine"`` (``1 - cos``, the paper) or ``"mse"``.
         per_sample: one lam per sample instead of one per call (the reference draws one per call).
-        preset: ``"default"``: a plain regulariser, the adversarial logits stay ``head(f(x))`` and the term is
+        preset: ``"paper"``: a plain regulariser, the adversarial logits stay ``head(f(x))`` and the term is
             added on the discriminator step only. ``"reference"``: the public StyleGAN2-ADA script's semantics:
             the adversarial logits are ``head(t) + head(f(x~))`` with the target ``t`` carrying gradient (the
             discriminator never scores an unmixed image; also in the R1 term), and the generator step adds the
             shrinkage term on its fakes too (see :meth:`generator_terms`).
         feature_passes: ``"auto"`` (3 when :func:`features_are_batch_coupled`, else 2), or force 2 or 3.
-            With 3, ``f(x[p])`` is computed; with the default preset it only feeds the detached target and so
+            With 3, ``f(x[p])`` is computed; with the paper preset it only feeds the detached target and so
             runs without a graph, with the reference preset it carries gradient (through ``head(t)``).
     """
 
@@ -235,19 +252,19 @@ class AdaptiveMix(nn.Module):
         sigma: float = 0.05,
         distance: Literal["cosine", "mse"] = "cosine",
         per_sample: bool = False,
-        preset: Literal["default", "reference"] = "default",
+        preset: Literal["paper", "reference"] = "paper",
         feature_passes: Literal["auto", 2, 3] = "auto",
     ) -> None:
         super().__init__()
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-            raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
+            raise ConfigError(f"weight must be a finite number >= 0, got {weight!r}")
         _check_alpha(alpha)
         _check_sigma(sigma)
         _check_distance(distance)
         if preset not in GAN_PRESETS:
-            raise ValueError(f"preset must be one of {GAN_PRESETS}, got {preset!r}")
+            raise ConfigError(f"preset must be one of {GAN_PRESETS}, got {preset!r}")
         if feature_passes not in ("auto", 2, 3):
-            raise ValueError(f"feature_passes must be 'auto', 2 or 3, got {feature_passes!r}")
+            raise ConfigError(f"feature_passes must be 'auto', 2 or 3, got {feature_passes!r}")
         self.weight = float(weight)
         self.alpha = float(alpha)
         self.sigma = float(sigma)
@@ -317,7 +334,7 @@ class AdaptiveMix(nn.Module):
         return AdaptiveMixOutput(
             logits=logits,
             loss=self.weight * shrinkage,
-            shrinkage=shrinkage.detach(),
+            shrinkage_loss=shrinkage.detach(),
             features=features,
             feature_passes=passes,
             draws=draws,
@@ -328,7 +345,7 @@ class AdaptiveMix(nn.Module):
     ) -> AdaptiveMixOutput:
         """What the generator step scores its (non-detached) fakes with.
 
-        Default preset: plain ``D(fake)`` logits and a zero loss (AdaptiveMix regularises the discriminator
+        Paper preset: plain ``D(fake)`` logits and a zero loss (AdaptiveMix regularises the discriminator
         only). Reference preset: the mixed logits and the weighted shrinkage term on the fakes, so the generator
         receives that term's gradient too.
         """
@@ -366,17 +383,19 @@ class AdaptiveMixLossOutput:
 class AdaptiveMixClassifierLoss(nn.Module):
     """AdaptiveMix as a classifier loss: mixup cross-entropy on mixed images plus feature shrinkage.
 
-    ``loss = [CE(W f(x), y)] + mean_i(lam_i CE(W f(x~)_i, y_i) + (1 - lam_i) CE(W f(x~)_i, y_p(i)))
-    + weight * shrinkage(f(x~), lam f(x) + (1 - lam) f(x)[p])``; the bracketed clean term only with ``clean_ce``.
+    ``loss = [CE(W f(x), y)] + mean_i(lam_i CE(z_i, y_i) + (1 - lam_i) CE(z_i, y_p(i)))
+    + weight * shrinkage(f(x~), sg(t) + eps)`` with ``t = lam f(x) + (1 - lam) f(x)[p]``; the bracketed clean term
+    only with ``clean_ce``. The mixup logits ``z`` are ``W f(x~)`` with the ``"paper"`` preset and
+    ``W t + W f(x~)`` (``t`` carrying gradient) with the ``"reference"`` preset.
 
     Two passes of ``features_fn`` per call: on ``x`` (target, and clean logits) and on ``x~``. All loss maths
     in float32, also under autocast.
 
     Presets (``distance`` / ``clean_ce`` left as ``None`` take the preset's value):
         ``"paper"``: cosine shrinkage, clean cross-entropy on.
-        ``"reference"`` (see :meth:`reference`): the public classifier script: MSE shrinkage, no clean CE term
-        (the features of ``x`` only give the detached target, so that pass runs without a graph). That script
-        also L2-normalises the features and scores with a frozen, orthogonally initialised ``|W u|`` head:
+        ``"reference"`` (see :meth:`reference`): the public classifier script: MSE shrinkage, no clean CE term,
+        mixup cross-entropy on ``classifier(t) + classifier(f(x~))`` where ``t`` (the mix of the clean features)
+        carries gradient, so the clean pass runs with a graph. That script also L2-normalises the features and scores with a frozen, orthogonally initialised ``|W u|`` head:
         those belong to the MODEL (``features_fn`` / ``classifier``), not to this loss.
 
     Args:
@@ -401,7 +420,7 @@ class AdaptiveMixClassifierLoss(nn.Module):
     ) -> None:
         super().__init__()
         if preset not in CLASSIFIER_PRESETS:
-            raise ValueError(f"preset must be one of {CLASSIFIER_PRESETS}, got {preset!r}")
+            raise ConfigError(f"preset must be one of {CLASSIFIER_PRESETS}, got {preset!r}")
         if distance is None:
             distance = "mse" if preset == "reference" else "cosine"
         if clean_ce is None:
@@ -410,9 +429,9 @@ class AdaptiveMixClassifierLoss(nn.Module):
         _check_sigma(sigma)
         _check_distance(distance)
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-            raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
+            raise ConfigError(f"weight must be a finite number >= 0, got {weight!r}")
         if not isinstance(clean_ce, bool):
-            raise ValueError(f"clean_ce must be a bool, got {clean_ce!r}")
+            raise ConfigError(f"clean_ce must be a bool, got {clean_ce!r}")
         self.alpha = float(alpha)
         self.sigma = float(sigma)
         self.weight = float(weight)
@@ -423,7 +442,7 @@ class AdaptiveMixClassifierLoss(nn.Module):
 
     @classmethod
     def reference(cls, **overrides) -> "AdaptiveMixClassifierLoss":
-        """The public classifier script's semantics: MSE shrinkage, no clean cross-entropy term."""
+        """The public classifier script's semantics: MSE shrinkage, no clean CE, mixup CE on ``W t + W f(x~)``."""
         kwargs = {"distance": "mse", "clean_ce": False, "preset": "reference"}
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -466,11 +485,17 @@ class AdaptiveMixClassifierLoss(nn.Module):
         lam = draws.lam.to(pixel_values.device)
         permutation = draws.permutation.to(pixel_values.device)
 
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.clean_ce):
+        reference = self.preset == "reference"
+        # the clean pass needs a graph for the clean CE term, and (reference) for the mixed logits classifier(t)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (self.clean_ce or reference)):
             features = features_fn(pixel_values)
             logits = classifier(features)
         mixed_features = features_fn(mix_pairs(pixel_values, lam, permutation))
         mixed_logits = classifier(mixed_features)
+        if reference:
+            weight = lam.to(features.dtype).view(-1, *([1] * (features.dim() - 1)))
+            mixed_target = weight * features + (1 - weight) * features[permutation]  # t, with gradient
+            mixed_logits = classifier(mixed_target) + mixed_logits
 
         device_type = pixel_values.device.type
         with torch.autocast(device_type=device_type, enabled=False):

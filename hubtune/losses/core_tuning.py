@@ -1,7 +1,7 @@
 """Core-tuning: cross-entropy plus a focal supervised-contrastive regulariser on generated hard pairs.
 
 Zhang, Hooi, Hu, Liang, Feng, "Unleashing the Power of Contrastive Self-Supervised Visual Models via
-Contrast-Regularized Fine-Tuning", NeurIPS 2021 (arXiv 2102.06605). shared/METHODS.md section 1 states
+Contrast-Regularized Fine-Tuning", NeurIPS 2021 (arXiv 2102.06605). docs/methods.md, section 1, states
 the maths this file implements.
 
 Layout: the random draws of a step, the pieces (mining, hard-pair rows, soft-label cross-entropy, focal
@@ -370,7 +370,7 @@ class CoreTuningLoss(nn.Module):
     (D -> d, e.g. Linear -> ReLU -> Linear); the projector output is L2-normalised here. The number of
     classes C is the classifier's output size.
 
-    preset="paper" (default) is shared/METHODS.md section 1 as written: clean rows keep their gradient;
+    preset="paper" (default) is docs/methods.md section 1 as written: clean rows keep their gradient;
     hp(i) = least similar same-class sample other than i (i when none), hn(i) = most similar
     other-class sample (i when none); L_i normalised by |P(i)|.
 

@@ -1,0 +1,4 @@
+from hubtune.commands import main
+import sys
+
+sys.exit(main())

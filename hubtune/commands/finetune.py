@@ -1,0 +1,37 @@
+"""``hubtune finetune``: fine-tune a backbone with a registered method (see :mod:`hubtune.training.finetune`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hubtune.commands._parsing import parse_command_line
+from hubtune.training.finetune import finetune_parser, run_finetune
+
+HELP = "fine-tune a timm / transformers backbone with Core-tuning (default), AdaptiveMix or cross-entropy"
+
+
+def build_parser():
+    return finetune_parser()
+
+
+_BOOLS = ("true", "false", "yes", "no", "1", "0", "t", "f", "y", "n")
+
+
+def expand_push_to_hub(argv: Sequence[str]) -> list[str]:
+    """``--push-to-hub ORG/NAME`` (hubtune 0.1's form) -> ``--push_to_hub true --hub_model_id ORG/NAME``."""
+    argv, out, i = list(argv), [], 0
+    while i < len(argv):
+        arg = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg in ("--push-to-hub", "--push_to_hub") and value and not value.startswith("-") and value.lower() not in _BOOLS:
+            out += ["--push_to_hub", "true", "--hub_model_id", argv[i + 1]]
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def run(argv: Sequence[str]) -> int:
+    run_finetune(*parse_command_line(build_parser(), expand_push_to_hub(argv)))
+    return 0

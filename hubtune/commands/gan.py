@@ -1,0 +1,46 @@
+"""``hubtune gan [CONFIG.yaml] [--option value ...]``: train a GAN (AdaptiveMix on by default), write the final
+generator at ``--output_dir``'s root (plus checkpoints, samples, logs, metrics), and optionally push it.
+
+Every field of :class:`hubtune.gan.GANTrainingConfig` is a flag; a first positional ``.yaml`` / ``.json`` file
+holds the same names and flags override it. Several processes: ``accelerate launch --num_processes 2 -m hubtune gan ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from transformers import HfArgumentParser
+
+from hubtune.commands._parsing import parse_command_line
+from hubtune.gan.config import GANTrainingConfig
+from hubtune.gan.loop import GANTrainingResult, format_summary, train_gan
+
+__all__ = ["HELP", "build_parser", "print_summary", "run"]
+
+HELP = "train a GAN with the AdaptiveMix discriminator regulariser and publish its generator"
+
+
+def build_parser() -> HfArgumentParser:
+    return HfArgumentParser(
+        [GANTrainingConfig],
+        prog="hubtune gan",
+        description="Train a DCGAN or SNGAN-style ResNet GAN on Accelerate. With no arguments: a small DCGAN on "
+        "scikit-learn's digits (offline), writing the final EMA generator at --output_dir's root "
+        "(Generator.from_pretrained(output_dir)), checkpoint-<step>/ folders, samples/, logs.jsonl, "
+        "training_config.json and metrics.json (FID/KID). --push_to_hub --hub_model_id ORG/NAME publishes the "
+        "generator with its model card. Usage: hubtune gan [CONFIG.yaml] [--options].",
+    )
+
+
+def print_summary(result: GANTrainingResult) -> None:
+    """Print the run summary, on the main process only (under several processes the others stay silent)."""
+    if result.is_main_process:
+        print(format_summary(result))
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run ``hubtune gan ARGV``; returns the exit code (errors are :class:`~hubtune.errors.HubtuneError`)."""
+    (config,) = parse_command_line(build_parser(), argv)
+    result = train_gan(config)
+    print_summary(result)
+    return 0

@@ -1,0 +1,147 @@
+"""``hubtune ood``: OOD detection of a fine-tuned classifier, printed as a table and kept in ``ood_results.json``.
+
+In-distribution test images are ``--dataset``'s evaluation split (the same seeded split finetune held out, with
+the same ``--seed``); the feature scores are fitted on its training split. The OOD sources are checked (folders
+exist, every image decodes) before the model runs. ``ood_results.json`` keeps one entry per
+(in-distribution set, OOD set), so runs with other sets add to it; when the folder holds a ``hubtune finetune``
+run (``hubtune_run.json``), its model card is rewritten with every entry, so a later push carries them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import HfArgumentParser
+
+from hubtune.commands._parsing import parse_command_line
+from hubtune.errors import ConfigError, OutputDirError
+from hubtune.hub import read_run_info, write_model_card, write_run_info
+from hubtune.modeling import HubtuneForImageClassification
+from hubtune.ood import (
+    BUILTIN_OOD_SOURCES,
+    OOD_SCORES,
+    evaluate_ood,
+    format_ood_entries,
+    format_ood_table,
+    merge_ood_entries,
+    ood_result_entries,
+    read_ood_results,
+    resolve_scores,
+    write_ood_results,
+)
+
+__all__ = ["HELP", "OODArguments", "build_parser", "run", "update_model_card"]
+
+HELP = "out-of-distribution detection: score in-distribution and OOD images, print AUROC / FPR95 / AUPR"
+
+
+@dataclass
+class OODArguments:
+    """The model, the in-distribution and OOD sets, and the scores."""
+
+    model: str | None = field(default=None, metadata={
+        "help": "a folder or Hub repo written by hubtune finetune (or a timm / transformers classifier); required"})
+    dataset: str | None = field(default=None, metadata={
+        "help": "the in-distribution dataset ('digits', an image folder, a saved dataset, a Hub name); required",
+        "aliases": ["--in-data", "--in_data"]})
+    ood_dataset: list[str] = field(default_factory=list, metadata={
+        "help": f"OOD sources: {', '.join(BUILTIN_OOD_SOURCES)}, image folders, saved datasets, Hub names; required",
+        "aliases": ["--out-data", "--out_data"]})
+    score: list[str] = field(default_factory=list, metadata={
+        "help": f"scores to compute (default: all): {', '.join(OOD_SCORES)}"})
+    output_dir: str | None = field(default=None, metadata={
+        "help": "where to write ood_results.json (default: the model folder if local, else the current folder)"})
+    batch_size: int = field(default=64, metadata={"help": "images per forward pass"})
+    device: str | None = field(default=None, metadata={"help": "default: cuda if available, else cpu"})
+    max_ood_images: int | None = field(default=None, metadata={
+        "help": "at most this many images per dataset-backed OOD set"})
+    seed: int = field(default=0, metadata={"help": "split seed of --dataset (use finetune's) and OOD sampling seed"})
+    allow_pickle: bool = field(default=False, metadata={
+        "help": "allow loading a pickle checkpoint (trusted sources only)"})
+    hub_token: str | None = field(default=None, metadata={"help": "Hub token for a private model repo"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ood_dataset, str):
+            self.ood_dataset = [self.ood_dataset]
+        if isinstance(self.score, str):
+            self.score = [self.score]
+        missing = [f"--{name}" for name in ("model", "dataset", "ood_dataset") if not getattr(self, name)]
+        if missing:
+            raise ConfigError(f"hubtune ood needs {', '.join(missing)}; see `hubtune ood --help`.")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch_size must be a positive integer, not {self.batch_size}.")
+        resolve_scores(self.score or None)  # a typo fails before anything is loaded
+
+
+def build_parser() -> HfArgumentParser:
+    parser = HfArgumentParser(
+        OODArguments,
+        prog="hubtune ood",
+        description="Evaluate OOD detection of a fine-tuned classifier. In-distribution test images are --dataset's "
+        "evaluation split (the same seeded split finetune held out, with the same --seed); the feature scores are "
+        f"fitted on its training split. Built-in OOD sources: {', '.join(BUILTIN_OOD_SOURCES)}.",
+    )
+    for action in parser._actions:
+        if action.dest in ("score", "ood_dataset"):  # `--score msp --score energy` adds up, as in hubtune 0.1
+            action.__class__ = argparse._ExtendAction
+    return parser
+
+
+def _output_dir(args: OODArguments) -> Path:
+    if args.output_dir:
+        return Path(args.output_dir)
+    # next to a local model, so that a later push can put the results in its model card
+    return Path(args.model) if Path(args.model).is_dir() else Path(".")
+
+
+def _writable(output_dir: Path) -> Path:
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputDirError(f"Cannot create the output folder {str(output_dir)!r} ({type(e).__name__}: {e}).") from e
+    return output_dir
+
+
+def update_model_card(folder: str | Path, entries: list[dict[str, Any]]) -> bool:
+    """Put the OOD entries into the model card of a ``hubtune finetune`` output folder; False when it has none."""
+    run_info = read_run_info(folder)
+    if run_info is None:
+        return False
+    run_info["ood_results"] = entries
+    run_info["ood_table"] = format_ood_entries(entries)
+    write_run_info(folder, run_info)
+    write_model_card(folder, run_info)
+    return True
+
+
+def run(argv: Sequence[str]) -> int:
+    (args,) = parse_command_line(build_parser(), argv)
+    output_dir = _writable(_output_dir(args))
+    existing = read_ood_results(output_dir)  # an unreadable results file fails now, not after the scoring
+    model = HubtuneForImageClassification.from_pretrained(args.model, allow_pickle=args.allow_pickle,
+                                                          token=args.hub_token)
+    results = evaluate_ood(
+        model,
+        args.dataset,
+        {source: source for source in args.ood_dataset},
+        scores=args.score or None,
+        batch_size=args.batch_size,
+        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        max_ood_images=args.max_ood_images,
+        seed=args.seed,
+    )
+    print(format_ood_table(results))
+    entries = merge_ood_entries(existing, ood_result_entries(results, model=str(args.model), seed=args.seed))
+    try:
+        path = write_ood_results(output_dir, entries)
+    except OSError as e:
+        raise OutputDirError(f"Cannot write the OOD results to {str(output_dir)!r} ({type(e).__name__}: {e}).") from e
+    print(f"OOD results written to {path.resolve()} ({len(entries)} set pair(s)).")
+    if update_model_card(output_dir, entries):
+        print(f"Model card {output_dir / 'README.md'} updated with the OOD results.")
+    return 0

@@ -1,0 +1,101 @@
+"""timm's Hub layout (``timm.models.save_for_hf``): write and read classifier parts.
+
+``config.json`` holds ``architecture``, ``num_classes``, ``label_names``, ``model_args``, ``pretrained_cfg``;
+weights are ``model.safetensors``. Loads with ``timm.create_model("hf-hub:ORG/NAME", pretrained=True)`` and with
+transformers' ``AutoModelForImageClassification`` (its ``TimmWrapper`` classes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hubtune.backbones import PreprocessingConfig, public_name
+from hubtune.layouts.files import is_local
+from hubtune.layouts.parts import ClassifierParts, head_keys, head_state, split_head
+
+__all__ = ["write_timm", "read_timm", "reload_timm_logits"]
+
+
+def _library_model(parts: ClassifierParts):
+    import timm
+
+    spec = parts.spec
+    model_args = {k: v for k, v in dict(spec.get("model_args") or {}).items() if k != "num_classes"}
+    model = timm.create_model(spec["architecture"], pretrained=False, num_classes=parts.num_labels, **model_args)
+    if spec.get("pretrained_cfg"):
+        model.pretrained_cfg = dict(spec["pretrained_cfg"])
+    weight_key, bias_key = head_keys(model.state_dict(), parts.backbone_state, parts.num_labels,
+                                     int(parts.head_weight.shape[1]), spec["architecture"])
+    model.load_state_dict({**parts.backbone_state, **head_state(parts, weight_key, bias_key)}, strict=True)
+    return model.eval()
+
+
+def write_timm(parts: ClassifierParts, folder: Path) -> None:
+    """Write ``parts`` in timm's Hub layout into ``folder``."""
+    from timm.models import save_for_hf
+
+    pre = PreprocessingConfig.from_dict(parts.preprocessing)
+    data_config = {"input_size": tuple(pre.input_size), "mean": tuple(pre.mean), "std": tuple(pre.std),
+                   "interpolation": pre.interpolation, "crop_pct": pre.crop_pct}
+    save_for_hf(_library_model(parts), str(folder), model_config={"label_names": parts.label_names()},
+                safe_serialization=True, data_config=data_config)
+    _drop_num_classes_from_model_args(folder / "config.json")
+
+
+def _drop_num_classes_from_model_args(config_path: Path) -> None:
+    """timm 1.0.31 writes num_classes twice (top level and model_args); transformers' TimmWrapper then passes it
+    twice to ``timm.create_model`` ("got multiple values for keyword argument 'num_classes'"). The top-level
+    value is enough for both loaders."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    model_args = config.get("model_args")
+    if isinstance(model_args, dict) and "num_classes" in model_args:
+        model_args.pop("num_classes")
+        if not model_args:
+            config.pop("model_args")
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
+def reload_timm_logits(folder: Path, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Logits of the folder re-loaded with plain timm (the export check)."""
+    import timm
+
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    with torch.no_grad():
+        return model(pixel_values).float()
+
+
+def _preprocessing(pretrained_cfg: dict[str, Any]) -> dict[str, Any]:
+    default = PreprocessingConfig()
+    return PreprocessingConfig(
+        input_size=tuple(pretrained_cfg.get("input_size", default.input_size)),
+        mean=tuple(pretrained_cfg.get("mean", default.mean)),
+        std=tuple(pretrained_cfg.get("std", default.std)),
+        interpolation=pretrained_cfg.get("interpolation", default.interpolation) or default.interpolation,
+        crop_pct=float(pretrained_cfg.get("crop_pct", default.crop_pct) or default.crop_pct),
+    ).to_dict()
+
+
+def read_timm(source: str, config: dict[str, Any], state: dict[str, torch.Tensor]) -> ClassifierParts:
+    """The parts of a timm-layout classifier from its config.json and state dict."""
+    import timm
+
+    model_args = {k: v for k, v in dict(config.get("model_args") or {}).items() if k != "num_classes"}
+    pretrained_cfg = dict(config.get("pretrained_cfg") or {})
+    architecture = config["architecture"]
+    headless = timm.create_model(architecture, pretrained=False, num_classes=0, **model_args)
+    backbone_state, weight, bias = split_head(state, set(headless.state_dict()), source)
+    label_names = config.get("label_names") or pretrained_cfg.get("label_names")
+    if isinstance(label_names, dict):
+        id2label = {int(k): str(v) for k, v in label_names.items()}
+    elif label_names:
+        id2label = {i: str(name) for i, name in enumerate(label_names)}
+    else:
+        id2label = {i: f"LABEL_{i}" for i in range(weight.shape[0])}
+    name = f"local-dir:{public_name(source)}" if is_local(source) else f"hf-hub:{source}"
+    spec = {"library": "timm", "name": name, "architecture": architecture, "model_args": model_args,
+            "pretrained_cfg": pretrained_cfg}
+    return ClassifierParts(spec, _preprocessing(pretrained_cfg), id2label, backbone_state, weight, bias, name)

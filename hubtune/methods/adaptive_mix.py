@@ -1,0 +1,99 @@
+"""AdaptiveMix as a registered classifier method: its loss, its preset's classifier and the card section.
+
+The maths is :class:`hubtune.losses.adaptive_mix.AdaptiveMixClassifierLoss` (see docs/methods.md, section 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from hubtune.errors import ConfigError
+from hubtune.losses.adaptive_mix import AdaptiveMixClassifierLoss
+from hubtune.methods.base import MethodConfig, MethodOutput, TrainingMethod
+from hubtune.methods.registry import register_method
+
+__all__ = ["AdaptiveMixConfig", "AdaptiveMixMethod"]
+
+CITATION = (
+    "@inproceedings{liu2023adaptivemix,\n"
+    "  title     = {AdaptiveMix: Improving GAN Training via Feature Space Shrinkage},\n"
+    "  author    = {Liu, Haozhe and Zhang, Wentian and Li, Bing and Wu, Haoqian and He, Nanjun and Huang, Yawen and Li, Yuexiang and Ghanem, Bernard and Zheng, Yefeng},\n"
+    "  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},\n"
+    "  year      = {2023},\n"
+    "  eprint    = {2303.01559},\n"
+    "  archivePrefix = {arXiv}\n"
+    "}"
+)
+DISTANCES = ("cosine", "mse")
+
+
+@dataclass
+class AdaptiveMixConfig(MethodConfig):
+    """AdaptiveMix's classifier knobs.
+
+    Args:
+        preset: ``"paper"`` (cosine shrinkage, clean cross-entropy on) or ``"reference"`` (the public classifier
+            script: MSE shrinkage, mixup cross-entropy on ``|W t| + |W f(x~)|``, L2-normalised features and a
+            frozen orthogonal ``|W u|`` classifier).
+        alpha: Beta(alpha, alpha) of the mixing weight.
+        sigma: std of the noise added to the detached shrinkage target.
+        shrinkage_weight: weight of the shrinkage term.
+        distance: ``"cosine"`` or ``"mse"`` (None: the preset's).
+        clean_ce: add cross-entropy on the clean images (None: the preset's).
+        per_sample: one mixing weight per sample instead of one per batch.
+    """
+
+    PRESETS: ClassVar[tuple[str, ...]] = ("paper", "reference")
+    alpha: float = 1.0
+    sigma: float = 0.05
+    shrinkage_weight: float = 1.0
+    distance: str | None = None
+    clean_ce: bool | None = None
+    per_sample: bool = False
+
+    def validate(self) -> None:
+        if not self.alpha > 0:
+            raise ConfigError(f"alpha (the Beta(alpha, alpha) parameter) must be > 0, got {self.alpha}.")
+        if not self.sigma >= 0:
+            raise ConfigError(f"sigma (std of the target noise) must be >= 0, got {self.sigma}.")
+        if not self.shrinkage_weight >= 0:
+            raise ConfigError(f"shrinkage_weight must be >= 0, got {self.shrinkage_weight}.")
+        if self.distance is not None and self.distance not in DISTANCES:
+            raise ConfigError(f"distance must be one of {DISTANCES}, got {self.distance!r}.")
+
+
+@register_method
+class AdaptiveMixMethod(TrainingMethod):
+    """Mixup cross-entropy on mixed images plus feature-space shrinkage."""
+
+    name = "adaptivemix"
+    config_class = AdaptiveMixConfig
+    title = "AdaptiveMix"
+    description = (
+        "AdaptiveMix shrinks the regions that the training data occupy in feature space: it mixes pairs of "
+        "images and pulls the features of each mixed image towards the same mix of the two images' features, "
+        "next to the cross-entropy loss. The smaller feature regions give a classifier that is more robust and "
+        "better at telling out-of-distribution inputs apart."
+    )
+    citation = CITATION
+    tags = ("adaptivemix",)
+
+    def model_defaults(self) -> dict[str, Any]:
+        if self.config.preset == "reference":
+            return {"classifier_type": "orthogonal-abs", "normalize_features": True}
+        return {}
+
+    def build_loss(self) -> AdaptiveMixClassifierLoss:
+        c = self.config
+        return AdaptiveMixClassifierLoss(
+            alpha=c.alpha, sigma=c.sigma, weight=c.shrinkage_weight, distance=c.distance, clean_ce=c.clean_ce,
+            per_sample=c.per_sample, preset=c.preset,
+        )
+
+    def forward_train(self, model: nn.Module, pixel_values: Tensor, labels: Tensor) -> MethodOutput:
+        out = model.loss_fn(pixel_values, labels, model.forward_features, model.classifier)
+        components = {"ce_loss": out.ce_loss.detach(), "shrinkage_loss": out.shrinkage_loss.detach()}
+        return MethodOutput(loss=out.loss, logits=out.logits, features=None, components=components)

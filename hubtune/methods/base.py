@@ -1,0 +1,161 @@
+"""What every training method is: a typed config, training-only heads, a loss, logged parts and a card section.
+
+A method is one :class:`TrainingMethod` subclass registered under a name (see :mod:`hubtune.methods`). The
+model, the Trainer, the callbacks, the command line and the model card ask the method; none of them
+compares method names. To add a method, subclass :class:`MethodConfig` and :class:`TrainingMethod` and
+decorate the latter with :func:`hubtune.methods.register_method`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from hubtune.errors import MethodError
+
+__all__ = ["MethodConfig", "MethodOutput", "TrainingMethod"]
+
+
+@dataclass
+class MethodConfig:
+    """Base of a method's typed knobs: dataclass fields with defaults, plus ``preset``.
+
+    ``PRESETS`` names the presets a method offers ("paper" is the method as published; "reference"
+    follows the public script). Subclasses check their values in :meth:`validate` and raise
+    :class:`~hubtune.errors.ConfigError` (or a subclass) with what to do.
+    """
+
+    PRESETS: ClassVar[tuple[str, ...]] = ("paper",)
+    preset: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.preset not in self.PRESETS:
+            raise MethodError(f"preset must be one of {self.PRESETS} for this method, not {self.preset!r}.")
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the knobs; raise ConfigError naming the bad one."""
+
+    @classmethod
+    def knob_names(cls) -> list[str]:
+        """The method's knobs (every field but ``preset``)."""
+        return [f.name for f in dataclasses.fields(cls) if f.name != "preset"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None, method_name: str = "") -> "MethodConfig":
+        values = dict(values or {})
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            what = f"method {method_name!r}" if method_name else cls.__name__
+            raise MethodError(
+                f"{', '.join(unknown)} {'is not a knob' if len(unknown) == 1 else 'are not knobs'} of {what}; "
+                f"its knobs are: {', '.join(cls.knob_names()) or 'none'} (and preset)."
+            )
+        return cls(**values)
+
+
+@dataclass
+class MethodOutput:
+    """What a method's training forward returns.
+
+    loss: the scalar to back-propagate; logits: the clean images' logits (for metrics); features: the clean
+    pooled features when the method computed them (else None); components: detached scalars to log.
+    """
+
+    loss: Tensor
+    logits: Tensor
+    features: Tensor | None
+    components: dict[str, Tensor]
+
+
+class TrainingMethod:
+    """A registered training method, bound to one validated config.
+
+    Class attributes (set by subclasses): ``name`` (registry key, e.g. ``"core-tuning"``), ``config_class``,
+    and the card text ``title``, ``description``, ``citation`` and ``tags``. ``weight_attribute`` names the
+    loss module's weight that :class:`~hubtune.training.callbacks.LossWeightWarmupCallback` may ramp, and
+    ``warmup_knob`` the config field holding its warm-up ratio (None when the method has none).
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    citation: ClassVar[str | None] = None
+    tags: ClassVar[tuple[str, ...]] = ()
+    weight_attribute: ClassVar[str | None] = None
+    warmup_knob: ClassVar[str | None] = None
+
+    def __init__(self, config: MethodConfig | dict[str, Any] | None = None):
+        if not isinstance(config, MethodConfig):
+            config = self.config_class.from_dict(config, self.name)
+        elif not isinstance(config, self.config_class):
+            raise MethodError(
+                f"Method {self.name!r} takes a {self.config_class.__name__}, not a {type(config).__name__}."
+            )
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+    # ------------------------------------------------------------------------------------------ the model
+
+    def model_defaults(self) -> dict[str, Any]:
+        """Classifier settings this method's preset implies (``classifier_type``, ``classifier_bias``,
+        ``normalize_features``); explicit model arguments override them."""
+        return {}
+
+    def build_training_heads(self, num_features: int) -> dict[str, nn.Module]:
+        """Heads used in training only (not exported), keyed by the model attribute they become."""
+        return {}
+
+    def build_loss(self) -> nn.Module | None:
+        """The loss module (parameter-free), or None for plain cross-entropy."""
+        return None
+
+    def forward_train(self, model: nn.Module, pixel_values: Tensor, labels: Tensor) -> MethodOutput:
+        """The training loss of ``model`` (a HubtuneForImageClassification) on one batch."""
+        features = model.forward_features(pixel_values)
+        logits = model.classifier(features)
+        loss = nn.functional.cross_entropy(logits.float(), labels)
+        return MethodOutput(loss=loss, logits=logits, features=features, components={})
+
+    # ------------------------------------------------------------------------------------------ training
+
+    def warmup_ratio(self) -> float:
+        """Fraction of the training steps over which ``weight_attribute`` ramps up from 0 (0 = no ramp)."""
+        return float(getattr(self.config, self.warmup_knob)) if self.warmup_knob else 0.0
+
+    def logged_values(self, loss_module: nn.Module | None) -> dict[str, float]:
+        """Scalars worth logging next to the loss (e.g. the current, possibly ramped, weight)."""
+        if self.weight_attribute and loss_module is not None:
+            return {self.weight_attribute: float(getattr(loss_module, self.weight_attribute))}
+        return {}
+
+    # ------------------------------------------------------------------------------------------ the card
+
+    def card(self) -> dict[str, Any]:
+        """The model card's method section, as plain values."""
+        return {
+            "title": self.title or self.name,
+            "description": self.description,
+            "citation": self.citation,
+            "tags": list(self.tags),
+        }
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The knobs to show in the card's hyper-parameter table."""
+        return {k: v for k, v in self.config.to_dict().items() if k != "preset" and v is not None}
+
+
+def detach_components(**values: Tensor) -> dict[str, Tensor]:
+    """Detached float copies of logged loss parts."""
+    return {k: v.detach().float() for k, v in values.items()}
+

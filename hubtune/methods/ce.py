@@ -1,0 +1,26 @@
+"""Plain cross-entropy fine-tuning: hubtune's baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hubtune.methods.base import MethodConfig, TrainingMethod
+from hubtune.methods.registry import register_method
+
+__all__ = ["CrossEntropyConfig", "CrossEntropyMethod"]
+
+
+@dataclass
+class CrossEntropyConfig(MethodConfig):
+    """No knobs: cross-entropy of the classifier's logits on the clean images."""
+
+    PRESETS: ClassVar[tuple[str, ...]] = ("paper",)
+
+
+@register_method
+class CrossEntropyMethod(TrainingMethod):
+    name = "ce"
+    config_class = CrossEntropyConfig
+    title = "cross-entropy fine-tuning"
+    description = "Plain cross-entropy fine-tuning of the backbone and a linear classifier (hubtune's baseline)."

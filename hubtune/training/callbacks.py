@@ -1,0 +1,67 @@
+"""Trainer callbacks: the warm-up of a method's loss weight (Core-tuning's ``eta``) and a divergence stop."""
+
+from __future__ import annotations
+
+from transformers import TrainerCallback
+
+from hubtune.errors import ConfigError, MethodError
+
+__all__ = ["LossWeightWarmupCallback", "EtaWarmupCallback"]
+
+
+class LossWeightWarmupCallback(TrainerCallback):
+    """Ramp a weight of the model's loss module linearly from 0 to its configured value.
+
+    Args:
+        attribute: the loss module's attribute to ramp (Core-tuning: ``"eta"``); None asks the model's
+            method (its ``weight_attribute``).
+        warmup_steps: number of optimizer steps of the ramp; or
+        warmup_ratio: fraction of the total steps (used when ``warmup_steps`` is None).
+    """
+
+    def __init__(self, attribute: str | None = None, warmup_steps: int | None = None, warmup_ratio: float = 0.1):
+        if warmup_steps is not None and warmup_steps < 0:
+            raise ConfigError("warmup_steps must be >= 0.")
+        if not 0 <= warmup_ratio <= 1:
+            raise ConfigError("warmup_ratio must lie in [0, 1].")
+        self.attribute = attribute
+        self.warmup_steps = warmup_steps
+        self.warmup_ratio = warmup_ratio
+        self.target: float | None = None
+
+    def _loss(self, model):
+        method = getattr(model, "method", None)
+        attribute = self.attribute or getattr(method, "weight_attribute", None)
+        loss = getattr(model, "loss_fn", None)
+        if attribute is None or loss is None or not hasattr(loss, attribute):
+            name = getattr(method, "name", type(model).__name__)
+            raise MethodError(
+                f"{type(self).__name__}: the {name!r} method's loss has no weight "
+                f"{repr(attribute) if attribute else ''} to warm up; drop the warm-up or use a method that has one "
+                "(Core-tuning's eta)."
+            )
+        self.attribute = attribute
+        return loss
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        loss = self._loss(model)
+        if self.target is None:
+            self.target = float(getattr(loss, self.attribute))
+        self._set(state, loss)
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self._set(state, self._loss(model))
+
+    def _set(self, state, loss) -> None:
+        steps = self.warmup_steps if self.warmup_steps is not None else int(self.warmup_ratio * max(state.max_steps, 1))
+        factor = 1.0 if steps == 0 else min(1.0, state.global_step / steps)
+        setattr(loss, self.attribute, self.target * factor)
+
+
+class EtaWarmupCallback(LossWeightWarmupCallback):
+    """Ramp Core-tuning's contrastive weight ``eta`` linearly from 0 to its configured value."""
+
+    def __init__(self, warmup_steps: int | None = None, warmup_ratio: float = 0.1):
+        super().__init__("eta", warmup_steps=warmup_steps, warmup_ratio=warmup_ratio)
+
+

@@ -1,0 +1,245 @@
+"""``HubtuneTrainer``: the HF Trainer for :class:`~hubtune.modeling.HubtuneForImageClassification`.
+
+The loss lives in the model's forward (its training method, see :mod:`hubtune.methods`); the Trainer subclass
+logs the loss components next to ``loss``, stops at the first non-finite loss, saves checkpoints in the
+resumable hubtune layout and the final model in the backbone library's layout, and writes hubtune's card.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from hubtune.errors import CheckpointError, NonFiniteLossError, WeightsFileError
+from hubtune.hub import write_model_card
+from hubtune.layouts import read_config
+
+__all__ = ["HubtuneTrainer", "compute_accuracy", "last_checkpoint_in", "resolve_resume"]
+
+logger = logging.getLogger(__name__)
+
+
+def compute_accuracy(eval_pred) -> dict[str, float]:
+    """``compute_metrics`` for Trainer: top-1 accuracy."""
+    logits, labels = eval_pred
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+
+
+def _checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(c.name.split("-")[-1]), c) for c in folder.iterdir()
+             if c.is_dir() and c.name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and c.name.split("-")[-1].isdigit()]
+    return [path for _, path in sorted(found)]
+
+
+def _is_complete(checkpoint: Path) -> bool:
+    # Trainer writes trainer_state.json last: a folder without it was interrupted while being saved.
+    return (checkpoint / "trainer_state.json").is_file()
+
+
+def last_checkpoint_in(output_dir: str | os.PathLike) -> Path | None:
+    """The newest complete ``checkpoint-N`` folder of ``output_dir`` (one with its trainer_state.json)."""
+    complete = [c for c in _checkpoints(output_dir) if _is_complete(c)]
+    return complete[-1] if complete else None
+
+
+def _check_weights_readable(checkpoint: Path) -> None:
+    from safetensors import safe_open
+
+    path = checkpoint / "model.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{checkpoint} has no model.safetensors; it is not a complete hubtune checkpoint.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                f.get_slice(key)
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for a damaged file
+        raise WeightsFileError(f"{path} is truncated or corrupt ({type(e).__name__}); resume from an earlier "
+                               "checkpoint (give its folder to --resume_from_checkpoint).") from e
+
+
+def resolve_resume(output_dir: str | os.PathLike, resume: str | bool | None, model_config: Any = None) -> str | None:
+    """The checkpoint folder to resume from: the last complete one for ``True`` (incomplete ones are skipped,
+    with a warning), or the given folder after checking that it is complete, readable and of this model."""
+    if resume in (None, False):
+        return None
+    if resume is True:
+        checkpoint = last_checkpoint_in(output_dir)
+        folders = _checkpoints(output_dir)
+        for skipped in folders[folders.index(checkpoint) + 1:] if checkpoint else folders:
+            message = (f"Skipping {skipped}: it has no trainer_state.json (its save was interrupted); resuming "
+                       f"from {checkpoint or 'nothing'}.")
+            logger.warning(message)
+            print(message)
+        if checkpoint is None:
+            raise CheckpointError(f"No complete checkpoint-* folder in {output_dir}: nothing to resume; start without "
+                                  "--resume_from_checkpoint.")
+    else:
+        checkpoint = Path(resume)
+        if not checkpoint.is_dir():
+            raise CheckpointError(f"Checkpoint folder {checkpoint} does not exist.")
+        if not _is_complete(checkpoint):
+            last = last_checkpoint_in(checkpoint.parent)
+            raise CheckpointError(f"{checkpoint} is incomplete (no trainer_state.json: its save was interrupted); "
+                                  f"the last complete checkpoint is {last or 'none'}.")
+    _check_weights_readable(checkpoint)
+    if model_config is not None:
+        _check_same_model(checkpoint, model_config)
+    return str(checkpoint)
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What must agree between a checkpoint and the model resuming from it."""
+    spec = config.get("backbone_spec") if isinstance(config.get("backbone_spec"), dict) else {}
+    return {"backbone": spec.get("architecture") or spec.get("config", {}).get("model_type"),
+            "backbone_name": config.get("backbone_name"), "num_labels": len(config.get("id2label") or {}),
+            "method": config.get("method")}
+
+
+def _check_same_model(checkpoint: Path, model_config: Any) -> None:
+    saved, current = _identity(read_config(str(checkpoint))), _identity(model_config.to_dict())
+    differ = [k for k in saved if saved[k] != current[k]]
+    if differ:
+        raise CheckpointError(
+            f"{checkpoint} holds another model than this run ("
+            + ", ".join(f"{k}: checkpoint {saved[k]!r} vs now {current[k]!r}" for k in differ)
+            + "); resume with the same model, labels and method, or use another output folder."
+        )
+
+
+class HubtuneTrainer(Trainer):
+    """A :class:`transformers.Trainer` for :class:`~hubtune.modeling.HubtuneForImageClassification`.
+
+    * logs the method's loss components (``ce_loss``, ``contrastive_loss``, ``num_positive_pairs`` for
+      Core-tuning; ``ce_loss``, ``shrinkage_loss`` for AdaptiveMix) averaged over the logging interval and
+      processes, and the method's current weights (``eta``);
+    * returns a per-micro-batch mean loss, so Trainer divides it by the accumulation steps
+      (``loss_is_scaled_for_ga = False``): accumulation 2 x B/2 gives the update of 1 x B;
+    * stops at the first non-finite training loss (:class:`~hubtune.errors.NonFiniteLossError`, naming the step
+      and the last good checkpoint); nothing is saved after it;
+    * decays only weights with two or more dimensions (no decay on biases and normalisation parameters);
+    * saves ``checkpoint-*`` folders in the hubtune layout (training heads kept, ``resume_from_checkpoint``
+      works) and the final model (``save_model()``, ``push_to_hub()``) in ``export_format`` (default: the
+      backbone library's own layout); writes hubtune's model card instead of Trainer's generic one.
+
+    Args:
+        dataset_name: recorded in the model card.
+        export_format: layout of the final model, see ``HubtuneForImageClassification.save_pretrained``.
+    """
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, dataset_name: str | None = None, export_format: str = "auto", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.dataset_name = dataset_name
+        self.export_format = export_format
+        self._component_sums: dict[str, torch.Tensor] = {}
+        self._component_count = 0
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        """Trainer's ``train``; ``resume_from_checkpoint=True`` takes the last COMPLETE checkpoint, and a
+        checkpoint of another model is refused with a message naming both."""
+        model_config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
+        resume = resolve_resume(self.args.output_dir, resume_from_checkpoint, model_config)
+        return super().train(resume, *args, **kwargs)
+
+    def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
+        return [name for name, param in model.named_parameters() if param.ndim > 1]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        if outputs.get("loss") is None:
+            raise ValueError("The model returned no loss: the batch needs a 'labels' entry.")
+        components = outputs.get("loss_components")
+        if components and model.training:
+            for key, value in components.items():
+                value = value.detach().float()
+                self._component_sums[key] = self._component_sums.get(key, 0) + value
+            self._component_count += 1
+        return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not bool(torch.isfinite(loss).all()):
+            self._stop_on_non_finite(float(loss.detach().float().mean()))
+        return loss
+
+    def _stop_on_non_finite(self, value: float) -> None:
+        step = self.state.global_step + 1
+        last = last_checkpoint_in(self.args.output_dir)
+        kept = (f"the last good checkpoint is {last} (resume with --resume_from_checkpoint {last})" if last
+                else "no checkpoint had been written yet")
+        raise NonFiniteLossError(
+            f"step {step}: the training loss is {value}; training stopped and nothing more was saved ({kept}). "
+            f"Likely causes: a learning rate too high (now {self.args.learning_rate:g}) or NaN / inf values in the "
+            "input images. Lower --learning_rate (or add warm-up) and check the data."
+        )
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs and self._component_count:
+            for key, total in self._component_sums.items():
+                mean = self.accelerator.reduce(total / self._component_count, reduction="mean")
+                logs[key] = round(float(mean), 6)
+            self._component_sums, self._component_count = {}, 0
+            model = self.accelerator.unwrap_model(self.model)
+            method = getattr(model, "method", None)
+            if method is not None:
+                logs.update(method.logged_values(getattr(model, "loss_fn", None)))
+        super().log(logs, *args, **kwargs)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir or self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model)
+        is_checkpoint = Path(output_dir).name.startswith(PREFIX_CHECKPOINT_DIR)
+        model.save_pretrained(output_dir, export_format="hubtune" if is_checkpoint else self.export_format)
+        # The training arguments as JSON, not Trainer's pickled training_args.bin.
+        with open(os.path.join(output_dir, "training_args.json"), "w", encoding="utf-8") as f:
+            f.write(self.args.to_json_string())
+
+    def run_info(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+        """What the model card needs to know about this run (plain values)."""
+        args = self.args
+        return self.accelerator.unwrap_model(self.model).run_info(
+            dataset=self.dataset_name,
+            hyperparameters={
+                "epochs": args.num_train_epochs,
+                "max_steps": args.max_steps,
+                "per_device_train_batch_size": args.per_device_train_batch_size,
+                "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                "learning_rate": args.learning_rate,
+                "weight_decay": args.weight_decay,
+                "lr_scheduler_type": getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
+                "optimizer": getattr(args.optim, "value", args.optim),
+                "seed": args.seed,
+                "bf16": args.bf16,
+            },
+            metrics=metrics if metrics is not None else _last_eval_metrics(self.state.log_history),
+            log_history=self.state.log_history,
+        )
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        if not self.is_world_process_zero():
+            return
+        repo_id = self.hub_model_id if getattr(self, "hub_model_id", None) else None
+        write_model_card(self.args.output_dir, self.run_info(), repo_id=repo_id)
+
+
+def _last_eval_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    for entry in reversed(log_history):
+        if any(k.startswith("eval_") for k in entry):
+            return {k: v for k, v in entry.items() if k.startswith("eval_")}
+    return {}
