@@ -60,7 +60,8 @@ def make_step(variant, generator, discriminator, optimizer, real, latent_dim, de
     return step
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; returns the result dict (benchmarks/gpu_check.py calls it in-process)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
@@ -74,7 +75,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
     parser.add_argument("--r1-gamma", type=float, default=0.0, help="add R1 on every step (the reference recipe: 1)")
     parser.add_argument("--output", default=None, help="append a JSON line with the results to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,17 +111,18 @@ def main() -> None:
     print(f"ratio ada-2pass / plain          = {median['ada-2pass'] / median['plain']:.2f}   (target <= 1.7)")
     print(f"ratio ada-2pass / ada-3pass-ref  = {median['ada-2pass'] / median['ada-3pass-ref']:.2f}   (target <= 0.8)")
     print(f"ratio ref-2pass / ada-3pass-ref  = {median['ref-2pass'] / median['ada-3pass-ref']:.2f}   (same semantics, 2 vs 3 passes)")
+    result = {
+        "benchmark": "adaptivemix_discriminator_step", "device": str(device), "bf16": args.bf16, "arch": args.arch,
+        "image_size": args.image_size, "batch_size": args.batch_size, "r1_gamma": args.r1_gamma,
+        "threads": torch.get_num_threads(), "repeats": args.repeats,
+        **{f"{name}_ms": round(value * 1000, 2) for name, value in median.items()},
+        "ratio_2pass_vs_plain": round(median["ada-2pass"] / median["plain"], 3),
+        "ratio_2pass_vs_3pass": round(median["ada-2pass"] / median["ada-3pass-ref"], 3),
+    }
     if args.output:
-        result = {
-            "benchmark": "adaptivemix_discriminator_step", "device": str(device), "bf16": args.bf16, "arch": args.arch,
-            "image_size": args.image_size, "batch_size": args.batch_size, "r1_gamma": args.r1_gamma,
-            "threads": torch.get_num_threads(), "repeats": args.repeats,
-            **{f"{name}_ms": round(value * 1000, 2) for name, value in median.items()},
-            "ratio_2pass_vs_plain": round(median["ada-2pass"] / median["plain"], 3),
-            "ratio_2pass_vs_3pass": round(median["ada-2pass"] / median["ada-3pass-ref"], 3),
-        }
         with open(args.output, "a", encoding="utf-8") as f:
             f.write(json.dumps(result) + "\n")
+    return result
 
 
 if __name__ == "__main__":

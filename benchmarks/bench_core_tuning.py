@@ -7,6 +7,10 @@ noise hits both alike. Prints it and writes a JSON line to ``--output`` if given
     python benchmarks/bench_core_tuning.py                              # CPU, resnet18, 32 px, batch 64
     python benchmarks/bench_core_tuning.py --num-classes 100
     python benchmarks/bench_core_tuning.py --device cuda --bf16 --image-size 224
+
+On CUDA it also reports each method's peak memory above the weights (``torch.cuda.max_memory_allocated`` during
+one step, optimizer state included) and their ratio. ``main(argv)`` returns the result dict (benchmarks/gpu_check.py
+calls it in-process).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 import torch
 
 from hubtune.modeling import HubtuneForImageClassification
+from hubtune.training.backends import configure_backends
 
 
 def make_step(model: HubtuneForImageClassification, device: torch.device, bf16: bool):
@@ -39,7 +44,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def main() -> None:
+def peak_memory(step, x, y) -> int:
+    """Bytes allocated above what was held before one step (CUDA only)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    baseline = torch.cuda.memory_allocated()
+    step(x, y)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - baseline
+
+
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet18")
     p.add_argument("--image-size", type=int, default=32)
@@ -50,10 +65,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--output", default=None, help="append a JSON line with the results to this file")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     torch.manual_seed(0)
     device = torch.device(args.device)
+    backends = configure_backends() if device.type == "cuda" else None
     steps = {}
     for method in ("ce", "core-tuning"):
         model = HubtuneForImageClassification.from_backbone(
@@ -74,6 +90,11 @@ def main() -> None:
             if i >= args.warmup:
                 times[method].append(time.perf_counter() - t0)
 
+    memory = {}
+    if device.type == "cuda":
+        for method, step in steps.items():
+            memory[method] = peak_memory(step, x, y)
+
     ce, ct = statistics.median(times["ce"]), statistics.median(times["core-tuning"])
     # each repetition times both steps back to back: the median of these paired ratios resists load drifts
     paired = statistics.median(b / a for a, b in zip(times["ce"], times["core-tuning"]))
@@ -92,14 +113,21 @@ def main() -> None:
         "ratio_of_medians": round(ct / ce, 3),
         "repeats": args.repeats,
     }
+    if memory:
+        result.update(ce_peak_mib=round(memory["ce"] / 2**20, 1),
+                      core_tuning_peak_mib=round(memory["core-tuning"] / 2**20, 1),
+                      memory_ratio=round(memory["core-tuning"] / memory["ce"], 3), backends=backends)
     print(
         f"{args.model} {args.image_size}px batch {args.batch_size}, {args.num_classes} classes on {device}"
         f"{' bf16' if args.bf16 else ''}: CE step {result['ce_step_ms']} ms, Core-tuning step "
         f"{result['core_tuning_step_ms']} ms, ratio {result['ratio']}"
+        + (f"; peak memory CE {result['ce_peak_mib']} MiB, Core-tuning {result['core_tuning_peak_mib']} MiB, ratio "
+           f"{result['memory_ratio']}" if memory else "")
     )
     if args.output:
         with open(args.output, "a", encoding="utf-8") as f:
             f.write(json.dumps(result) + "\n")
+    return result
 
 
 if __name__ == "__main__":

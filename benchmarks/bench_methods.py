@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fetch_offline_weights import ensure_offline_weights  # noqa: E402
@@ -117,6 +118,7 @@ def run_one(args, method: str, k: int, seed: int, method_config: dict, tag: str)
             dataloader_drop_last=False,
         )
         trainer = HubtuneTrainer(model=model, args=targs, train_dataset=train_set, callbacks=callbacks)
+        trainer.remove_callback(PrinterCallback)  # keep stdout to one line per run
         t0 = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - t0
@@ -197,6 +199,9 @@ def main(argv=None) -> int:
     p.add_argument("--logging-steps", type=int, default=5)
     p.add_argument("--output", default=str(RESULTS / "methods.jsonl"))
     p.add_argument("--tag", default=None, help="label stored with each JSON line")
+    p.add_argument("--exclude", nargs="+", default=[], help="run labels to skip (e.g. rows already measured)")
+    p.add_argument("--report", nargs="+", default=None, metavar="JSONL",
+                   help="only print the table of the rows in these files (filtered by --k, --task, --tag, seeds)")
     args = p.parse_args(argv)
 
     if args.threads:
@@ -225,6 +230,16 @@ def main(argv=None) -> int:
         if "ce" not in args.methods:
             runs.insert(0, ("ce", "ce", {}))
 
+    if args.report:
+        rows = [json.loads(line) for f in args.report for line in open(f, encoding="utf-8") if line.strip()]
+        seeds = range(args.seed_offset, args.seed_offset + args.seeds)
+        rows = [r for r in rows if r["k"] in args.k and r["task"] == args.task and r["seed"] in seeds
+                and (args.tag is None or r["tag"] in args.tag.split(","))]
+        for r in rows:
+            r.setdefault("label", r["method"])
+        print(table(rows, "ce"))
+        return 0
+    runs = [r for r in runs if r[0] not in args.exclude]
     rows = []
     t_all = time.perf_counter()
     for lr in args.lr:

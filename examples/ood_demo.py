@@ -8,6 +8,9 @@ job), the saved model is loaded back and scored with every OOD score of ``hubtun
     python examples/ood_demo.py                                   # resnet10t, 16 px, 4 epochs: minutes on 2 CPUs
     python examples/ood_demo.py --epochs 10 --methods ce adaptivemix adaptivemix:reference
     python examples/ood_demo.py --model hf-hub:timm/resnet18.a1_in1k --pretrained --image-size 64
+    python examples/ood_demo.py --seeds 0 1 2 3 4 --results benchmarks/results/ood.jsonl   # mean ± std over seeds
+    python examples/ood_demo.py --offline-pretrained --image-size 48 --seeds 0 1 2 3 4 \
+        --results benchmarks/results/ood.jsonl      # ImageNet MobileNetV2 built by benchmarks/fetch_offline_weights.py
 
 The same evaluation from the command line, for one trained model:
 
@@ -16,6 +19,9 @@ The same evaluation from the command line, for one trained model:
 
 import argparse
 import json
+import statistics
+import sys
+import time
 from pathlib import Path
 
 from hubtune.data import load_image_classification_data
@@ -42,6 +48,26 @@ def summary_table(all_results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def seeds_table(per_seed: dict[str, list[dict]], scores: list[str]) -> str:
+    """Mean ± std over seeds (in %) of accuracy, AUROC and FPR@95TPR per method, score and OOD set."""
+    def ms(values):
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{100 * statistics.fmean(values):.1f} ± {100 * sd:.1f}"
+
+    sets = list(OOD_SETS)
+    header = "| method | seeds | accuracy | score | " + " | ".join(f"AUROC {s} ↑ | FPR95 {s} ↓" for s in sets) + " |"
+    lines = [header, "|" + "---|" * (4 + 2 * len(sets))]
+    for method, runs in per_seed.items():
+        accuracy = ms([r["in_distribution"]["accuracy"] for r in runs])
+        for score in scores:
+            cells = []
+            for s in sets:
+                cells += [ms([r["results"][s]["metrics"][score]["auroc"] for r in runs]),
+                          ms([r["results"][s]["metrics"][score]["fpr_at_95_tpr"] for r in runs])]
+            lines.append(f"| {method} | {len(runs)} | {accuracy} | {score} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet10t", help="any timm / transformers backbone name")
@@ -54,15 +80,38 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--scores", nargs="+", default=list(DEFAULT_SCORES))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds: mean ± std table")
+    p.add_argument("--offline-pretrained", action="store_true",
+                   help="the ImageNet MobileNetV2 built offline by benchmarks/fetch_offline_weights.py (implies --pretrained)")
+    p.add_argument("--results", default=None, help="append one JSON line per method and seed to this file")
     p.add_argument("--output-dir", default="ood-demo")
     args = p.parse_args()
+    if args.offline_pretrained:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+        from fetch_offline_weights import ensure_offline_weights
 
+        args.model, args.pretrained = f"local-dir:{ensure_offline_weights()}", True
+
+    per_seed: dict[str, list[dict]] = {}
+    for seed in args.seeds if args.seeds is not None else [args.seed]:
+        all_results = run_seed(args, seed)
+        for spec, results in all_results.items():
+            per_seed.setdefault(spec, []).append(results)
+    if len(per_seed[args.methods[0]]) > 1:
+        name = args.model.split("/")[-1]
+        print(f"\n## Over seeds {args.seeds} ({name}, pretrained={args.pretrained}, {args.image_size} px, "
+              f"{args.epochs:g} epochs)\n")
+        print(seeds_table(per_seed, args.scores))
+
+
+def run_seed(args, seed: int) -> dict[str, dict]:
     # The seeded split that run_finetune holds out: its eval part is the in-distribution test set.
-    data = load_image_classification_data("digits", seed=args.seed)
+    data = load_image_classification_data("digits", seed=seed)
     all_results = {}
     for spec in args.methods:
         method, _, preset = spec.partition(":")
-        out = Path(args.output_dir) / spec.replace(":", "-")
+        out = Path(args.output_dir) / f"seed{seed}" / spec.replace(":", "-")
+        t0 = time.perf_counter()
         run_finetune(*parse_finetune_args({
             "model": args.model,
             "dataset": "digits",
@@ -73,19 +122,29 @@ def main() -> None:
             "learning_rate": args.lr,
             "image_size": args.image_size,
             "pretrained": args.pretrained,
-            "seed": args.seed,
+            "seed": seed,
             "output_dir": str(out),
             "overwrite_output_dir": True,
             "disable_tqdm": True,
         }))
         model = HubtuneForImageClassification.from_pretrained(out)
-        results = evaluate_ood(model, data, OOD_SETS, scores=args.scores, seed=args.seed)
+        results = evaluate_ood(model, data, OOD_SETS, scores=args.scores, seed=seed)
         (out / "ood_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         all_results[spec] = results
-        print(f"\n## {spec}\n\n{format_ood_table(results)}\n", flush=True)
+        print(f"\n## {spec} (seed {seed})\n\n{format_ood_table(results)}\n", flush=True)
+        if args.results:
+            line = {"benchmark": "ood_demo", "method": spec, "seed": seed, "model": args.model,
+                    "pretrained": args.pretrained, "image_size": args.image_size, "epochs": args.epochs,
+                    "lr": args.lr, "batch_size": args.batch_size, "seconds": round(time.perf_counter() - t0, 1),
+                    "accuracy": results["in_distribution"]["accuracy"],
+                    "metrics": {s: results["results"][s]["metrics"] for s in OOD_SETS}}
+            Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+            with open(args.results, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
 
-    print(f"\n## Summary ({args.model}, {args.image_size} px, {args.epochs:g} epochs, seed {args.seed})\n")
+    print(f"\n## Summary ({args.model}, {args.image_size} px, {args.epochs:g} epochs, seed {seed})\n")
     print(summary_table(all_results))
+    return all_results
 
 
 if __name__ == "__main__":

@@ -13,6 +13,18 @@ Two processes on a CPU-only machine (gloo)::
 
     ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 examples/train_gan.py --output_dir gan-digits
 
+StyleGAN2 at 256 px on one GPU (the paper256 preset's widths, Adam 0.0025 / (0, 0.99), lazy R1 every 16 steps and
+path length; augmentation before AdaptiveMix)::
+
+    python examples/train_gan.py --dataset huggan/AFHQv2 --arch stylegan2 --arch_preset paper256 --image_size 256 \
+        --per_device_train_batch_size 32 --bf16 --diffaugment color,translation,cutout --ada_target 0.6 \
+        --max_steps 100000 --output_dir afhq-stylegan2
+
+A pretrained timm backbone as the discriminator's features (frozen, two stages, a small trainable head)::
+
+    python examples/train_gan.py --discriminator timm:resnet18.a1_in1k --discriminator_frozen \
+        --discriminator_stages 2 3 --output_dir gan-projected
+
 The same from the command line: ``hubtune gan --max_steps 500 --output_dir gan-digits`` (add
 ``--push_to_hub --hub_model_id ORG/NAME`` to publish the generator with its model card).
 """

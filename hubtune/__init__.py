@@ -11,18 +11,17 @@ The public API:
 
 Importing hubtune registers ``model_type="hubtune"`` with transformers' ``AutoConfig`` and
 ``AutoModelForImageClassification``, so a hubtune-layout folder (a ``checkpoint-*`` folder, say) loads
-through them. Everything else is imported on first use.
+through them. The other names are imported on first use.
 """
 
 import importlib
 
-from hubtune.errors import HubtuneError
-
 __version__ = "0.2.0"
 
+from hubtune.errors import HubtuneError  # noqa: E402
+from hubtune.modeling import HubtuneConfig, HubtuneForImageClassification  # noqa: E402  (registers the Auto classes)
+
 _EXPORTS = {
-    "HubtuneConfig": "hubtune.modeling",
-    "HubtuneForImageClassification": "hubtune.modeling",
     "create_backbone": "hubtune.backbones",
     "Backbone": "hubtune.backbones",
     "create_method": "hubtune.methods",
@@ -38,7 +37,7 @@ _EXPORTS = {
     "load_image_classification_data": "hubtune.data",
 }
 
-__all__ = ["__version__", "HubtuneError", *_EXPORTS]
+__all__ = ["__version__", "HubtuneError", "HubtuneConfig", "HubtuneForImageClassification", *_EXPORTS]
 
 
 def __getattr__(name):

@@ -25,7 +25,6 @@ missing or unexpected key, or a shape that differs, is an error naming them. Che
 from __future__ import annotations
 
 import difflib
-import json
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import torch
 
 from hubtune.errors import ConfigError, ModelFileError, OutputDirError, WeightsFileError
+from hubtune.layouts.timm import drop_num_classes_from_model_args
 
 __all__ = [
     "SOURCE_FORMATS",
@@ -183,14 +183,7 @@ def save_timm_folder(
     own = dict(getattr(model, "pretrained_cfg", {}) or {})
     model.pretrained_cfg = {**{k: v for k, v in own.items() if k in _STRUCTURAL_CFG_KEYS}, **dict(pretrained_cfg or {})}
     save_for_hf(model, str(folder), model_config=dict(model_config or {}), safe_serialization=True)
-    config_path = folder / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    model_args = config.get("model_args")
-    if isinstance(model_args, dict) and "num_classes" in model_args:
-        model_args.pop("num_classes")
-        if not model_args:
-            config.pop("model_args")
-    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    drop_num_classes_from_model_args(folder / "config.json")
     return folder
 
 

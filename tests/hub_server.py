@@ -173,11 +173,12 @@ class LocalHub:
 
         ``route`` is one of the names in :attr:`RequestRecord.route` (``"commit"``, ``"preupload"``,
         ``"create_repo"``, ``"resolve"``, ``"repo_info"``, ``"whoami"``, ``"branch"``, ``"tree"``,
-        ``"validate_yaml"``, ...); ``kind`` an HTTP status such as 401/404/500, or ``"drop"`` to close the
-        connection after reading half of the request body, without an answer.
+        ``"validate_yaml"``, ...); ``kind`` an HTTP status such as 401/404/500, ``"drop"`` to close the
+        connection after reading half of the request body, without an answer, or ``"garbage"`` to answer
+        200 with a body that is not JSON (a proxy's error page, say).
         """
-        if not (kind == "drop" or isinstance(kind, int)):
-            raise ValueError(f"fault kind must be an HTTP status or 'drop', not {kind!r}")
+        if not (kind in ("drop", "garbage") or isinstance(kind, int)):
+            raise ValueError(f"fault kind must be an HTTP status, 'drop' or 'garbage', not {kind!r}")
         with self.lock:
             self.faults.append(Fault(route=route, kind=kind, remaining=int(count), method=method))
 
@@ -399,6 +400,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                     self._drop()
                     return
                 self._body()  # consume the request so the connection stays usable
+                if fault.kind == "garbage":
+                    self._send(200, b"<html>Bad gateway</html>", {"Content-Type": "text/html"}, head=method == "HEAD")
+                    return
                 code = {404: "RepoNotFound"}.get(int(fault.kind))
                 self._error(HubError(int(fault.kind), f"Injected fault {fault.kind} on {route}", code), head=method == "HEAD")
                 return

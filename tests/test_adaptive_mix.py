@@ -373,3 +373,27 @@ def test_classifier_loss_bad_knobs_and_inputs():
         loss_fn(torch.randn(4, 3, 2, 2), torch.zeros(3, dtype=torch.long), backbone, head)
     with pytest.raises(ValueError, match="integer"):
         loss_fn(torch.randn(4, 3, 2, 2), torch.zeros(4), backbone, head)
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 50.0])
+def test_symmetric_beta_sampler_has_the_beta_moments(alpha):
+    # hubtune's draws are G1 / (G1 + G2), G ~ Gamma(alpha) (one graph under torch.compile); compare with Beta's moments
+    from hubtune.losses._random import sample_symmetric_beta
+
+    torch.manual_seed(0)
+    draws = sample_symmetric_beta(alpha, (20000,))
+    assert draws.dtype == torch.float32 and draws.shape == (20000,)
+    assert bool(((draws >= 0) & (draws <= 1)).all())
+    variance = 1.0 / (4 * (2 * alpha + 1))  # Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1))
+    assert draws.mean().item() == pytest.approx(0.5, abs=0.01)
+    assert draws.var().item() == pytest.approx(variance, rel=0.05)
+
+
+def test_symmetric_beta_sampler_stays_finite_for_a_tiny_alpha():
+    from hubtune.losses._random import sample_symmetric_beta
+
+    torch.manual_seed(0)
+    draws = sample_symmetric_beta(1e-3, (4000,))  # both Gamma draws underflow often: a fair coin on {0, 1} then
+    assert bool(torch.isfinite(draws).all())
+    assert bool(((draws >= 0) & (draws <= 1)).all())
+    assert 0.4 < (draws > 0.5).float().mean().item() < 0.6

@@ -1,4 +1,4 @@
-"""CoreTuningLoss against an independent float64 statement of shared/METHODS.md section 1, plus edge cases.
+"""CoreTuningLoss against an independent float64 statement of docs/methods.md section 1, plus edge cases.
 
 The float64 implementation below uses plain Python loops and dense soft-label vectors and imports
 nothing from hubtune's loss module, so a shared mistake is unlikely.
@@ -84,7 +84,7 @@ def rows64(h, labels, draws, num_classes, preset):
 
 
 def loss64(h, labels, draws, classifier, projector, preset, eta=ETA, tau=TAU):
-    """(total, ce, contrastive, num_positive_pairs, num_anchors) in float64 from METHODS.md's formulas."""
+    """(total, ce, contrastive, num_positive_pairs, num_anchors) in float64 from docs/methods.md's formulas."""
     w = classifier.weight.detach().double()
     b = classifier.bias.detach().double()
     w1 = projector[0].weight.detach().double()

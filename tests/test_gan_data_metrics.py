@@ -14,7 +14,15 @@ from hubtune.gan import (
     compute_fid_kid,
     load_image_set,
 )
-from hubtune.gan.metrics import FALLBACK_EXTRACTOR
+from hubtune.gan import metrics as gan_metrics
+from hubtune.gan.metrics import FALLBACK_EXTRACTOR, FIDInceptionV3
+
+
+@pytest.fixture
+def no_pretrained_extractor(monkeypatch, tmp_path):
+    """``auto`` as on a machine without any pretrained extractor (no env var, no offline MobileNetV2 folder)."""
+    monkeypatch.delenv(gan_metrics.ENV_EXTRACTOR, raising=False)
+    monkeypatch.setattr(gan_metrics, "DEFAULT_PRETRAINED_FOLDER", tmp_path / "no-such-folder")
 
 
 def test_digits_are_real_grayscale_images_upsampled():
@@ -107,10 +115,12 @@ def test_fid_kid_with_a_named_extractor_and_sample_counts():
         compute_fid_kid(real[:20], same[:20], extractor, batch_size=16)
 
 
-def test_feature_extractor_names():
+def test_feature_extractor_names(no_pretrained_extractor):
     with pytest.raises(FeatureExtractorError, match="Inception FID extractor is unavailable"):
         build_feature_extractor("inception")  # torch-fidelity / weights are not available offline
-    assert build_feature_extractor("auto").name == FALLBACK_EXTRACTOR
+    with pytest.warns(UserWarning, match="CANNOT compare or rank models"):
+        fallback = build_feature_extractor("auto")
+    assert fallback.name == FALLBACK_EXTRACTOR and fallback.comparable is False
     seeded_a = build_feature_extractor("timm-random:resnet10t:7")
     seeded_b = build_feature_extractor("timm-random:resnet10t:7")
     x = torch.rand(2, 3, 16, 16)
@@ -150,3 +160,97 @@ def test_hubtune_classifier_as_the_feature_extractor(tmp_path):
     assert result["feature_extractor"] == f"hubtune:{tmp_path / 'clf'}" and result["fid"] < 1e-3
     with pytest.raises(FeatureExtractorError, match="cannot load a hubtune classifier"):
         build_feature_extractor(f"hubtune:{tmp_path / 'missing'}")
+
+
+def test_random_features_are_flagged_not_comparable(no_pretrained_extractor):
+    real = torch.rand(32, 1, 16, 16)
+    with pytest.warns(UserWarning, match="CANNOT compare"):
+        result = compute_fid_kid(real, real.clone(), "auto", batch_size=8)
+    assert result["feature_extractor"] == FALLBACK_EXTRACTOR and result["comparable"] is False
+    with pytest.warns(UserWarning, match="CANNOT compare"):
+        assert compute_fid_kid(real, real.clone(), "timm-random:resnet10t", batch_size=8)["comparable"] is False
+
+
+def _timm_folder(folder, arch="resnet10t", seed=3):
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(seed)
+    model = timm.create_model(arch, pretrained=False, num_classes=0).eval()
+    save_for_hf(model, str(folder), safe_serialization=True)
+    return model
+
+
+def test_local_dir_timm_folder_as_the_feature_extractor(tmp_path, monkeypatch):
+    import timm
+    import torch.nn.functional as F
+
+    model = _timm_folder(tmp_path / "net")
+    extractor = build_feature_extractor(f"local-dir:{tmp_path / 'net'}")
+    assert extractor.name == f"local-dir:{tmp_path / 'net'}" and extractor.comparable is True
+    assert extractor.num_features == model.num_features
+    cfg = timm.data.resolve_data_config({}, model=model)
+    images = torch.rand(3, 1, 20, 20)
+    size = cfg["input_size"][-1]
+    x = F.interpolate(images.expand(-1, 3, -1, -1), size=(size, size), mode="bilinear", align_corners=False)
+    x = (x - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(extractor(images), model(x), atol=1e-5, rtol=1e-5)
+    real = torch.rand(16, 3, 16, 16)
+    result = compute_fid_kid(real, real.clone(), extractor, batch_size=8)
+    assert result["comparable"] is True and result["feature_extractor"] == f"local-dir:{tmp_path / 'net'}"
+    with pytest.raises(FeatureExtractorError, match="not a timm folder"):
+        build_feature_extractor(f"local-dir:{tmp_path / 'missing'}")
+    # auto prefers a pretrained extractor: the env var first, then the offline MobileNetV2 folder, never random
+    monkeypatch.setenv(gan_metrics.ENV_EXTRACTOR, f"local-dir:{tmp_path / 'net'}")
+    assert build_feature_extractor("auto").name == f"local-dir:{tmp_path / 'net'}"
+    monkeypatch.delenv(gan_metrics.ENV_EXTRACTOR)
+    monkeypatch.setattr(gan_metrics, "DEFAULT_PRETRAINED_FOLDER", tmp_path / "net")
+    assert build_feature_extractor("auto").name == f"local-dir:{tmp_path / 'net'}"
+
+
+def test_inception_weights_file_loads_the_fid_network(tmp_path):
+    """A randomly initialised network saved in the exact layout of pt_inception-2015-12-05-6726825d.pth:
+    torchvision's Inception-v3 state dict with a 1008-way fc and no auxiliary head (what pytorch-fid loads)."""
+    from torchvision.models.inception import Inception3
+
+    torch.manual_seed(0)
+    stock = Inception3(num_classes=1008, aux_logits=False, init_weights=True)
+    state = {k: v for k, v in stock.state_dict().items() if not k.endswith("num_batches_tracked")}
+    for k in state:  # non-trivial running statistics, so a wrong mapping would show
+        if k.endswith("running_var"):
+            state[k] = torch.rand_like(state[k]) + 0.5
+        elif k.endswith("running_mean"):
+            state[k] = torch.randn_like(state[k]) * 0.1
+    path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(state, path)
+
+    extractor = build_feature_extractor(f"inception:{path}")
+    assert isinstance(extractor, FIDInceptionV3) and extractor.name == "inception" and extractor.comparable
+    loaded = extractor.net.state_dict()
+    for k, v in state.items():
+        assert torch.equal(loaded[k], v), k
+    images = torch.rand(2, 3, 40, 40)
+    feats = extractor(images)
+    assert feats.shape == (2, 2048) and torch.isfinite(feats).all()
+    # the stem up to Mixed_5b is the same in both graphs: check it against torchvision's own modules
+    stock.load_state_dict(state, strict=False)
+    stock.eval()
+    with torch.no_grad():
+        x = 2 * F_interp(images) - 1
+        ref = stock.maxpool2(stock.Conv2d_4a_3x3(stock.Conv2d_3b_1x1(stock.maxpool1(
+            stock.Conv2d_2b_3x3(stock.Conv2d_2a_3x3(stock.Conv2d_1a_3x3(x)))))))
+        ref_pool = torch.nn.functional.avg_pool2d(ref, 3, 1, 1, count_include_pad=False)
+        out = extractor.net.Mixed_5b(ref)
+        expected_pool_branch = stock.Mixed_5b.branch_pool(ref_pool)
+    torch.testing.assert_close(out[:, -32:], expected_pool_branch)  # the FID patch: padding-free average pool
+
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(FeatureExtractorError, match="not the FID Inception-v3 state dict"):
+        build_feature_extractor(f"inception:{tmp_path / 'other.pth'}")
+    with pytest.raises(FeatureExtractorError, match="no such file"):
+        build_feature_extractor(f"inception:{tmp_path / 'missing.pth'}")
+
+
+def F_interp(images):
+    return torch.nn.functional.interpolate(images, size=(299, 299), mode="bilinear", align_corners=False)

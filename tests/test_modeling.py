@@ -231,3 +231,15 @@ def test_adaptivemix_over_a_transformers_backbone(tmp_path):
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert net.backbone.model.vit.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0
+
+
+def test_import_hubtune_is_enough_for_the_auto_classes(model, tmp_path):
+    import subprocess
+    import sys
+
+    model.save_pretrained(tmp_path, export_format="hubtune")
+    code = ("import hubtune; from transformers import AutoModelForImageClassification as A; "
+            f"m = A.from_pretrained({str(tmp_path)!r}); print(type(m).__name__, m.config.num_labels)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["HubtuneForImageClassification", "3"]

@@ -46,10 +46,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(command.run(rest) or 0)
     except HubtuneError as e:
         # Known failure modes carry a message that says what to do: one line, no traceback.
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"hubtune {name}: error: {message}", file=sys.stderr)
+        print(f"hubtune {name}: error: {_one_line(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"hubtune {name}: interrupted; completed checkpoints are kept (resume with --resume_from_checkpoint).",
+    except OSError as e:
+        # The machine refused a read or write (disk full, read-only file system, permissions ...).
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"hubtune {name}: error: could not read or write{where}: {e.strerror or _one_line(e)}. Free space, check "
+              "the folder's permissions or choose another --output_dir; completed files are left as they were.",
               file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        detail = _one_line(e) or "completed checkpoints are kept; resume with --resume_from_checkpoint"
+        print(f"hubtune {name}: interrupted; {detail}", file=sys.stderr)
         return 130
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())

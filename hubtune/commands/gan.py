@@ -24,7 +24,9 @@ def build_parser() -> HfArgumentParser:
     return HfArgumentParser(
         [GANTrainingConfig],
         prog="hubtune gan",
-        description="Train a DCGAN or SNGAN-style ResNet GAN on Accelerate. With no arguments: a small DCGAN on "
+        description="Train a DCGAN, SNGAN-style ResNet or StyleGAN2 (--arch stylegan2 --arch_preset small|paper256|"
+        "cifar) GAN on Accelerate, optionally with DiffAugment / ADA (--diffaugment, --ada_target) and a timm "
+        "backbone as the discriminator (--discriminator timm:NAME | local-dir:PATH). With no arguments: a small DCGAN on "
         "scikit-learn's digits (offline), writing the final EMA generator at --output_dir's root "
         "(Generator.from_pretrained(output_dir)), checkpoint-<step>/ folders, samples/, logs.jsonl, "
         "training_config.json and metrics.json (FID/KID). --push_to_hub --hub_model_id ORG/NAME publishes the "

@@ -6,6 +6,10 @@
     generator = Generator.from_pretrained("gan-digits")   # the output root holds the final (EMA) generator
     images = generator.generate(16, seed=0)
     generator.push_to_hub("ORG/NAME")                     # config.json, model.safetensors, README.md card, samples.png
+
+Architectures ``dcgan``, ``resnet`` and ``stylegan2`` (:mod:`hubtune.gan.stylegan2`, imported here so that
+``Generator.from_pretrained`` finds every architecture); DiffAugment / ADA in :mod:`hubtune.gan.augment`; a timm
+backbone as the discriminator with :func:`build_timm_discriminator`.
 """
 
 from hubtune.errors import (
@@ -16,11 +20,13 @@ from hubtune.errors import (
     GeneratorLoadError,
     NonFiniteLossError,
 )
+from hubtune.gan.augment import AdaptiveAugmentProbability, DiffAugment
 from hubtune.gan.config import GANTrainingConfig
 from hubtune.gan.data import ImageSet, StepBatchSampler, load_image_set
 from hubtune.gan.loop import (
     DiscriminatorStepOutput,
     GANTrainingResult,
+    GeneratorStepOutput,
     JSONLinesTracker,
     discriminator_loss,
     discriminator_step,
@@ -43,6 +49,15 @@ from hubtune.gan.models import (
     MinibatchStdDev,
     ResNetDiscriminator,
     ResNetGenerator,
+    TimmFeatureDiscriminator,
     as_discriminator,
     build_gan,
+    build_timm_discriminator,
+)
+from hubtune.gan.stylegan2 import (
+    PathLengthPenalty,
+    StyleGAN2Discriminator,
+    StyleGAN2Generator,
+    build_stylegan2,
+    group_preserving_permutation,
 )

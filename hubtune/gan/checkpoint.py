@@ -46,6 +46,8 @@ __all__ = [
     "load_rng_state",
     "write_trainer_state",
     "read_trainer_state",
+    "write_process_state",
+    "read_process_state",
 ]
 
 
@@ -201,3 +203,12 @@ def replace_folder(partial: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         partial.rename(final)
+
+
+def write_process_state(folder: Path, rank: int, state: dict[str, Any]) -> None:
+    """``process_state_<rank>.json``: JSON values that differ between processes (e.g. the path-length mean)."""
+    (Path(folder) / f"process_state_{rank}.json").write_text(json.dumps(state))
+
+
+def read_process_state(folder: str | Path, rank: int) -> dict[str, Any]:
+    return _load_json(Path(folder) / f"process_state_{rank}.json")

@@ -3,11 +3,16 @@
 One process or several (``accelerate launch``), CPU or GPU, bf16 / fp16 / fp32. What it does per step:
 
 * one generator pass ``fake = G(z)`` per step;
-* discriminator step (:func:`discriminator_step`): ``fake`` detached; real and fake batches each through
-  ``AdaptiveMix`` (or a plain ``D(x)``); non-saturating or hinge loss; optional R1 on the real logits (lazy every
-  ``r1_every`` steps);
-* generator step (:func:`generator_step`): non-saturating (or hinge) loss on the updated ``D(fake)`` (plus the
-  AdaptiveMix term on the fakes with the ``reference`` preset); D's parameters frozen and out of DDP's gradient sync;
+* discriminator step (:func:`discriminator_step`): ``fake`` detached; with ``diffaugment`` the real and fake
+  batches are augmented first (DiffAugment, probability p fixed at 1 or adapted by ADA from the real logits), then
+  each goes through ``AdaptiveMix`` (or a plain ``D(x)``); non-saturating or hinge loss; optional R1 on the real
+  logits w.r.t. the un-augmented reals (lazy every ``r1_every`` steps, weighted ``r1_gamma / 2 * r1_every``);
+* generator step (:func:`generator_step`): non-saturating (or hinge) loss on the updated ``D(augment(fake))`` (plus
+  the AdaptiveMix term on the fakes with the ``reference`` preset); D's parameters frozen and out of DDP's
+  gradient sync; stylegan2 with ``pl_weight > 0``: path-length regularisation every ``pl_interval`` steps on a
+  fresh half batch (``pl_weight * pl_interval * penalty``, running mean kept per process and checkpointed);
+* lazy regularisation as StyleGAN2: D's Adam runs with ``lr * c``, ``betas ** c``, ``c = r1_every / (r1_every +
+  1)`` when R1 is lazy (G's likewise with ``pl_interval`` when path length is on);
 * EMA copy of G, PNG sample grids, tracker logging, checkpoints, exact resume, a stop on a non-finite loss.
 
 The output folder is laid out like the Hugging Face Trainer's::
@@ -49,15 +54,24 @@ from hubtune.errors import CheckpointError, ConfigError, NonFiniteLossError
 from hubtune.gan import checkpoint as ckpt
 from hubtune.gan.config import RESUME_KEYS, TRAINING_CONFIG_NAME, GANTrainingConfig
 from hubtune.gan.data import ImageSet, StepBatchSampler, load_image_set
+from hubtune.gan.augment import AdaptiveAugmentProbability, DiffAugment
 from hubtune.gan.metrics import evaluate_generator
-from hubtune.gan.models import Discriminator, Generator, as_discriminator, build_gan
+from hubtune.gan.models import (
+    Discriminator,
+    Generator,
+    TimmFeatureDiscriminator,
+    as_discriminator,
+    build_gan,
+    build_timm_discriminator,
+)
+from hubtune.gan.stylegan2 import PathLengthPenalty
 from hubtune.losses.adaptive_mix import AdaptiveMix
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["GANTrainingConfig", "GANTrainingResult", "train_gan", "JSONLinesTracker", "discriminator_loss",
            "generator_loss", "r1_penalty", "discriminator_step", "generator_step", "DiscriminatorStepOutput",
-           "save_checkpoint", "load_checkpoint", "format_summary"]
+           "GeneratorStepOutput", "lazy_regularisation_factor", "save_checkpoint", "load_checkpoint", "format_summary"]
 
 
 @dataclass
@@ -195,6 +209,9 @@ class _Run:
     last_checkpoint: str | None
     losses: list[dict[str, float]] = field(default_factory=list)
     grids: list[str] = field(default_factory=list)
+    augment: DiffAugment | None = None
+    augment_p: AdaptiveAugmentProbability | None = None
+    pl: PathLengthPenalty | None = None
 
 
 @dataclass
@@ -208,6 +225,14 @@ class DiscriminatorStepOutput:
     fake_logits: Tensor
     shrinkage_loss_real: Tensor | None
     shrinkage_loss_fake: Tensor | None
+
+
+@dataclass
+class GeneratorStepOutput:
+    """The terms of one generator step (loss before the update; the path-length penalty on the steps it runs)."""
+
+    loss: Tensor
+    pl_penalty: Tensor | None = None
 
 
 def _resolve_resume(config: GANTrainingConfig) -> Path | None:
@@ -253,10 +278,26 @@ def _build_modules(config: GANTrainingConfig, channels: int, generator: Generato
     set_seed(config.seed)
     if generator is None or discriminator is None:
         built_g, built_d = build_gan(config.arch, config.image_size, channels, config.latent_dim,
-                                     config.g_channels, config.d_channels, config.d_norm, config.minibatch_std_group)
+                                     config.g_channels, config.d_channels, config.d_norm, config.minibatch_std_group,
+                                     **config.architecture_options())
         generator = generator if generator is not None else built_g
+        if discriminator is None and config.discriminator:
+            discriminator = build_timm_discriminator(
+                config.discriminator, config.discriminator_stages, config.discriminator_frozen,
+                config.discriminator_input_size, config.discriminator_hidden)
         discriminator = discriminator if discriminator is not None else built_d
     return generator, as_discriminator(discriminator)
+
+
+def lazy_regularisation_factor(interval: int, active: bool) -> float:
+    """StyleGAN2's correction for a regulariser applied every ``interval`` steps: ``c = interval / (interval + 1)``
+    (Adam then runs with ``lr * c`` and ``betas ** c``); 1 when the regulariser is off or not lazy."""
+    return interval / (interval + 1) if active and interval > 1 else 1.0
+
+
+def _adam(module: nn.Module, lr: float, betas: tuple[float, float], c: float) -> torch.optim.Adam:
+    params = [p for p in module.parameters() if p.requires_grad]  # a frozen timm backbone stays out
+    return torch.optim.Adam(params, lr=lr * c, betas=(betas[0] ** c, betas[1] ** c))
 
 
 def _prepare_run(config: GANTrainingConfig, generator: Generator | None, discriminator: nn.Module | None,
@@ -287,16 +328,32 @@ def _prepare_run(config: GANTrainingConfig, generator: Generator | None, discrim
                                world_size=accelerator.num_processes)
 
     generator, discriminator = _build_modules(config, dataset.channels, generator, discriminator)
-    ema = copy.deepcopy(generator).eval().requires_grad_(False).to(accelerator.device)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=config.betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=config.betas)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False).to(accelerator.device)  # buffers too (w_avg)
+    opt_g = _adam(generator, config.lr_g, config.betas,
+                  lazy_regularisation_factor(config.pl_interval, config.pl_weight > 0))
+    opt_d = _adam(discriminator, config.lr_d, config.betas,
+                  lazy_regularisation_factor(config.r1_every, config.r1_gamma > 0))
     # separate prepare calls: two models, two optimizers (DeepSpeed refuses two models in one prepare)
     G, opt_g = accelerator.prepare(generator, opt_g)
     D, opt_d = accelerator.prepare(discriminator, opt_d)
     ada = AdaptiveMix(**config.adaptive_mix_settings()) if config.adaptivemix else None
+    augment = DiffAugment(config.diffaugment) if config.diffaugment else None
+    augment_p = None
+    if augment is not None and config.ada_target is not None:
+        augment_p = AdaptiveAugmentProbability(config.ada_target, config.ada_interval, config.ada_kimg, p=0.0)
+        augment.p = augment_p.p
+    pl = PathLengthPenalty().to(accelerator.device) if config.pl_weight > 0 else None
 
     if resume_state is not None:
         load_checkpoint(resume_from, accelerator, G, D, ema, opt_g, opt_d, resume_state)
+        if augment_p is not None:
+            if not resume_state.get("augment_p"):
+                raise CheckpointError(f"{resume_from} has no adaptive augmentation state (ada_target)")
+            augment_p.load_state_dict(resume_state["augment_p"])
+            augment.p = augment_p.p
+        if pl is not None:
+            process_state = ckpt.read_process_state(resume_from, accelerator.process_index)
+            pl.pl_mean.fill_(float(process_state["pl_mean"]))
     else:
         set_seed(config.seed, device_specific=True)  # a per-process random stream
 
@@ -307,7 +364,7 @@ def _prepare_run(config: GANTrainingConfig, generator: Generator | None, discrim
     latest = resume_from or ckpt.latest_checkpoint(output_dir)
     return _Run(config=config, accelerator=accelerator, G=G, D=D, ema=ema, opt_g=opt_g, opt_d=opt_d, ada=ada,
                 dataset=dataset, sampler=sampler, output_dir=output_dir, start_step=start_step,
-                last_checkpoint=str(latest) if latest else None)
+                last_checkpoint=str(latest) if latest else None, augment=augment, augment_p=augment_p, pl=pl)
 
 
 def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> DiscriminatorStepOutput:
@@ -317,14 +374,17 @@ def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> Disc
     fake_detached = fake.detach().float()
     real.requires_grad_(r1_due)
     shrinkage_real = shrinkage_fake = None
+    # augmentation first, then AdaptiveMix mixes augmented images (see GANTrainingConfig); R1 differentiates
+    # through the augmentation w.r.t. the un-augmented reals
+    real_in, fake_in = (run.augment(real), run.augment(fake_detached)) if run.augment is not None else (real, fake_detached)
     with accelerator.autocast():
         if ada is not None:
-            out_real, out_fake = ada(D, real), ada(D, fake_detached)
+            out_real, out_fake = ada(D, real_in), ada(D, fake_in)
             real_logits, fake_logits = out_real.logits, out_fake.logits
             ada_loss = out_real.loss + out_fake.loss
             shrinkage_real, shrinkage_fake = out_real.shrinkage_loss, out_fake.shrinkage_loss
         else:
-            real_logits, fake_logits = D(real), D(fake_detached)
+            real_logits, fake_logits = D(real_in), D(fake_in)
             ada_loss = real_logits.new_zeros((), dtype=torch.float32)
     adversarial = discriminator_loss(real_logits, fake_logits, config.loss)
     r1 = r1_penalty(real_logits, real, accelerator.scaler) if r1_due else None
@@ -336,21 +396,38 @@ def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> Disc
     accelerator.backward(loss)
     run.opt_d.step()
     run.opt_d.zero_grad(set_to_none=True)
+    if run.augment_p is not None:  # ADA: r_t from the (augmented) reals' logits, summed over processes
+        run.augment_p.observe(real_logits)
+        global_batch = config.per_device_train_batch_size * accelerator.num_processes
+        run.augment.p = run.augment_p.step(global_batch, reduce=lambda t: accelerator.reduce(t, reduction="sum"))
     return DiscriminatorStepOutput(loss, adversarial, r1, real_logits, fake_logits, shrinkage_real, shrinkage_fake)
 
 
-def generator_step(run: _Run, fake: Tensor, step: int) -> Tensor:
-    """One generator update scoring ``fake`` with the (frozen, unsynchronised) discriminator; then the EMA update."""
+def generator_step(run: _Run, fake: Tensor, step: int) -> GeneratorStepOutput:
+    """One generator update scoring ``fake`` (augmented like D's inputs) with the (frozen, unsynchronised)
+    discriminator, plus the path-length penalty when due; then the EMA update."""
     config, accelerator, D, ada = run.config, run.accelerator, run.D, run.ada
-    D.requires_grad_(False)
+    fake_in = run.augment(fake) if run.augment is not None else fake
+    frozen = [p for p in D.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
     with accelerator.no_sync(D), accelerator.autocast():
         if ada is not None:
-            terms = ada.generator_terms(D, fake)
+            terms = ada.generator_terms(D, fake_in)
             logits, ada_loss = terms.logits, terms.loss
         else:
-            logits, ada_loss = D(fake), fake.new_zeros((), dtype=torch.float32)
+            logits, ada_loss = D(fake_in), fake.new_zeros((), dtype=torch.float32)
         loss = generator_loss(logits, config.loss) + ada_loss
-    D.requires_grad_(True)
+    for p in frozen:
+        p.requires_grad_(True)
+    pl_penalty = None
+    if run.pl is not None and step % config.pl_interval == 0:
+        batch = max(1, config.per_device_train_batch_size // 2)
+        latent_dim = accelerator.unwrap_model(run.G).latent_dim
+        with accelerator.autocast():
+            images, ws = run.G(torch.randn(batch, latent_dim, device=fake.device), return_ws=True)
+        pl_penalty = run.pl(images, ws)
+        loss = loss + config.pl_weight * config.pl_interval * pl_penalty
     if not _all_finite(accelerator, loss):
         _stop_on_non_finite(run, "generator", step + 1, loss)
     accelerator.backward(loss)
@@ -358,13 +435,14 @@ def generator_step(run: _Run, fake: Tensor, step: int) -> Tensor:
     run.opt_g.zero_grad(set_to_none=True)
     if not run.opt_g.step_was_skipped:
         _ema_update(run.ema, accelerator.unwrap_model(run.G), _ema_decay(config.ema_decay, step))
-    return loss
+    return GeneratorStepOutput(loss, None if pl_penalty is None else pl_penalty.detach())
 
 
-def _log_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_loss: Tensor) -> dict[str, float]:
+def _log_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_out: GeneratorStepOutput) -> dict[str, float]:
     """Reduce the step's values over processes, record and log them."""
     accelerator = run.accelerator
-    values = {"loss_d": d_out.loss.detach().float(), "loss_g": g_loss.detach().float(),
+    device = d_out.loss.device
+    values = {"loss_d": d_out.loss.detach().float(), "loss_g": g_out.loss.detach().float(),
               "loss_d_adversarial": d_out.adversarial.detach().float(),
               "logits_real": d_out.real_logits.detach().float().mean(),
               "logits_fake": d_out.fake_logits.detach().float().mean()}
@@ -373,6 +451,13 @@ def _log_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_loss: Tens
         values["shrinkage_loss_fake"] = d_out.shrinkage_loss_fake.float()
     if d_out.r1 is not None:
         values["r1"] = d_out.r1.detach().float()
+    if g_out.pl_penalty is not None:
+        values["pl_penalty"] = g_out.pl_penalty.float()
+        values["pl_mean"] = run.pl.pl_mean.detach().float()
+    if run.augment_p is not None:  # the same on every process
+        values["augment_p"] = torch.tensor(run.augment_p.p, device=device)
+        if run.augment_p.last_rt is not None:
+            values["augment_rt"] = torch.tensor(run.augment_p.last_rt, device=device)
     stacked = torch.stack([v.reshape(()) for v in values.values()])
     if accelerator.num_processes > 1:
         stacked = accelerator.reduce(stacked, reduction="mean")
@@ -382,12 +467,12 @@ def _log_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_loss: Tens
     return record
 
 
-def _after_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_loss: Tensor, progress) -> None:
+def _after_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_out: GeneratorStepOutput, progress) -> None:
     """Logging, sample grids and checkpoints due after ``step``."""
     config = run.config
     last = step == config.max_steps
     if step % config.log_every == 0 or last:
-        record = _log_step(run, step, d_out, g_loss)
+        record = _log_step(run, step, d_out, g_out)
         if progress is not None:
             progress.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}")
     if progress is not None:
@@ -397,8 +482,10 @@ def _after_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_loss: Te
         _save_grid(run.ema, path, config.num_sample_images, seed=config.seed)
         run.grids.append(str(path))
     if step % config.checkpoint_every == 0 or last:
-        run.last_checkpoint = str(save_checkpoint(run.accelerator, config, step, run.G, run.D, run.ema,
-                                                  run.opt_g, run.opt_d))
+        run.last_checkpoint = str(save_checkpoint(
+            run.accelerator, config, step, run.G, run.D, run.ema, run.opt_g, run.opt_d,
+            augment_state=run.augment_p.state_dict() if run.augment_p is not None else None,
+            process_state={"pl_mean": float(run.pl.pl_mean)} if run.pl is not None else None))
 
 
 def _train_steps(run: _Run) -> int:
@@ -420,9 +507,9 @@ def _train_steps(run: _Run) -> int:
             with accelerator.autocast():
                 fake = run.G(torch.randn(config.per_device_train_batch_size, latent_dim, device=device))
             d_out = discriminator_step(run, real, fake, step)
-            g_loss = generator_step(run, fake, step)
+            g_out = generator_step(run, fake, step)
             step += 1
-            _after_step(run, step, d_out, g_loss, progress)
+            _after_step(run, step, d_out, g_out, progress)
     finally:
         if progress is not None:
             progress.close()
@@ -436,6 +523,12 @@ def _export_generator(run: _Run, metrics: dict[str, Any] | None) -> str:
         "training": config.to_dict(), "metrics": metrics, "data_source": run.dataset.source,
         "num_images": len(run.dataset), "num_processes": run.accelerator.num_processes, "sample_seed": config.seed,
     }
+    if run.augment_p is not None:
+        ema.training_info["augment_p"] = run.augment_p.p
+    D = run.accelerator.unwrap_model(run.D)
+    if isinstance(D, TimmFeatureDiscriminator):
+        ema.training_info["discriminator"] = {"name": D.name, "stages": D.stages, "frozen": D.frozen,
+                                              "hidden": D.num_features, "input_size": D.input_size}
     ema.save_pretrained(run.output_dir)
     return str(run.output_dir)
 
@@ -532,8 +625,14 @@ def _stop_on_non_finite(run: _Run, which: str, step: int, value: Tensor) -> None
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(accelerator, config: GANTrainingConfig, step: int, G, D, ema, opt_g, opt_d) -> Path:
-    """Write ``checkpoint-<step>/`` atomically (a hidden partial folder renamed at the end); prune old ones."""
+def save_checkpoint(accelerator, config: GANTrainingConfig, step: int, G, D, ema, opt_g, opt_d, *,
+                    augment_state: dict[str, Any] | None = None, process_state: dict[str, Any] | None = None) -> Path:
+    """Write ``checkpoint-<step>/`` atomically (a hidden partial folder renamed at the end); prune old ones.
+
+    ``augment_state``: the adaptive augmentation probability's state (the same on every process), kept in
+    trainer_state.json. ``process_state``: JSON values of this process (the path-length running mean), written
+    as ``process_state_<rank>.json``.
+    """
     final = ckpt.checkpoint_dir(config.output_dir, step)
     partial = final.with_name(f".{final.name}.partial")
     if accelerator.is_main_process:
@@ -541,6 +640,8 @@ def save_checkpoint(accelerator, config: GANTrainingConfig, step: int, G, D, ema
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
     ckpt.save_rng_state(partial / f"rng_state_{accelerator.process_index}")
+    if process_state is not None:
+        ckpt.write_process_state(partial, accelerator.process_index, process_state)
     if accelerator.is_main_process:
         ckpt.save_module(accelerator.unwrap_model(G), partial / "generator.safetensors")
         ckpt.save_module(accelerator.unwrap_model(D), partial / "discriminator.safetensors")
@@ -553,6 +654,7 @@ def save_checkpoint(accelerator, config: GANTrainingConfig, step: int, G, D, ema
         ckpt.write_trainer_state(partial, {
             "step": step, "num_processes": accelerator.num_processes, "config": config.to_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
+            "augment_p": augment_state,
         })
         ckpt.replace_folder(partial, final)
         for old in ckpt.list_checkpoints(config.output_dir)[:-config.keep_checkpoints]:

@@ -5,12 +5,24 @@ where it cannot be had (offline machines), hubtune computes the same statistics 
 records which one, so numbers are only compared between runs that used the same extractor name:
 
 ``"inception"``              torchmetrics' Inception-v3 (needs ``torch-fidelity`` and its cached weights)
+``"inception:<file>"``       the standard FID Inception-v3 from a local weights file: the
+                             ``pt_inception-2015-12-05-6726825d.pth`` state dict that pytorch-fid uses (built in
+                             pure torch here, so neither pytorch-fid nor torch-fidelity is needed)
 ``"timm:<model>"``           a timm model with pretrained weights (cached, or from the Hub)
-``"timm-random:<model>[:seed]"``  a timm model randomly initialised from ``seed`` (default 0): always available,
-                             reproducible, but a weak judge of image quality; for smoke tests and comparisons
+``"local-dir:<folder>"``     a timm folder with pretrained weights (``config.json`` + ``model.safetensors``), e.g.
+                             the ImageNet MobileNetV2 that ``benchmarks/fetch_offline_weights.py`` builds offline
+``"timm-random:<model>[:seed]"``  a timm model randomly initialised from ``seed`` (default 0): always available and
+                             reproducible, but its numbers CANNOT rank generators (a random network scored every
+                             generator below the real-vs-real value); for smoke tests only
 ``"hubtune:<folder>"``       the pooled features of a hubtune classifier (``HubtuneForImageClassification``),
-                             e.g. one fine-tuned on the same data: the better offline choice
-``"auto"``                   ``inception`` if it loads, else ``timm-random:resnet18:0``
+                             e.g. one fine-tuned on the same data
+``"auto"``                   the first that is available of: the ``HUBTUNE_FID_EXTRACTOR`` environment variable
+                             (any name above), ``inception``, the offline MobileNetV2 folder at
+                             ``~/.cache/hubtune/mobilenetv2_100.tv_in1k`` (``local-dir:``), and last
+                             ``timm-random:resnet18:0`` with a loud warning
+
+Every result records the extractor's ``feature_extractor`` name and ``comparable``: ``False`` for randomly
+initialised features, whose numbers must not be used to compare models.
 
 FID/KID are never computed on a single batch: images go through the extractor in batches, and at least two
 batches of real and of generated images are required.
@@ -19,7 +31,9 @@ batches of real and of generated images are required.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,9 +48,18 @@ logger = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FALLBACK_EXTRACTOR = "timm-random:resnet18:0"
+ENV_EXTRACTOR = "HUBTUNE_FID_EXTRACTOR"
+# where benchmarks/fetch_offline_weights.py builds the ImageNet MobileNetV2 timm folder
+DEFAULT_PRETRAINED_FOLDER = Path.home() / ".cache" / "hubtune" / "mobilenetv2_100.tv_in1k"
+RANDOM_FEATURES_WARNING = (
+    "FID/KID with the randomly initialised extractor {name!r}: these numbers CANNOT compare or rank models "
+    "(random features scored every generator below the real-vs-real value). Use a pretrained extractor: "
+    "'inception:<pt_inception-2015-12-05-6726825d.pth>', 'local-dir:<timm folder>' (see "
+    "benchmarks/fetch_offline_weights.py) or 'timm:<model>', or set " + ENV_EXTRACTOR + "."
+)
 
-__all__ = ["FeatureExtractorError", "NamedFeatureExtractor", "build_feature_extractor", "compute_fid_kid",
-           "evaluate_generator"]
+__all__ = ["FeatureExtractorError", "NamedFeatureExtractor", "FIDInceptionV3", "build_feature_extractor",
+           "compute_fid_kid", "evaluate_generator"]
 
 
 class NamedFeatureExtractor(nn.Module):
@@ -46,9 +69,11 @@ class NamedFeatureExtractor(nn.Module):
     """
 
     def __init__(self, name: str, network: nn.Module, num_features: int, input_size: int | None = None,
-                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
+                 comparable: bool = True) -> None:
         super().__init__()
         self.name, self.network, self.num_features, self.input_size = name, network, num_features, input_size
+        self.comparable = comparable
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
@@ -77,7 +102,27 @@ def _timm_extractor(name: str, model_name: str, pretrained: bool, seed: int = 0)
             f"feature extractor {name!r}: cannot load pretrained weights offline ({type(err).__name__}: {err}); "
             f"use 'timm-random:{model_name}' or 'hubtune:<classifier folder>'"
         ) from err
-    return NamedFeatureExtractor(name, network.eval(), network.num_features)
+    return NamedFeatureExtractor(name, network.eval(), network.num_features, comparable=pretrained)
+
+
+def _local_dir_extractor(name: str, folder: str) -> NamedFeatureExtractor:
+    """A timm folder (``config.json`` + weights) with pretrained weights, at its own input size and normalisation."""
+    import timm
+
+    path = Path(folder).expanduser()
+    if not (path / "config.json").is_file():
+        raise FeatureExtractorError(
+            f"feature extractor {name!r}: {path} is not a timm folder (no config.json); build the offline ImageNet "
+            "MobileNetV2 one with benchmarks/fetch_offline_weights.py"
+        )
+    try:
+        network = timm.create_model(f"local-dir:{path}", pretrained=True, num_classes=0)
+    except Exception as err:  # timm raises many types for a broken folder
+        raise FeatureExtractorError(f"feature extractor {name!r}: cannot load the timm folder {path} "
+                                    f"({type(err).__name__}: {err})") from err
+    cfg = timm.data.resolve_data_config({}, model=network)
+    return NamedFeatureExtractor(name, network.eval(), network.num_features, int(cfg["input_size"][-1]),
+                                 tuple(cfg["mean"]), tuple(cfg["std"]))
 
 
 def _hubtune_extractor(name: str, folder: str) -> NamedFeatureExtractor:
@@ -118,14 +163,140 @@ class _InceptionExtractor(nn.Module):
         return self.network((x * 255).round().to(torch.uint8)).flatten(1).float()
 
 
+def _fid_inception_blocks():
+    """torchvision's Inception-v3 patched into the TensorFlow FID graph (as pytorch-fid builds it).
+
+    The FID network differs from torchvision's in its pooling only: average pools that ignore the zero padding in
+    the A, C and first E blocks, and a max pool in the last E block. Parameter names are torchvision's, so the
+    ``pt_inception-2015-12-05-6726825d.pth`` state dict loads strictly.
+    """
+    from torchvision.models import inception as tvi
+
+    def avg_pool(x):
+        return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+    class BlockA(tvi.InceptionA):
+        def forward(self, x):
+            b5 = self.branch5x5_2(self.branch5x5_1(x))
+            b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+            return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(avg_pool(x))], 1)
+
+    class BlockC(tvi.InceptionC):
+        def forward(self, x):
+            b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+            bd = x
+            for layer in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
+                          self.branch7x7dbl_5):
+                bd = layer(bd)
+            return torch.cat([self.branch1x1(x), b7, bd, self.branch_pool(avg_pool(x))], 1)
+
+    class BlockE(tvi.InceptionE):
+        max_pool = False
+
+        def forward(self, x):
+            b3 = self.branch3x3_1(x)
+            b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+            bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+            bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
+            pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1) if self.max_pool else avg_pool(x)
+            return torch.cat([self.branch1x1(x), b3, bd, self.branch_pool(pooled)], 1)
+
+    class BlockEMax(BlockE):
+        max_pool = True
+
+    net = tvi.Inception3(num_classes=1008, aux_logits=False, init_weights=False)
+    net.Mixed_5b, net.Mixed_5c, net.Mixed_5d = BlockA(192, 32), BlockA(256, 64), BlockA(288, 64)
+    net.Mixed_6b, net.Mixed_6c = BlockC(768, channels_7x7=128), BlockC(768, channels_7x7=160)
+    net.Mixed_6d, net.Mixed_6e = BlockC(768, channels_7x7=160), BlockC(768, channels_7x7=192)
+    net.Mixed_7b, net.Mixed_7c = BlockE(1280), BlockEMax(2048)
+    return net
+
+
+class FIDInceptionV3(nn.Module):
+    """The standard FID Inception-v3 (2048-d pool features), pure torch, weights from a local file.
+
+    Images in [0, 1] are resized to 299 x 299 (bilinear) and scaled to [-1, 1], as pytorch-fid does. ``state_dict``
+    keys are torchvision's Inception-v3 keys with a 1008-way ``fc`` and no auxiliary head, i.e. the layout of
+    ``pt_inception-2015-12-05-6726825d.pth``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _fid_inception_blocks()
+        self.num_features = 2048
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "FIDInceptionV3":
+        model = cls()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # missing file, not a torch file, pickled objects refused by weights_only
+            raise FeatureExtractorError(f"cannot read the FID Inception weights {path} ({type(err).__name__}: {err})") from err
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise FeatureExtractorError(f"{path} does not hold a state dict")
+        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+        expected = {k for k in model.net.state_dict() if not k.endswith("num_batches_tracked")}
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise FeatureExtractorError(
+                f"{path} is not the FID Inception-v3 state dict (pt_inception-2015-12-05-6726825d.pth): "
+                f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+            )
+        try:
+            model.net.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches
+            raise FeatureExtractorError(f"{path}: the FID Inception weights do not fit ({err})") from err
+        return model.eval()
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        n = self.net
+        x = images.float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        x = 2 * x - 1
+        x = F.max_pool2d(n.Conv2d_2b_3x3(n.Conv2d_2a_3x3(n.Conv2d_1a_3x3(x))), kernel_size=3, stride=2)
+        x = F.max_pool2d(n.Conv2d_4a_3x3(n.Conv2d_3b_1x1(x)), kernel_size=3, stride=2)
+        for block in (n.Mixed_5b, n.Mixed_5c, n.Mixed_5d, n.Mixed_6a, n.Mixed_6b, n.Mixed_6c, n.Mixed_6d, n.Mixed_6e,
+                      n.Mixed_7a, n.Mixed_7b, n.Mixed_7c):
+            x = block(x)
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+def _inception_file_extractor(name: str, path: str) -> nn.Module:
+    if not Path(path).expanduser().is_file():
+        raise FeatureExtractorError(f"feature extractor {name!r}: no such file {path} (the FID Inception weights, "
+                                    "pt_inception-2015-12-05-6726825d.pth)")
+    model = FIDInceptionV3.from_file(Path(path).expanduser())
+    model.name, model.comparable = "inception", True  # the standard FID network, whatever the file is called
+    return model
+
+
+def _auto_candidates() -> list[str]:
+    names = []
+    if os.environ.get(ENV_EXTRACTOR):
+        names.append(os.environ[ENV_EXTRACTOR])
+    names.append("inception")
+    if (Path(DEFAULT_PRETRAINED_FOLDER) / "config.json").is_file():
+        names.append(f"local-dir:{DEFAULT_PRETRAINED_FOLDER}")
+    return names
+
+
 def build_feature_extractor(name: str = "auto") -> nn.Module:
     """Resolve a feature-extractor name (see the module docstring); the result has ``name`` and ``num_features``."""
     if name == "auto":
-        try:
-            return build_feature_extractor("inception")
-        except FeatureExtractorError as err:
-            logger.info("FID: %s; using %s instead", err, FALLBACK_EXTRACTOR)
-            return build_feature_extractor(FALLBACK_EXTRACTOR)
+        for candidate in _auto_candidates():
+            try:
+                return build_feature_extractor(candidate)
+            except FeatureExtractorError as err:
+                logger.info("FID: %s", err)
+        message = RANDOM_FEATURES_WARNING.format(name=FALLBACK_EXTRACTOR)
+        warnings.warn(message, stacklevel=2)
+        logger.warning(message)
+        return build_feature_extractor(FALLBACK_EXTRACTOR)
     if name == "inception":
         try:
             return _InceptionExtractor()
@@ -144,9 +315,13 @@ def build_feature_extractor(name: str = "auto") -> nn.Module:
         return _timm_extractor(name if seed else f"{name}:0", model_name, pretrained=False, seed=int(seed or 0))
     if kind == "hubtune" and rest:
         return _hubtune_extractor(name, rest)
+    if kind == "local-dir" and rest:
+        return _local_dir_extractor(name, rest)
+    if kind == "inception" and rest:
+        return _inception_file_extractor(name, rest)
     raise FeatureExtractorError(
-        f"unknown feature extractor {name!r}: use 'auto', 'inception', 'timm:<model>', 'timm-random:<model>[:seed]' "
-        "or 'hubtune:<folder>'"
+        f"unknown feature extractor {name!r}: use 'auto', 'inception', 'inception:<weights file>', 'timm:<model>', "
+        "'local-dir:<timm folder>', 'timm-random:<model>[:seed]' or 'hubtune:<folder>'"
     )
 
 
@@ -165,8 +340,9 @@ def compute_fid_kid(
 ) -> dict[str, Any]:
     """FID and KID between two image sets (float in [0, 1], (N, C, H, W)), with the named extractor.
 
-    Returns a dict with ``fid``, ``kid_mean``, ``kid_std``, ``feature_extractor`` (its name), ``feature_dim``,
-    ``num_real``, ``num_fake``.
+    Returns a dict with ``fid``, ``kid_mean``, ``kid_std``, ``feature_extractor`` (its name), ``comparable``
+    (False for randomly initialised features: such numbers cannot compare models), ``feature_dim``, ``num_real``,
+    ``num_fake``.
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
@@ -178,6 +354,9 @@ def compute_fid_kid(
                 "on a single batch; use more images or a smaller batch_size"
             )
     extractor = build_feature_extractor(feature_extractor) if isinstance(feature_extractor, str) else feature_extractor
+    comparable = bool(getattr(extractor, "comparable", True))
+    if not comparable and not (isinstance(feature_extractor, str) and feature_extractor == "auto"):  # auto warned
+        warnings.warn(RANDOM_FEATURES_WARNING.format(name=getattr(extractor, "name", "?")), stacklevel=2)
     device = torch.device(device) if device is not None else torch.device("cpu")
     extractor = extractor.to(device).eval()
     # KID averages an unbiased MMD over random subsets; half the smaller set keeps the subsets different
@@ -203,6 +382,7 @@ def compute_fid_kid(
         "kid_mean": float(kid_mean),
         "kid_std": float(kid_std),
         "feature_extractor": getattr(extractor, "name", type(extractor).__name__),
+        "comparable": comparable,
         "feature_dim": int(extractor.num_features),
         "num_real": int(real_images.shape[0]),
         "num_fake": int(fake_images.shape[0]),

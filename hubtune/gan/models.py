@@ -34,6 +34,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import save_image
 
+from hubtune.backbones import create_backbone, public_name
 from hubtune.errors import ConfigError, GeneratorLoadError, HubPushError
 from hubtune.gan.config import GANTrainingConfig
 from hubtune.hub.generator_card import SAMPLE_COUNT, SAMPLE_IMAGE, render_generator_card
@@ -55,6 +56,9 @@ __all__ = [
     "ResNetGenerator",
     "ResNetDiscriminator",
     "GENERATOR_CLASSES",
+    "GAN_BUILDERS",
+    "TimmFeatureDiscriminator",
+    "build_timm_discriminator",
     "build_gan",
     "GeneratorLoadError",
 ]
@@ -174,6 +178,112 @@ def as_discriminator(module: nn.Module, num_features: int | None = None) -> Disc
     )
 
 
+class TimmFeatureDiscriminator(Discriminator):
+    """A timm backbone's features as a GAN discriminator ("projected" / "vision-aided" discriminators).
+
+    ``features(x)``: G's [-1, 1] images -> [0, 1] -> (optionally) resized to ``input_size`` -> grey repeated to
+    3 channels -> the backbone's own normalisation (``mean`` / ``std`` of its pretrained_cfg) -> the backbone's
+    pooled features, or the average-pooled maps of the feature ``stages`` (timm ``feature_info`` indices)
+    concatenated -> a trainable projection ``Linear + LeakyReLU(0.2)`` of ``hidden`` units. ``head(f)``: a trainable
+    ``Linear(hidden, 1)``.
+
+    The projection belongs to ``features`` so that AdaptiveMix's shrinkage acts on a trainable feature space even
+    when the backbone is frozen (``frozen=True``: no gradient to its weights, kept in eval mode so its BatchNorm
+    statistics stay those of its pretraining; images still receive gradients, for G and R1).
+    """
+
+    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
+                 stages: list[int] | tuple[int, ...] = (), frozen: bool = False, input_size: int | None = None,
+                 hidden: int = 256, name: str = "") -> None:
+        super().__init__()
+        self.backbone, self.name = backbone, name
+        self.stages = [int(i) for i in stages]
+        self.frozen, self.input_size = bool(frozen), input_size
+        self.in_chans = int(getattr(backbone, "pretrained_cfg", {}).get("input_size", (3,))[0]) if hasattr(
+            backbone, "pretrained_cfg") else 3
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        if self.stages:
+            info = getattr(backbone, "feature_info", None)
+            if info is None or not callable(getattr(backbone, "forward_intermediates", None)):
+                raise ConfigError(f"timm model {name!r} has no feature_info / forward_intermediates: use it without "
+                                  "--discriminator_stages")
+            channels = [f["num_chs"] for f in info]
+            bad = [i for i in self.stages if not -len(channels) <= i < len(channels)]
+            if bad:
+                raise ConfigError(f"discriminator_stages {bad} out of range: {name!r} has {len(channels)} feature "
+                                  f"stages (0-{len(channels) - 1}, channels {channels})")
+            backbone_features = sum(channels[i] for i in self.stages)
+        else:
+            backbone_features = int(backbone.num_features)
+        self.backbone_features = backbone_features
+        if self.frozen:
+            backbone.requires_grad_(False)
+        self.project = nn.Linear(backbone_features, hidden)
+        self.linear = nn.Linear(hidden, 1)
+        self.num_features = hidden
+
+    def train(self, mode: bool = True) -> "TimmFeatureDiscriminator":
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
+    def normalise(self, x: Tensor) -> Tensor:
+        """[-1, 1] images -> the backbone's input (range, size, channels, mean / std)."""
+        x = (x + 1) / 2
+        if self.input_size is not None and x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        if x.shape[1] == 1 and self.in_chans == 3:
+            x = x.expand(-1, 3, -1, -1)
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def backbone_output(self, x: Tensor) -> Tensor:
+        x = self.normalise(x)
+        b = self.backbone
+        if self.stages:
+            maps = b.forward_intermediates(x, indices=sorted(set(i % len(b.feature_info) for i in self.stages)),
+                                           intermediates_only=True)
+            return torch.cat([m.float().mean(dim=(2, 3)).to(m.dtype) for m in maps], dim=1)
+        return b.forward_head(b.forward_features(x), pre_logits=True).flatten(1)
+
+    def features(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(self.project(self.backbone_output(x)), 0.2)
+
+    def head(self, features: Tensor) -> Tensor:
+        return self.linear(features)
+
+
+def build_timm_discriminator(spec: str, stages: list[int] | tuple[int, ...] = (), frozen: bool = False,
+                             input_size: int | None = None, hidden: int = 256) -> TimmFeatureDiscriminator:
+    """``"timm:NAME"`` (pretrained weights), ``"timm-random:NAME[:seed]"`` (random) or ``"local-dir:PATH"`` (a
+    timm ``save_for_hf`` folder, pretrained) as a :class:`TimmFeatureDiscriminator`.
+
+    Raises:
+        BackboneError / PretrainedWeightsError: unknown model, weights not available (offline).
+    """
+    seed = None
+    if spec.startswith("timm-random:"):
+        name, _, seed_text = spec[len("timm-random:"):].partition(":")
+        seed = int(seed_text) if seed_text else 0
+        pretrained = False
+    elif spec.startswith("timm:"):
+        name, pretrained = spec[len("timm:"):], True
+    elif spec.startswith("local-dir:"):
+        name, pretrained = spec, True
+    else:
+        raise ConfigError(f"discriminator must be 'timm:NAME', 'timm-random:NAME[:seed]' or 'local-dir:PATH', got {spec!r}")
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            backbone = create_backbone(name, pretrained=False, library="timm")
+    else:
+        backbone = create_backbone(name, pretrained=pretrained, library="timm")
+    pre = backbone.preprocessing
+    return TimmFeatureDiscriminator(backbone.model, tuple(pre.mean), tuple(pre.std), stages=stages, frozen=frozen,
+                                    input_size=input_size, hidden=hidden, name=public_name(spec) or spec)
+
+
 class MinibatchStdDev(nn.Module):
     """StyleGAN's minibatch standard deviation: appends, per group of ``group_size`` samples, the mean std.
 
@@ -252,10 +362,18 @@ class Generator(
         save_model(self, str(save_directory / WEIGHTS_NAME))
         # written here so that the mixin keeps it (it only writes config.json when absent)
         (save_directory / CONFIG_NAME).write_text(json.dumps(self.config_dict(), sort_keys=True, indent=2))
-        seed = int(self.training_info.get("sample_seed", 0))
-        save_image(self.generate(SAMPLE_COUNT, seed=seed), str(save_directory / SAMPLE_IMAGE), nrow=8, padding=2)
+        self.save_card_images(save_directory)
         # the mixin never overwrites a README.md: drop a stale card so that this save writes a fresh one
         (save_directory / "README.md").unlink(missing_ok=True)
+
+    def save_card_images(self, directory: Path) -> None:
+        """The images the card shows: ``samples.png`` (``generate(64, seed)``); subclasses add more."""
+        seed = int(self.training_info.get("sample_seed", 0))
+        save_image(self.generate(SAMPLE_COUNT, seed=seed), str(Path(directory) / SAMPLE_IMAGE), nrow=8, padding=2)
+
+    def card_values(self) -> dict[str, Any]:
+        """Architecture-specific values for the card (e.g. stylegan2's preset and truncation sweep)."""
+        return {}
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """hubtune's generator card (``model_cards/generator.md``) from this generator and its ``training_info``.
@@ -264,7 +382,11 @@ class Generator(
         """
         info = self.training_info
         training = info.get("training")
-        adaptivemix = GANTrainingConfig.from_dict(training).adaptive_mix_settings() if training else None
+        config = GANTrainingConfig.from_dict(training) if training else None
+        adaptivemix = config.adaptive_mix_settings() if config else None
+        augmentation = config.augmentation_settings() if config else None
+        if augmentation is not None and "augment_p" in info:
+            augmentation = {**augmentation, "final_p": info["augment_p"]}
         card_info = type(self)._hub_mixin_info.model_card_data
         values: dict[str, Any] = dict(
             arch=self.arch, image_size=self.image_size, channels=self.channels, latent_dim=self.latent_dim,
@@ -272,8 +394,10 @@ class Generator(
             data_source=info.get("data_source", "unknown data"), num_images=info.get("num_images"),
             num_processes=info.get("num_processes", 1), sample_seed=int(info.get("sample_seed", 0)),
             library_name=card_info.library_name, license=card_info.license, pipeline_tag=card_info.pipeline_tag,
-            tags=list(card_info.tags or []), paper_url=PAPER_URL,
+            tags=list(card_info.tags or []), paper_url=PAPER_URL, augmentation=augmentation,
+            discriminator=info.get("discriminator"),
         )
+        values.update(self.card_values())
         values.update(kwargs)
         return render_generator_card(**values)
 
@@ -589,7 +713,11 @@ class ResNetDiscriminator(Discriminator):
 # builder
 # --------------------------------------------------------------------------------------------------
 
-ARCHS = ("dcgan", "resnet")
+ARCHS = ("dcgan", "resnet", "stylegan2")
+
+# more architectures register a builder here (hubtune.gan.stylegan2 adds "stylegan2"): called as
+# builder(image_size, channels, latent_dim, g_channels, d_channels, d_norm, minibatch_std_group, **options)
+GAN_BUILDERS: dict[str, Any] = {}
 
 
 def build_gan(
@@ -600,9 +728,17 @@ def build_gan(
     g_channels: int | None = None,
     d_channels: int | None = None,
     d_norm: str = "spectral",
-    minibatch_std_group: int = 0,
+    minibatch_std_group: int | None = 0,
+    **options: Any,
 ) -> tuple[Generator, Discriminator]:
-    """Build a matching (generator, discriminator) pair by architecture name (``"dcgan"`` or ``"resnet"``)."""
+    """Build a matching (generator, discriminator) pair by architecture name (``"dcgan"``, ``"resnet"`` or
+    ``"stylegan2"``; ``options`` are the stylegan2 builder's: preset, w_dim, mapping_layers, channel_base, ...)."""
+    minibatch_std_group = minibatch_std_group or 0
+    if arch in GAN_BUILDERS:
+        return GAN_BUILDERS[arch](image_size, channels, latent_dim, g_channels, d_channels, d_norm,
+                                  minibatch_std_group, **options)
+    if options:
+        raise ConfigError(f"arch={arch!r} takes no options {sorted(options)}")
     if arch == "dcgan":
         g = DCGANGenerator(latent_dim or 64, image_size, channels, g_channels or 32)
         if minibatch_std_group:

@@ -25,7 +25,7 @@ Channel widths follow ``min(channel_base // resolution, channel_max)``. Named pr
 fmaps 0.5, i.e. channel_base 16384, channel_max 512, 8 mapping layers, z/w 512, minibatch-stddev group 8).
 :data:`STYLEGAN2_TRAINING` holds the matching training hyper-parameters for the loop.
 
-What the training loop does with these models (not done here):
+What the training loop (:mod:`hubtune.gan.loop`, ``hubtune gan --arch stylegan2``) does with these models:
 
 * **Lazy R1** (StyleGAN2 appendix B): compute R1 on the real batch only every ``r1_interval = 16`` discriminator
   steps, and add ``r1_gamma / 2 * r1_interval * R1`` on those steps (the penalty scaled by the interval, so its
@@ -34,24 +34,32 @@ What the training loop does with these models (not done here):
 * **Path length** (off by default at small sizes; StyleGAN2-ADA turns it off for CIFAR): every
   ``pl_interval = 4`` generator steps, run G on ``batch // 2`` latents with ``return_ws=True`` and add
   ``pl_weight (2) * pl_interval * penalty`` with :class:`PathLengthPenalty` (running mean decay 0.01). Its
-  running mean is a buffer: checkpoint it with the loop's state. Across processes, each process keeps its own
-  mean (as StyleGAN2-ADA does) unless the loop all-reduces the lengths.
-* **Style mixing** and the ``w_avg`` update happen inside the generator's training-mode forward; an EMA copy of G
-  (``ema_kimg`` in :data:`STYLEGAN2_TRAINING`) must copy buffers (``w_avg``) as well as parameters.
+  running mean is checkpointed per process (``process_state_<rank>.json``): each process keeps its own mean, as
+  StyleGAN2-ADA does.
+* **Style mixing** and the ``w_avg`` update happen inside the generator's training-mode forward; the loop's EMA
+  copy of G (decay from ``ema_kimg`` in :data:`STYLEGAN2_TRAINING`) copies buffers (``w_avg``) as well as
+  averaging parameters.
+* **Minibatch-stddev** groups are formed within each process's batch (as in StyleGAN2-ADA, where the group is
+  ``min(group, per-GPU batch)``); :func:`group_preserving_permutation` gives AdaptiveMix partners under which the
+  third pass is exactly ``f(x)[p]``.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.transforms.functional import to_pil_image
+from torchvision.utils import save_image
 
 from hubtune.errors import ConfigError
-from hubtune.gan.models import Discriminator, Generator, MinibatchStdDev
+from hubtune.gan.models import GAN_BUILDERS, Discriminator, Generator, MinibatchStdDev
+from hubtune.gan.presets import STYLEGAN2_PRESETS, STYLEGAN2_TRAINING
+from hubtune.hub.generator_card import TRUNCATION_IMAGE
 
 __all__ = [
     "STYLEGAN2_PRESETS",
@@ -69,32 +77,17 @@ __all__ = [
     "PathLengthPenalty",
     "path_length_penalty",
     "build_stylegan2",
+    "group_preserving_permutation",
+    "TRUNCATION_SWEEP",
 ]
+
+TRUNCATION_SWEEP = (1.0, 0.7, 0.5)  # the card's truncation image: one row per psi
+TRUNCATION_COLUMNS = 8
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 FIR_TAPS = (1.0, 3.0, 3.0, 1.0)
 NoiseMode = Literal["random", "none"]
-
-# architecture presets: channel_base / channel_max (widths), latent_dim (z), w_dim, mapping_layers, mbstd_group
-STYLEGAN2_PRESETS: dict[str, dict[str, int]] = {
-    "small": dict(channel_base=2048, channel_max=128, latent_dim=128, w_dim=128, mapping_layers=8, mbstd_group=4),
-    # StyleGAN2-ADA cfg "paper256": fmaps 0.5 -> channel_base 0.5 * 32768; mbstd min(8, 64 // 8 GPUs) = 8
-    "paper256": dict(channel_base=16384, channel_max=512, latent_dim=512, w_dim=512, mapping_layers=8, mbstd_group=8),
-    # StyleGAN2-ADA cfg "cifar": fmaps 1, map 2, mbstd min(32, 64 // 2 GPUs) = 32
-    "cifar": dict(channel_base=32768, channel_max=512, latent_dim=512, w_dim=512, mapping_layers=2, mbstd_group=32),
-}
-
-# training hyper-parameters of the same configurations (batch = total over processes; ema in thousands of images)
-STYLEGAN2_TRAINING: dict[str, dict[str, Any]] = {
-    "small": dict(batch_size=32, learning_rate=0.0025, betas=(0.0, 0.99), r1_gamma=0.1, r1_interval=16,
-                  ema_kimg=10.0, pl_weight=0.0, pl_interval=4, style_mixing_prob=0.9),
-    "paper256": dict(batch_size=64, learning_rate=0.0025, betas=(0.0, 0.99), r1_gamma=1.0, r1_interval=16,
-                     ema_kimg=20.0, pl_weight=2.0, pl_interval=4, style_mixing_prob=0.9),
-    "cifar": dict(batch_size=64, learning_rate=0.0025, betas=(0.0, 0.99), r1_gamma=0.01, r1_interval=16,
-                  ema_kimg=500.0, pl_weight=0.0, pl_interval=4, style_mixing_prob=0.0),
-}
-
 
 def _check_preset(preset: str) -> dict[str, int]:
     if preset not in STYLEGAN2_PRESETS:
@@ -440,6 +433,20 @@ class StyleGAN2Generator(Generator):
     def w_avg(self) -> Tensor:
         return self.mapping.w_avg
 
+    def save_card_images(self, directory) -> None:
+        """``samples.png`` and ``truncation.png``: one row per psi in :data:`TRUNCATION_SWEEP`, the same 8 seeds'
+        latents and noise in every row."""
+        super().save_card_images(directory)
+        seed = int(self.training_info.get("sample_seed", 0))
+        rows = [self.generate(TRUNCATION_COLUMNS, seed=seed, truncation_psi=psi) for psi in TRUNCATION_SWEEP]
+        save_image(torch.cat(rows), str(Path(directory) / TRUNCATION_IMAGE), nrow=TRUNCATION_COLUMNS, padding=2)
+
+    def card_values(self) -> dict[str, Any]:
+        return {"arch_preset": self.preset, "truncation_image": TRUNCATION_IMAGE,
+                "truncation_psis": list(TRUNCATION_SWEEP), "truncation_columns": TRUNCATION_COLUMNS,
+                "arch_details": {k: self._resolved[k] for k in ("w_dim", "mapping_layers", "channel_base",
+                                                                "channel_max", "style_mixing_prob")}}
+
     def _style_mix(self, z: Tensor, ws: Tensor) -> Tensor:
         batch = z.shape[0]
         mixing = torch.rand(batch, device=z.device) < self.style_mixing_prob
@@ -475,6 +482,9 @@ class StyleGAN2Generator(Generator):
         ws = self.mapping(z, truncation_psi, truncation_cutoff, update_w_avg=self.training)
         if self.training and self.style_mixing_prob > 0:
             ws = self._style_mix(z, ws)
+        # float32 ws (a no-op without autocast): the tensor returned for the path length penalty is then the one the
+        # synthesis read, also when a mixed-precision wrapper (Accelerate) converts half-precision outputs to float32
+        ws = ws.float()
         images = self.synthesis(ws, noise_mode, noise)
         return (images, ws) if return_ws else images
 
@@ -649,3 +659,48 @@ def build_stylegan2(
     d = StyleGAN2Discriminator(image_size, channels, preset, channel_base=channel_base, channel_max=channel_max,
                                mbstd_group=mbstd_group)
     return g, d
+
+
+def _build_from_options(image_size: int, channels: int, latent_dim: int | None, g_channels: int | None,
+                        d_channels: int | None, d_norm: str, minibatch_std_group: int, preset: str = "small",
+                        w_dim: int | None = None, mapping_layers: int | None = None, channel_base: int | None = None,
+                        channel_max: int | None = None, style_mixing_prob: float | None = None):
+    """``hubtune.gan.build_gan("stylegan2", ...)``: the common arguments plus stylegan2's options."""
+    if g_channels is not None or d_channels is not None:
+        raise ConfigError("stylegan2's widths are channel_base / channel_max, not g_channels / d_channels")
+    if d_norm != "spectral":
+        raise ConfigError("d_norm applies to arch='dcgan'; stylegan2's discriminator uses equalised learning rate")
+    _check_preset(preset)
+    prob = STYLEGAN2_TRAINING[preset]["style_mixing_prob"] if style_mixing_prob is None else style_mixing_prob
+    return build_stylegan2(image_size, channels, preset, latent_dim=latent_dim, w_dim=w_dim,
+                           mapping_layers=mapping_layers, channel_base=channel_base, channel_max=channel_max,
+                           mbstd_group=minibatch_std_group or None, style_mixing_prob=prob)
+
+
+GAN_BUILDERS["stylegan2"] = _build_from_options
+
+
+def group_preserving_permutation(batch_size: int, group_size: int, device=None,
+                                 generator: torch.Generator | None = None) -> Tensor:
+    """A random partner permutation under which minibatch-stddev commutes: ``f(x[p]) == f(x)[p]`` exactly.
+
+    :class:`~hubtune.gan.models.MinibatchStdDev` with group size ``g`` (``G = min(g, B)``) puts sample
+    ``i = s * n + m`` (``n = B // G``) in group ``m``. This permutation moves whole groups: ``p(s * n + m) = s * n +
+    sigma(m)`` for a random permutation ``sigma`` of the ``n`` groups, so the permuted batch has the same groups
+    (with the members in the same order) and every layer before and after the statistic is per-sample: the
+    discriminator's features of ``x[p]`` are bit-for-bit ``f(x)[p]``, and AdaptiveMix may use 2 passes instead
+    of 3 (pass ``MixDraws(lam, this)`` and ``feature_passes=2``). Each sample's partner is still a uniformly
+    random image of the (shuffled) batch, from its own slot ``s``; only pairs inside one group are excluded
+    (unless ``sigma(m) == m``, which pairs a sample with itself, as any random permutation can).
+
+    This does NOT let the MIXED batch reuse the clean batch's statistics: the std of ``lam x + (1 - lam) x[p]``'s
+    activations is not a function of the clean activations' std (the layers before the statistic are
+    non-linear), so the mixed pass computes its own.
+    """
+    group = min(group_size, batch_size)
+    if group < 1 or batch_size % group:
+        raise ValueError(f"batch {batch_size} is not a multiple of the minibatch-stddev group {group}")
+    n = batch_size // group
+    sigma = torch.randperm(n, generator=generator).to(device)
+    slots = torch.arange(group).view(group, 1).to(device) * n
+    return (slots + sigma.view(1, n)).reshape(-1)

@@ -13,9 +13,11 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from hubtune.hub.templates import load_template
 
-__all__ = ["ARCH_TITLES", "PLACEHOLDER_REPO_ID", "SAMPLE_COUNT", "SAMPLE_IMAGE", "render_generator_card"]
+__all__ = ["ARCH_TITLES", "PLACEHOLDER_REPO_ID", "SAMPLE_COUNT", "SAMPLE_IMAGE", "TRUNCATION_IMAGE",
+           "render_generator_card"]
 
 SAMPLE_IMAGE = "samples.png"
+TRUNCATION_IMAGE = "truncation.png"
 SAMPLE_COUNT = 64
 PLACEHOLDER_REPO_ID = "<your-namespace>/<this-repo>"
 ARCH_TITLES = {"dcgan": "DCGAN", "resnet": "ResNet (SNGAN-style)", "stylegan2": "StyleGAN2"}
@@ -42,6 +44,13 @@ def render_generator_card(
     pipeline_tag: str = "unconditional-image-generation",
     tags: list[str] | None = None,
     paper_url: str | None = None,
+    arch_preset: str | None = None,
+    arch_details: dict[str, Any] | None = None,
+    truncation_image: str | None = None,
+    truncation_psis: list[float] | None = None,
+    truncation_columns: int = 8,
+    augmentation: dict[str, Any] | None = None,
+    discriminator: dict[str, Any] | None = None,
 ) -> ModelCard:
     """The generator's model card: metadata, sample grid, loading snippet, FID/KID with its extractor, set-up.
 
@@ -53,6 +62,10 @@ def render_generator_card(
         metrics: FID/KID as written to metrics.json (with ``feature_extractor``), None when not computed.
         data_source / num_images / num_processes: where the training images came from, how many, on how many processes.
         sample_image / sample_count / sample_seed: the sample grid written next to the card.
+        arch_preset / arch_details: the architecture preset (stylegan2) and its resolved widths.
+        truncation_image / truncation_psis / truncation_columns: the truncation sweep image (one row per psi).
+        augmentation: the DiffAugment policy, whether its probability was adaptive (ADA target) and its final p.
+        discriminator: a timm backbone discriminator's description (name, stages, frozen), None for the arch's own.
     """
     card_data = ModelCardData(
         library_name=library_name, license=license, pipeline_tag=pipeline_tag,
@@ -79,4 +92,11 @@ def render_generator_card(
         sample_count=sample_count,
         sample_seed=sample_seed,
         paper_url=paper_url,
+        arch_preset=arch_preset,
+        arch_details=arch_details or {},
+        truncation_image=truncation_image,
+        truncation_psis=truncation_psis or [],
+        truncation_columns=truncation_columns,
+        augmentation=augmentation,
+        discriminator=discriminator,
     )

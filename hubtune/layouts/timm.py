@@ -17,7 +17,7 @@ from hubtune.backbones import PreprocessingConfig, public_name
 from hubtune.layouts.files import is_local
 from hubtune.layouts.parts import ClassifierParts, head_keys, head_state, split_head
 
-__all__ = ["write_timm", "read_timm", "reload_timm_logits"]
+__all__ = ["write_timm", "read_timm", "reload_timm_logits", "drop_num_classes_from_model_args"]
 
 
 def _library_model(parts: ClassifierParts):
@@ -43,10 +43,10 @@ def write_timm(parts: ClassifierParts, folder: Path) -> None:
                    "interpolation": pre.interpolation, "crop_pct": pre.crop_pct}
     save_for_hf(_library_model(parts), str(folder), model_config={"label_names": parts.label_names()},
                 safe_serialization=True, data_config=data_config)
-    _drop_num_classes_from_model_args(folder / "config.json")
+    drop_num_classes_from_model_args(folder / "config.json")
 
 
-def _drop_num_classes_from_model_args(config_path: Path) -> None:
+def drop_num_classes_from_model_args(config_path: Path) -> None:
     """timm 1.0.31 writes num_classes twice (top level and model_args); transformers' TimmWrapper then passes it
     twice to ``timm.create_model`` ("got multiple values for keyword argument 'num_classes'"). The top-level
     value is enough for both loaders."""

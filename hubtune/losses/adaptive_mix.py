@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hubtune.errors import ConfigError
+from hubtune.losses._random import sample_symmetric_beta
 
 __all__ = [
     "MixDraws",
@@ -116,15 +117,18 @@ def sample_mix_coefficients(
         ``(lam, permutation)``: lam is float32 (B,) (one value repeated B times unless ``per_sample``),
         permutation is a long (B,) random permutation of ``range(B)``.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
+    # torch.SymInt: the batch size as torch.compile sees it when the batch dimension is dynamic
+    if not isinstance(batch_size, (int, torch.SymInt)) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     _check_alpha(alpha)
     device = torch.device(device) if device is not None else torch.device("cpu")
-    concentration = torch.tensor(float(alpha), device=device)
-    beta = torch.distributions.Beta(concentration, concentration)
-    lam = beta.sample((batch_size,)) if per_sample else beta.sample().expand(batch_size).clone()
+    # no host-device sync, and one graph under torch.compile (see hubtune.losses._random)
+    if per_sample:
+        lam = sample_symmetric_beta(alpha, (batch_size,), device=device)
+    else:
+        lam = sample_symmetric_beta(alpha, (1,), device=device).expand(batch_size).clone()
     permutation = torch.randperm(batch_size, device=device)
-    return lam.float(), permutation
+    return lam, permutation
 
 
 def mix_pairs(x: Tensor, lam: Tensor, permutation: Tensor) -> Tensor:

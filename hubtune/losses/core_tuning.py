@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hubtune.distributed import all_gather_no_grad, all_gather_with_grad, is_distributed
+from hubtune.losses._random import sample_symmetric_beta
 
 __all__ = [
     "PRESETS",
@@ -76,17 +77,15 @@ def sample_core_tuning_draws(
 ) -> CoreTuningDraws:
     """Draw p ~ uniform permutation, lam = max(Beta(alpha, alpha), lam_min), mu ~ Beta(alpha, alpha).
 
-    Everything is sampled on `device` with no host-device sync (the distribution's argument validation,
-    which would read tensors back to the host, is switched off; `alpha` is checked here instead).
+    Everything is sampled on `device` with no host-device sync, and traces into one graph under
+    `torch.compile`, also with a dynamic batch size (see :func:`hubtune.losses._random.sample_symmetric_beta`).
     """
     if alpha <= 0:
         raise ValueError(f"alpha (the Beta(alpha, alpha) parameter) must be > 0, got {alpha}")
     if not 0.0 <= lam_min <= 1.0:
         raise ValueError(f"lam_min must lie in [0, 1], got {lam_min}")
-    concentration = torch.full((), float(alpha), dtype=torch.float32, device=device)
-    beta = torch.distributions.Beta(concentration, concentration, validate_args=False)
-    lam = beta.sample((batch_size,)).clamp(min=lam_min)
-    mu = beta.sample((batch_size,))
+    lam = sample_symmetric_beta(alpha, (batch_size,), device=device).clamp(min=lam_min)
+    mu = sample_symmetric_beta(alpha, (batch_size,), device=device)
     permutation = torch.randperm(batch_size, device=device)
     return CoreTuningDraws(permutation=permutation, lam=lam, mu=mu)
 
@@ -153,10 +152,10 @@ def mine_hard_pairs(features: Tensor, labels: Tensor, preset: str = "paper") -> 
         hard_negative = (similarity * negative).argmax(dim=1)
         return HardPairIndices(hard_positive, hard_negative)
 
-    inf = torch.tensor(float("inf"), device=features.device)
-    hard_positive = torch.where(positive, similarity, inf).argmin(dim=1)
+    # Python-scalar fills: a 0-dim tensor made from a float would be a host-to-device copy on GPUs.
+    hard_positive = torch.where(positive, similarity, float("inf")).argmin(dim=1)
     hard_positive = torch.where(positive.any(dim=1), hard_positive, index)
-    hard_negative = torch.where(negative, similarity, -inf).argmax(dim=1)
+    hard_negative = torch.where(negative, similarity, float("-inf")).argmax(dim=1)
     hard_negative = torch.where(negative.any(dim=1), hard_negative, index)
     return HardPairIndices(hard_positive, hard_negative)
 

@@ -294,7 +294,14 @@ def run_finetune(
     if not model_args.pretrained and trainer.is_world_process_zero():
         print(f"Note: backbone {model_args.model!r} starts from random weights (pass --pretrained to load pretrained "
               "weights).")
-    train_result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        train_result = trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        last = last_checkpoint_in(training_args.output_dir)
+        where = (f"the last complete checkpoint is {last}; resume with --resume_from_checkpoint {last}" if last
+                 else "no checkpoint had been written yet")
+        raise KeyboardInterrupt(where) from None
+    _whole_run_train_loss(train_result.metrics, trainer.state.log_history)
     repo_id = training_args.hub_model_id if training_args.push_to_hub else None
     metrics = _save_results(trainer, train_result, len(train_ds), len(eval_ds), repo_id)
     out = Path(training_args.output_dir)
@@ -307,6 +314,18 @@ def run_finetune(
                               private=bool(training_args.hub_private_repo), revision=training_args.hub_revision)
             print(f"Pushed to {url}")
     return metrics
+
+
+def _whole_run_train_loss(metrics: dict[str, float], log_history: list[dict[str, Any]]) -> None:
+    """After a resume, Trainer's train_loss averages only the resumed steps; average the whole run's logged losses
+    (each weighted by the steps it covers) instead."""
+    previous, total, steps = 0, 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            covered = entry["step"] - previous
+            total, steps, previous = total + float(entry["loss"]) * covered, steps + covered, entry["step"]
+    if steps:
+        metrics["train_loss"] = total / steps
 
 
 def _trainer_args(args: FinetuneTrainingArguments) -> FinetuneTrainingArguments:

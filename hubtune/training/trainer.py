@@ -172,16 +172,19 @@ class HubtuneTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not bool(torch.isfinite(loss).all()):
-            self._stop_on_non_finite(float(loss.detach().float().mean()))
+            self._stop_on_non_finite(f"the training loss is {float(loss.detach().float().mean())}")
+        gradients = [p.grad for p in model.parameters() if p.grad is not None]
+        if gradients and not bool(torch.isfinite(torch.stack(torch._foreach_norm(gradients))).all()):
+            self._stop_on_non_finite("a gradient is NaN or infinite")
         return loss
 
-    def _stop_on_non_finite(self, value: float) -> None:
+    def _stop_on_non_finite(self, what: str) -> None:
         step = self.state.global_step + 1
         last = last_checkpoint_in(self.args.output_dir)
         kept = (f"the last good checkpoint is {last} (resume with --resume_from_checkpoint {last})" if last
                 else "no checkpoint had been written yet")
         raise NonFiniteLossError(
-            f"step {step}: the training loss is {value}; training stopped and nothing more was saved ({kept}). "
+            f"step {step}: {what}; training stopped before the update and nothing more was saved ({kept}). "
             f"Likely causes: a learning rate too high (now {self.args.learning_rate:g}) or NaN / inf values in the "
             "input images. Lower --learning_rate (or add warm-up) and check the data."
         )

@@ -88,3 +88,20 @@ def test_only_the_main_process_prints_the_summary(capsys):
     result.is_main_process = True
     gan_command.print_summary(result)
     assert "fid" in capsys.readouterr().out
+
+
+def test_stylegan2_augmentation_and_timm_discriminator_flags():
+    config = parse(["--arch", "stylegan2", "--arch_preset", "paper256", "--image_size", "256", "--r1_interval", "8",
+                    "--diffaugment", "color,cutout", "--ada_target", "0.6", "--discriminator", "timm:resnet18",
+                    "--discriminator_frozen", "--discriminator_stages", "2", "3", "--lr_d", "0.002"])
+    assert (config.arch, config.arch_preset, config.r1_every, config.diffaugment, config.ada_target) == (
+        "stylegan2", "paper256", 8, "color,cutout", 0.6)
+    assert (config.discriminator, config.discriminator_frozen, config.discriminator_stages) == (
+        "timm:resnet18", True, [2, 3])
+    # the preset's Adam settings unless given; AdaptiveMix's --ada_preset is a different knob
+    assert (config.lr_g, config.lr_d, config.betas, config.pl_weight, config.ada_preset) == (
+        0.0025, 0.002, (0.0, 0.99), 2.0, "paper")
+    assert (config.channel_base, config.channel_max, config.latent_dim, config.minibatch_std_group) == (16384, 512, 512, 8)
+    with pytest.raises(SystemExit):
+        parse(["--arch_preset", "paper"])
+    assert parse(["--arch", "resnet"]).lr_g == 2e-4

@@ -258,7 +258,7 @@ def test_card_tolerates_missing_keys_and_writes_the_curve(tmp_path):
 def test_load_template_finds_the_packaged_templates():
     from pathlib import Path
 
-    source = Path(__file__).resolve().parent.parent / "model_cards" / "classifier.md"
+    source = Path(__file__).resolve().parents[2] / "model_cards" / "classifier.md"
     assert load_template("classifier") == load_template("classifier.md") == source.read_text(encoding="utf-8")
     with pytest.raises(FileNotFoundError, match="no-such-card.md"):
         load_template("no-such-card")

@@ -1,0 +1,287 @@
+"""Fault suite: bad input and faults through the real command line, as a user would cause them.
+
+Every case asserts the exit code, a one-line message without a traceback, and that the files that existed before
+are byte-identical afterwards (nothing already saved is overwritten or corrupted).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import hubtune.layouts.files
+from hubtune.commands import main
+
+TINY = ["--model", "test_resnet", "--max_train_samples", "64", "--max_eval_samples", "32", "--batch-size", "16",
+        "--disable_tqdm", "true", "--image_size", "32"]
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run(argv, capsys, expected_code=1):
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == expected_code, captured.err[-2000:]
+    if expected_code:
+        # progress bars (datasets' "Generating train split") may come first; the error is one last line
+        lines = [line for line in captured.err.strip().splitlines() if line.startswith("hubtune ")]
+        assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+        assert captured.err.strip().splitlines()[-1] == lines[0]
+        return lines[0]
+    return captured.out
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A completed tiny fine-tuning run: model, card and two checkpoints."""
+    out = tmp_path_factory.mktemp("finished") / "out"
+    argv = ["finetune", *TINY, "--method", "ce", "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2",
+            "--save_total_limit", "3", "--output_dir", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    folder = tmp_path / "images"
+    for cls, colour in (("red", (250, 10, 10)), ("blue", (10, 10, 250))):
+        (folder / cls).mkdir(parents=True)
+        for k in range(12):
+            Image.new("RGB", (20 + k, 20), tuple(min(255, c + 3 * k) for c in colour)).save(folder / cls / f"{k}.png")
+    return folder
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num_train_epochs", "0"], "num_train_epochs must be > 0"),
+        (["--image_size", "1"], "image_size=1 is too small"),
+        (["--method", "ce", "--eta", "0.5"], "--eta does not apply to --method ce"),
+        (["--method", "adaptivemix", "--eta_warmup_ratio", "0.1"], "--eta_warmup_ratio does not apply"),
+        (["--push_to_hub", "true"], "--push_to_hub needs --hub_model_id"),
+        (["--push-to-hub", "not-a-repo-id"], "org/name"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_runs(argv, message, tmp_path, capsys):
+    line = run(["finetune", *TINY, "--output_dir", str(tmp_path / "out"), *argv], capsys)
+    assert message in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_path_that_is_a_file(tmp_path, capsys):
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    line = run(["finetune", *TINY, "--output_dir", str(target)], capsys)
+    assert "is a file, not a folder" in line and target.read_text() == "keep me"
+
+
+# ------------------------------------------------------------------------------------------ earlier results
+
+
+def test_a_folder_holding_another_run_is_not_overwritten(finished_run, capsys):
+    before = hashes(finished_run)
+    line = run(["finetune", *TINY, "--method", "core-tuning", "--max_steps", "1", "--output_dir", str(finished_run)],
+               capsys)
+    assert "already holds another run" in line and "--overwrite_output_dir" in line
+    assert hashes(finished_run) == before
+
+
+def test_resuming_into_a_folder_of_another_model_names_both(finished_run, capsys):
+    before = hashes(finished_run)
+    line = run(["finetune", *TINY, "--model", "resnet10t", "--method", "ce", "--max_steps", "6",
+                "--output_dir", str(finished_run), "--resume_from_checkpoint", "true"], capsys)
+    assert "holds another model" in line and "test_resnet" in line and "resnet10t" in line
+    assert hashes(finished_run) == before
+
+
+def test_kill_during_a_checkpoint_save_then_resume(finished_run, tmp_path, capsys):
+    """A kill -9 mid-save leaves checkpoint-N without its trainer_state.json (written last): resume skips it."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    partial = run_dir / "checkpoint-6"
+    partial.mkdir()
+    weights = (run_dir / "checkpoint-4" / "model.safetensors").read_bytes()
+    (partial / "model.safetensors").write_bytes(weights[: len(weights) // 3])
+    out = run(["finetune", *TINY, "--method", "ce", "--max_steps", "6", "--save_strategy", "steps", "--save_steps",
+               "2", "--output_dir", str(run_dir), "--resume_from_checkpoint", "true"], capsys, expected_code=0)
+    assert "Skipping" in out and "checkpoint-6" in out
+    assert (run_dir / "checkpoint-6" / "trainer_state.json").is_file()  # re-saved completely by the resumed run
+    results = json.loads((run_dir / "all_results.json").read_text())
+    assert results["train_loss"] > 0.5  # the whole run's mean loss, not only the resumed steps'
+
+
+def test_a_truncated_checkpoint_is_named(finished_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    weights = run_dir / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    line = run(["finetune", *TINY, "--method", "ce", "--max_steps", "6", "--output_dir", str(run_dir),
+                "--resume_from_checkpoint", str(run_dir / "checkpoint-4")], capsys)
+    assert "checkpoint-4/model.safetensors is truncated or corrupt" in line
+
+
+@pytest.mark.parametrize("content", [b"[1, 2, 3]", b"\x00\x01\x02binary", b'{"model_type": "hubtune", "num_labels": "ten"}'])
+def test_a_broken_config_json_is_named(finished_run, tmp_path, capsys, content):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(finished_run / "checkpoint-4", folder)
+    (folder / "config.json").write_bytes(content)
+    line = run(["ood", "--model", str(folder), "--dataset", "digits", "--ood_dataset", "noise"], capsys)
+    assert "config.json" in line
+
+
+def test_a_truncated_final_model_is_named(finished_run, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(finished_run, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    line = run(["ood", "--model", str(folder), "--dataset", "digits", "--ood_dataset", "noise"], capsys)
+    assert "model.safetensors is truncated or corrupt" in line
+
+
+# ------------------------------------------------------------------------------------------ faults during a run
+
+
+def test_a_diverged_run_stops_and_writes_no_model(tmp_path, capsys):
+    out = tmp_path / "out"
+    line = run(["finetune", *TINY, "--method", "ce", "--max_steps", "8", "--learning_rate", "1e30",
+                "--output_dir", str(out)], capsys)
+    assert "step" in line and ("NaN or infinite" in line or "training loss is" in line) and "learning rate" in line
+    assert not (out / "model.safetensors").exists() and not (out / "README.md").exists()
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_full_or_read_only_disk_keeps_the_earlier_model(finished_run, tmp_path, capsys, monkeypatch, code):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir, ignore=shutil.ignore_patterns("checkpoint-*"))
+    before = hashes(run_dir)
+
+    def no_space(*args, **kwargs):
+        raise OSError(code, "simulated", str(args[1]) if len(args) > 1 else None)
+
+    monkeypatch.setattr(hubtune.layouts.files, "save_file", no_space)
+    line = run(["finetune", *TINY, "--method", "ce", "--max_steps", "2", "--save_strategy", "no",
+                "--export_format", "hubtune", "--output_dir", str(run_dir), "--overwrite_output_dir"], capsys)
+    assert "could not read or write" in line
+    assert {k: v for k, v in hashes(run_dir).items() if k in before} == before
+
+
+def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, capsys, monkeypatch):
+    from transformers import TrainerCallback
+
+    from hubtune.training import trainer as trainer_module
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    original_init = trainer_module.HubtuneTrainer.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.add_callback(Interrupt())
+
+    monkeypatch.setattr(trainer_module.HubtuneTrainer, "__init__", init)
+    out = tmp_path / "out"
+    code = main(["finetune", *TINY, "--method", "ce", "--max_steps", "6", "--save_strategy", "steps",
+                 "--save_steps", "2", "--output_dir", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and len(err) == 1
+    assert "checkpoint-2" in err[0] and "--resume_from_checkpoint" in err[0]
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def test_corrupt_and_truncated_images_are_left_out_or_named(image_folder, tmp_path, capsys):
+    good = (image_folder / "red" / "0.png").read_bytes()
+    (image_folder / "red" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (image_folder / "blue" / "not-an-image.png").write_bytes(b"hello")
+    out = run(["finetune", *TINY, "--dataset", str(image_folder), "--method", "ce", "--max_steps", "1",
+               "--output_dir", str(tmp_path / "a")], capsys, expected_code=0)
+    assert "Leaving out 2 unreadable image(s)" in out
+    line = run(["finetune", *TINY, "--dataset", str(image_folder), "--method", "ce", "--max_steps", "1",
+                "--strict_data", "true", "--output_dir", str(tmp_path / "b")], capsys)
+    assert "Cannot read image" in line and ("truncated.png" in line or "not-an-image.png" in line)
+
+
+def test_one_class_and_a_last_batch_of_one(image_folder, tmp_path, capsys):
+    import shutil
+
+    shutil.rmtree(image_folder / "blue")
+    line = run(["finetune", *TINY, "--dataset", str(image_folder), "--output_dir", str(tmp_path / "a")], capsys)
+    assert "only one class" in line
+    # 17 training images (of 21 after a 0.2 hold-out) with batch 16: a last batch of one would break BatchNorm
+    for k in range(12, 21):
+        Image.new("RGB", (20, 20 + k), (5, 5, 5 * k)).save(image_folder / "red" / f"extra{k}.png")
+    (image_folder / "green").mkdir()
+    for k in range(1):
+        Image.new("RGB", (20, 20), (5, 200, 5)).save(image_folder / "green" / f"{k}.png")
+    out = run(["finetune", *TINY[:-6], "--dataset", str(image_folder), "--method", "ce", "--num_train_epochs", "1",
+               "--batch-size", "16", "--disable_tqdm", "true", "--image_size", "32", "--eval_fraction", "0.2",
+               "--output_dir", str(tmp_path / "b")], capsys, expected_code=0)
+    assert "last batch of one" in out
+
+
+# ------------------------------------------------------------------------------------------ the Hub
+
+
+@pytest.mark.parametrize("fault, message", [
+    (401, "401"), (403, "403"), (500, "server error"), ("drop", "connection"), ("garbage", "Could not"),
+])
+def test_hub_failures_are_one_line_and_leave_the_folder_alone(finished_run, local_hub, hub_token, hub_repo_id,
+                                                              capsys, fault, message):
+    before = hashes(finished_run)
+    local_hub.inject_fault("commit", fault, count=5)
+    line = run(["push", str(finished_run), hub_repo_id, "--hub_token", hub_token], capsys)
+    assert message.lower() in line.lower() and hub_token not in line
+    assert hashes(finished_run) == before
+
+
+def test_an_offline_push_says_so(finished_run, hub_repo_id, hub_token, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    line = run(["push", str(finished_run), hub_repo_id, "--hub_token", hub_token], capsys)
+    assert "HF_HUB_OFFLINE=1" in line
+
+
+def test_a_failed_gan_push_leaves_the_generator_folder_alone(tmp_path, local_hub, hub_token, hub_repo_id, capsys):
+    from accelerate.state import AcceleratorState
+
+    out = tmp_path / "gan"
+    argv = ["gan", "--max_steps", "2", "--per_device_train_batch_size", "8", "--image_size", "16",
+            "--eval_num_samples", "0", "--no_progress_bar", "--output_dir", str(out)]
+    AcceleratorState._reset_state(True)
+    assert main(argv) == 0
+    before = hashes(out)
+    AcceleratorState._reset_state(True)
+    local_hub.inject_fault("commit", 403, count=5)
+    line = run([*argv, "--resume_from_checkpoint", "true", "--push_to_hub",
+                "--hub_model_id", hub_repo_id, "--hub_token", hub_token], capsys)
+    AcceleratorState._reset_state(True)
+    assert "403" in line and hub_token not in line
+    after = hashes(out)
+    assert after["README.md"] == before["README.md"] and hub_repo_id not in (out / "README.md").read_text()
