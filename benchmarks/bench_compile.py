@@ -21,7 +21,7 @@ import time
 import torch
 
 from hubtune.modeling import HubtuneForImageClassification
-from hubtune.training.backends import configure_backends
+from hubtune.devices import configure_backends
 
 
 def make_step(model, forward, device: torch.device, bf16: bool):

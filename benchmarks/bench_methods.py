@@ -173,6 +173,40 @@ def table(rows: list[dict], baseline_key) -> str:
     return "\n".join(out)
 
 
+def time_steps(args, repeats: int = 20, warmup: int = 3) -> dict:
+    """Interleaved optimizer-step timing (CE, Core-tuning, AdaptiveMix, CE, ...) on one fixed batch: the ratio to
+    CE is the median of per-repetition ratios, so a shared machine's load hits every method alike."""
+    torch.manual_seed(0)
+    steps = {}
+    for method in args.methods:
+        cfg = {"preset": args.preset, **({"eta": args.eta} if args.eta is not None and method == "core-tuning" else {})}
+        model = HubtuneForImageClassification.from_backbone(
+            args.backbone, num_labels=10, pretrained=True, method=method, method_config=cfg if method != "ce" else {},
+            image_size=args.image_size).train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+
+        def step(x, y, model=model, opt=opt):
+            model(pixel_values=x, labels=y).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        steps[method] = step
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
+    y = torch.arange(args.batch_size) % 10
+    times = {m: [] for m in steps}
+    for i in range(warmup + repeats):
+        for m, step in steps.items():
+            t0 = time.perf_counter()
+            step(x, y)
+            if i >= warmup:
+                times[m].append(time.perf_counter() - t0)
+    out = {"benchmark": "methods_step_time", "backbone": args.backbone, "image_size": args.image_size,
+           "batch_size": args.batch_size, "threads": torch.get_num_threads(), "repeats": repeats}
+    for m in steps:
+        out[f"{m}_ms"] = round(1e3 * statistics.median(times[m]), 1)
+        out[f"{m}_ratio"] = round(statistics.median(b / a for a, b in zip(times["ce"], times[m])), 3)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, nargs="+", default=[10, 50], help="labelled images per class")
@@ -200,6 +234,10 @@ def main(argv=None) -> int:
     p.add_argument("--output", default=str(RESULTS / "methods.jsonl"))
     p.add_argument("--tag", default=None, help="label stored with each JSON line")
     p.add_argument("--exclude", nargs="+", default=[], help="run labels to skip (e.g. rows already measured)")
+    p.add_argument("--relabel", nargs="+", default=[], metavar="OLD=NEW",
+                   help="with --report: rename runs, e.g. to merge the default Core-tuning rows into a sweep")
+    p.add_argument("--time-steps", action="store_true",
+                   help="only time interleaved training steps of each method (median ratio to CE) and exit")
     p.add_argument("--report", nargs="+", default=None, metavar="JSONL",
                    help="only print the table of the rows in these files (filtered by --k, --task, --tag, seeds)")
     args = p.parse_args(argv)
@@ -212,6 +250,12 @@ def main(argv=None) -> int:
     if args.backbone is None:
         args.backbone = f"local-dir:{ensure_offline_weights()}"
     tag = args.tag or ("sweep-eta" if args.sweep_eta else "methods")
+    if args.time_steps:
+        result = time_steps(args)
+        print(json.dumps(result))
+        with open(args.output, "a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
+        return 0
 
     # (label, method, config) runs
     base_cfg = {"preset": args.preset}
@@ -233,10 +277,12 @@ def main(argv=None) -> int:
     if args.report:
         rows = [json.loads(line) for f in args.report for line in open(f, encoding="utf-8") if line.strip()]
         seeds = range(args.seed_offset, args.seed_offset + args.seeds)
-        rows = [r for r in rows if r["k"] in args.k and r["task"] == args.task and r["seed"] in seeds
+        rows = [r for r in rows if r.get("benchmark") == "methods_few_labels" and r["k"] in args.k and r["task"] == args.task and r["seed"] in seeds
                 and (args.tag is None or r["tag"] in args.tag.split(","))]
+        relabel = dict(item.split("=", 1) for item in args.relabel)
         for r in rows:
             r.setdefault("label", r["method"])
+            r["label"] = relabel.get(r["label"], r["label"])
         print(table(rows, "ce"))
         return 0
     runs = [r for r in runs if r[0] not in args.exclude]

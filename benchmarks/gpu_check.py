@@ -15,7 +15,7 @@ Installs nothing. What runs (full / --smoke):
 
 Each phase is timed; a failing phase is recorded (``"error"``) and the others still run; the exit code is 1 when any
 phase failed. The JSON line holds the device, the TF32 / cudnn.benchmark settings (set by
-:func:`hubtune.training.backends.configure_backends`, as hubtune's training path does), the versions and the git
+:func:`hubtune.devices.configure_backends`, as hubtune's training path does), the versions and the git
 commit.
 
 Time on one H200 (estimate, nothing measured yet): tests 1-3 min (one inductor compile), benchmarks ~1.5 min
@@ -44,7 +44,7 @@ from PIL import Image
 import bench_adaptivemix_gan
 import bench_core_tuning
 from hubtune.commands import main as hubtune_main
-from hubtune.training.backends import configure_backends
+from hubtune.devices import configure_backends
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -78,6 +78,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--optim", default=None, help="e.g. sgd (Nesterov momentum 0.9); default: the finetune job's")
     p.add_argument("--scores", nargs="+", default=list(DEFAULT_SCORES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds: mean ± std table")
@@ -112,7 +113,9 @@ def run_seed(args, seed: int) -> dict[str, dict]:
         method, _, preset = spec.partition(":")
         out = Path(args.output_dir) / f"seed{seed}" / spec.replace(":", "-")
         t0 = time.perf_counter()
+        job = {"optim": args.optim} if args.optim else {}
         run_finetune(*parse_finetune_args({
+            **job,
             "model": args.model,
             "dataset": "digits",
             "method": method,
@@ -133,7 +136,7 @@ def run_seed(args, seed: int) -> dict[str, dict]:
         all_results[spec] = results
         print(f"\n## {spec} (seed {seed})\n\n{format_ood_table(results)}\n", flush=True)
         if args.results:
-            line = {"benchmark": "ood_demo", "method": spec, "seed": seed, "model": args.model,
+            line = {"benchmark": "ood_demo", "method": spec, "seed": seed, "model": args.model, "optim": args.optim,
                     "pretrained": args.pretrained, "image_size": args.image_size, "epochs": args.epochs,
                     "lr": args.lr, "batch_size": args.batch_size, "seconds": round(time.perf_counter() - t0, 1),
                     "accuracy": results["in_distribution"]["accuracy"],

@@ -285,3 +285,18 @@ def test_a_failed_gan_push_leaves_the_generator_folder_alone(tmp_path, local_hub
     assert "403" in line and hub_token not in line
     after = hashes(out)
     assert after["README.md"] == before["README.md"] and hub_repo_id not in (out / "README.md").read_text()
+
+
+def test_a_gan_output_folder_of_another_run_is_not_overwritten(tmp_path, capsys):
+    from accelerate.state import AcceleratorState
+
+    out = tmp_path / "gan"
+    argv = ["gan", "--max_steps", "1", "--per_device_train_batch_size", "8", "--image_size", "16",
+            "--eval_num_samples", "0", "--no_progress_bar", "--output_dir", str(out)]
+    AcceleratorState._reset_state(True)
+    assert main(argv) == 0
+    before = hashes(out)
+    AcceleratorState._reset_state(True)
+    line = run(argv, capsys)
+    AcceleratorState._reset_state(True)
+    assert "already holds another run" in line and hashes(out) == before

@@ -27,13 +27,14 @@ from accelerate.utils import GradScalerKwargs
 from safetensors.torch import load_file, save_file
 
 from hubtune.distributed import all_gather_with_grad
+from hubtune.errors import NonFiniteLossError
 from hubtune.gan import GANTrainingConfig, train_gan
 from hubtune.gan.checkpoint import read_trainer_state
-from hubtune.gan.loop import _prepare_run, generator_step, r1_penalty
+from hubtune.gan.loop import _prepare_run, discriminator_step, generator_step, r1_penalty
 from hubtune.gan.models import build_gan
 from hubtune.losses import CoreTuningDraws, CoreTuningLoss
 from hubtune.modeling import HubtuneForImageClassification
-from hubtune.training.backends import configure_backends
+from hubtune.devices import configure_backends
 
 pytestmark = pytest.mark.gpu
 
@@ -132,6 +133,7 @@ def test_core_tuning_label_validation_is_the_only_sync_of_the_loss():
 
 
 def test_compiled_core_tuning_step_with_inductor_matches_eager(monkeypatch):
+    pytest.importorskip("triton")  # inductor's GPU code generation
     import torch._inductor.config as inductor_config
 
     monkeypatch.setattr(inductor_config, "fallback_random", True)
@@ -188,9 +190,12 @@ def test_fp16_r1_penalty_is_taken_of_the_scaled_logits_and_matches_float32():
     torch.manual_seed(0)
     _, discriminator = build_gan("dcgan", 32, 3)
     discriminator = discriminator.cuda()
+    discriminator(torch.rand(4, 3, 32, 32, device="cuda"))
+    discriminator.eval()  # spectral norm's power iteration would otherwise change D between the two calls
     real = (torch.rand(16, 3, 32, 32, device="cuda") * 2 - 1).requires_grad_()
     reference = r1_penalty(discriminator(real), real)  # float32
-    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**16)
+    # 2^12: on CPU (fp16 autocast) this matches float32 to 1e-3; 2^16 overflows there (see the next test)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**12)
     with torch.autocast("cuda", dtype=torch.float16):
         logits = discriminator(real)
     scaled = r1_penalty(logits, real, scaler)
@@ -198,6 +203,20 @@ def test_fp16_r1_penalty_is_taken_of_the_scaled_logits_and_matches_float32():
     torch.testing.assert_close(scaled, reference, rtol=2e-2, atol=1e-6)
     scaled.backward()  # the penalty's own backward (create_graph) works under fp16 too
     assert all(torch.isfinite(p.grad).all() for p in discriminator.parameters() if p.grad is not None)
+
+
+def test_fp16_r1_overflow_is_left_to_the_grad_scaler(tmp_path):
+    accelerator = Accelerator(mixed_precision="fp16", kwargs_handlers=[GradScalerKwargs(init_scale=2.0**24)])
+    config = GANTrainingConfig(**{**GAN_TINY, "output_dir": str(tmp_path / "run"), "fp16": True, "r1_gamma": 1.0,
+                                  "r1_every": 1})
+    run = _prepare_run(config, None, None, None, accelerator)
+    real = run.dataset.batch(list(range(config.per_device_train_batch_size))).to(accelerator.device)
+    z = torch.randn(config.per_device_train_batch_size, accelerator.unwrap_model(run.G).latent_dim,
+                    device=accelerator.device)
+    with accelerator.autocast():
+        fake = run.G(z)
+    discriminator_step(run, real, fake, 0)
+    assert run.opt_d.step_was_skipped and accelerator.scaler.get_scale() < 2.0**24
 
 
 def test_fp16_skipped_generator_step_skips_the_ema(tmp_path):
@@ -235,8 +254,9 @@ def test_fp16_skipped_generator_step_skips_the_ema(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(after[1], moved[1])), "the EMA follows a real step"
 
 
-def test_fp16_gan_checkpoint_holds_the_scaler_and_resumes_exactly(tmp_path):
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+def test_fp16_gan_checkpoint_holds_the_scaler_and_resumes_exactly(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     common = dict(GAN_TINY, fp16=True, r1_gamma=1.0, r1_every=2)
     full = train_gan(GANTrainingConfig(**common, output_dir=str(tmp_path / "full"), max_steps=6))
     AcceleratorState._reset_state(True)
@@ -256,8 +276,6 @@ def test_fp16_gan_checkpoint_holds_the_scaler_and_resumes_exactly(tmp_path):
         assert got.keys() == want.keys()
         for key in want:
             assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-4), key
-    torch.backends.cudnn.deterministic = False
-    configure_backends()
 
 
 # ------------------------------------------------------------------------------------------ two GPUs (NCCL)

@@ -180,6 +180,8 @@ class GANTrainingConfig:
     resume_from_checkpoint: str | None = field(default=None, metadata=_help(
         "continue from the latest checkpoint in --output_dir (flag alone) or from the given checkpoint folder",
         nargs="?", const="latest"))
+    overwrite_output_dir: bool = field(default=False, metadata=_help(
+        "start afresh in an --output_dir that already holds another run's generator or checkpoints"))
     log_with: list[str] = field(default_factory=list, metadata=_help(
         "extra Accelerate trackers (tensorboard, wandb, ...)"))
     progress_bar: bool = field(default=True, metadata=_help("show a progress bar (--no_progress_bar hides it)"))

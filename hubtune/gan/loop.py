@@ -50,7 +50,8 @@ from torch import Tensor, nn
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from hubtune.errors import CheckpointError, ConfigError, NonFiniteLossError
+from hubtune.devices import configure_backends
+from hubtune.errors import CheckpointError, ConfigError, NonFiniteLossError, OutputDirError
 from hubtune.gan import checkpoint as ckpt
 from hubtune.gan.config import RESUME_KEYS, TRAINING_CONFIG_NAME, GANTrainingConfig
 from hubtune.gan.data import ImageSet, StepBatchSampler, load_image_set
@@ -300,10 +301,25 @@ def _adam(module: nn.Module, lr: float, betas: tuple[float, float], c: float) ->
     return torch.optim.Adam(params, lr=lr * c, betas=(betas[0] ** c, betas[1] ** c))
 
 
+def _refuse_to_overwrite(config: GANTrainingConfig, output_dir: Path, resume_from: Path | None) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputDirError(f"output_dir {str(output_dir)!r} is a file, not a folder; choose another --output_dir.")
+    if resume_from is not None or config.overwrite_output_dir or not output_dir.is_dir():
+        return
+    if (output_dir / "model.safetensors").exists() or ckpt.list_checkpoints(output_dir):
+        raise OutputDirError(
+            f"output_dir {str(output_dir)!r} already holds another run's generator or checkpoints; pass "
+            "--overwrite_output_dir to start afresh there, --resume_from_checkpoint to continue that run, or choose "
+            "another --output_dir."
+        )
+
+
 def _prepare_run(config: GANTrainingConfig, generator: Generator | None, discriminator: nn.Module | None,
                  dataset: ImageSet | None, accelerator: Accelerator | None) -> _Run:
+    configure_backends()
     output_dir = Path(config.output_dir)
     resume_from = _resolve_resume(config)
+    _refuse_to_overwrite(config, output_dir, resume_from)
     resume_state = _read_resume_state(config, resume_from)
     start_step = int(resume_state["step"]) if resume_state else 0
     if accelerator is None:
@@ -391,7 +407,10 @@ def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> Disc
     loss = adversarial + ada_loss
     if r1 is not None:
         loss = loss + (config.r1_gamma / 2) * config.r1_every * r1
-    if not _all_finite(accelerator, loss):
+    # Under fp16 the R1 term comes from a scaled gradient that may overflow: the GradScaler then skips the step and
+    # lowers the scale (PyTorch's AMP recipe), so only the terms without it decide whether training diverged.
+    checked = loss if accelerator.scaler is None or r1 is None else adversarial + ada_loss
+    if not _all_finite(accelerator, checked):
         _stop_on_non_finite(run, "discriminator", step + 1, loss)
     accelerator.backward(loss)
     run.opt_d.step()

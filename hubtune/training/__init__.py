@@ -1,5 +1,6 @@
 """Fine-tuning with the HF Trainer: the Trainer subclass, its callbacks and the ``hubtune finetune`` job."""
 
+from hubtune.devices import configure_backends
 from hubtune.training.callbacks import EtaWarmupCallback, LossWeightWarmupCallback
 from hubtune.training.finetune import (
     DataArguments,
@@ -13,6 +14,7 @@ from hubtune.training.finetune import (
 from hubtune.training.trainer import HubtuneTrainer, compute_accuracy, last_checkpoint_in
 
 __all__ = [
+    "configure_backends",
     "HubtuneTrainer",
     "compute_accuracy",
     "last_checkpoint_in",

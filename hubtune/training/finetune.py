@@ -36,6 +36,7 @@ from hubtune.errors import ConfigError, MethodError, OutputDirError
 from hubtune.hub import push_folder, validate_repo_id, write_model_card, write_run_info
 from hubtune.methods import MethodConfig, available_methods, get_method
 from hubtune.modeling import EXPORT_FORMATS, HubtuneForImageClassification
+from hubtune.devices import configure_backends
 from hubtune.training.callbacks import LossWeightWarmupCallback
 from hubtune.training.trainer import HubtuneTrainer, compute_accuracy, last_checkpoint_in
 
@@ -272,6 +273,7 @@ def run_finetune(
     method_config = method_args.to_method_config()
     resume = _check_output_dir(training_args)
     set_seed(training_args.seed)
+    configure_backends(training_args.tf32)
     started = time.perf_counter()
     data = load_image_classification_data(
         data_args.dataset, image_column=data_args.image_column, label_column=data_args.label_column,
