@@ -522,8 +522,12 @@ class Generator(
         return torch.randn(num_images, self.latent_dim, generator=rng).to(device)
 
     @torch.no_grad()
-    def generate(self, num_images: int = 16, seed: int = 0, batch_size: int = 256, output_type: str = "pt"):
+    def generate(self, num_images: int = 16, seed: int = 0, batch_size: int = 256, output_type: str = "pt",
+                 **sample_kwargs: Any):
         """Sample ``num_images`` images, the same for the same ``seed``, in evaluation mode.
+
+        ``sample_kwargs`` go to the architecture's sampler (StyleGAN2: ``truncation_psi``, ``truncation_cutoff``,
+        ``noise_mode``).
 
         Returns:
             ``output_type="pt"``: a float tensor (N, C, H, W) in [0, 1]; ``"pil"``: a list of PIL images.
@@ -535,14 +539,17 @@ class Generator(
         was_training = self.training
         self.eval()
         try:
-            latents = self.sample_latents(num_images, seed)
-            images = torch.cat([self(chunk) for chunk in latents.split(batch_size)])
+            images = self._sample(num_images, seed, batch_size, **sample_kwargs)
         finally:
             self.train(was_training)
         images = ((images.float() + 1) / 2).clamp(0, 1).cpu()
         if output_type == "pt":
             return images
         return [to_pil_image(image) for image in images]
+
+    def _sample(self, num_images: int, seed: int, batch_size: int) -> Tensor:
+        """Images in [-1, 1] for ``generate`` (eval mode, no gradient): the seed's latents, in chunks."""
+        return torch.cat([self(chunk) for chunk in self.sample_latents(num_images, seed).split(batch_size)])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -53,7 +53,6 @@ from typing import Any, Literal, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import save_image
 
 from hubtune.errors import ConfigError
@@ -504,33 +503,25 @@ class StyleGAN2Generator(Generator):
                  truncation_psi: float = 1.0, truncation_cutoff: int | None = None, noise_mode: NoiseMode = "random"):
         """Sample ``num_images`` images in evaluation mode, the same for the same ``seed`` (latents as
         :meth:`sample_latents`, noise from :meth:`sample_noise`; image i does not depend on ``num_images`` or
-        ``batch_size``).
+        ``batch_size``). ``truncation_psi`` < 1 pulls w towards its average (1 = no truncation).
 
         Returns:
             ``output_type="pt"``: a float tensor (N, C, H, W) in [0, 1]; ``"pil"``: a list of PIL images.
         """
-        if num_images < 1:
-            raise ValueError(f"num_images must be >= 1, got {num_images}")
-        if output_type not in ("pt", "pil"):
-            raise ValueError(f"output_type must be 'pt' or 'pil', got {output_type!r}")
-        was_training = self.training
-        self.eval()
-        try:
-            latents = self.sample_latents(num_images, seed)
-            noise = self.sample_noise(num_images, seed) if noise_mode == "random" else None
-            chunks = []
-            for start in range(0, num_images, batch_size):
-                stop = min(start + batch_size, num_images)
-                chunk_noise = None if noise is None else [n[start:stop] for n in noise]
-                chunks.append(self(latents[start:stop], truncation_psi, truncation_cutoff, noise_mode="none",
-                                   noise=chunk_noise))
-            images = torch.cat(chunks)
-        finally:
-            self.train(was_training)
-        images = ((images.float() + 1) / 2).clamp(0, 1).cpu()
-        if output_type == "pt":
-            return images
-        return [to_pil_image(image) for image in images]
+        return super().generate(num_images, seed, batch_size, output_type, truncation_psi=truncation_psi,
+                                truncation_cutoff=truncation_cutoff, noise_mode=noise_mode)
+
+    def _sample(self, num_images: int, seed: int, batch_size: int, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None, noise_mode: NoiseMode = "random") -> Tensor:
+        latents = self.sample_latents(num_images, seed)
+        noise = self.sample_noise(num_images, seed) if noise_mode == "random" else None
+        chunks = []
+        for start in range(0, num_images, batch_size):
+            stop = min(start + batch_size, num_images)
+            chunk_noise = None if noise is None else [n[start:stop] for n in noise]
+            chunks.append(self(latents[start:stop], truncation_psi, truncation_cutoff, noise_mode="none",
+                               noise=chunk_noise))
+        return torch.cat(chunks)
 
 
 # --------------------------------------------------------------------------------------------------
