@@ -188,7 +188,8 @@ class GANTrainingConfig:
 
     eval_num_samples: int = field(default=1000, metadata=_help("images for FID/KID (0 skips the metrics)"))
     eval_feature_extractor: str = field(default="auto", metadata=_help(
-        "FID/KID features: auto, inception, timm:<model>, timm-random:<model>[:seed], hubtune:<folder>"))
+        "FID/KID features: auto, inception, inception:<pt_inception-2015-12-05-6726825d.pth>, timm:<model>, "
+        "local-dir:<timm folder>, timm-random:<model>[:seed] (not comparable), hubtune:<folder>"))
     eval_batch_size: int = field(default=250, metadata=_help("batch size of the FID/KID evaluation"))
     export_generator: bool = field(default=True, metadata=_help(
         "save the final EMA generator (config.json, model.safetensors, README.md, samples.png) at the output root"))

@@ -254,3 +254,15 @@ def test_inception_weights_file_loads_the_fid_network(tmp_path):
 
 def F_interp(images):
     return torch.nn.functional.interpolate(images, size=(299, 299), mode="bilinear", align_corners=False)
+
+
+def test_the_card_says_when_fid_features_cannot_rank_models():
+    from hubtune.hub.generator_card import render_generator_card
+
+    metrics = {"fid": 13.0, "kid_mean": 0.01, "kid_std": 0.001, "feature_extractor": "timm-random:resnet18:0",
+               "feature_dim": 512, "num_real": 500, "num_fake": 500, "comparable": False}
+    card = str(render_generator_card(arch="dcgan", image_size=32, channels=1, latent_dim=64, metrics=metrics))
+    assert "cannot rank models" in card
+    metrics.update(comparable=True, feature_extractor="local-dir:mobilenetv2_100.tv_in1k")
+    assert "cannot rank models" not in str(render_generator_card(arch="dcgan", image_size=32, channels=1,
+                                                                 latent_dim=64, metrics=metrics))
