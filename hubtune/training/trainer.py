@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from hubtune.errors import CheckpointError, NonFiniteLossError, WeightsFileError
 from hubtune.hub import write_model_card
@@ -142,6 +143,7 @@ class HubtuneTrainer(Trainer):
 
     def __init__(self, *args: Any, dataset_name: str | None = None, export_format: str = "auto", **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self._staging_dir: Path | None = None
         self.dataset_name = dataset_name
         self.export_format = export_format
         self._component_sums: dict[str, torch.Tensor] = {}
@@ -153,6 +155,36 @@ class HubtuneTrainer(Trainer):
         model_config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
         resume = resolve_resume(self.args.output_dir, resume_from_checkpoint, model_config)
         return super().train(resume, *args, **kwargs)
+
+    def _get_output_dir(self, trial) -> str:
+        return str(self._staging_dir) if self._staging_dir is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write ``checkpoint-N`` under a temporary name and rename it once complete (one process); a save that is
+        interrupted (kill -9, full disk) leaves the earlier checkpoints as they were and no half-written one."""
+        if self.args.world_size > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._save_checkpoint(model, trial)  # every rank writes its part in place
+        run_dir = Path(super()._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = run_dir / f".{name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        self._staging_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_dir = None
+        final = run_dir / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging / name, final)
+        shutil.rmtree(staging, ignore_errors=True)
+        if self.state.best_model_checkpoint and str(staging) in self.state.best_model_checkpoint:
+            self.state.best_model_checkpoint = str(final)
+            self.state.save_to_json(str(final / "trainer_state.json"))
+        if self.args.should_save:
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         return [name for name, param in model.named_parameters() if param.ndim > 1]

@@ -233,3 +233,27 @@ def test_resume_skips_an_interrupted_save_and_refuses_broken_or_foreign_checkpoi
     weights.write_bytes(weights.read_bytes()[:-64])
     with pytest.raises(WeightsFileError, match="checkpoint-2/model.safetensors is truncated or corrupt"):
         trainer_for(_model(vit_dir, digits, method="ce"), 3).train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+
+def test_a_checkpoint_save_that_dies_half_way_leaves_no_checkpoint_folder(vit_dir, digits, tmp_path, monkeypatch):
+    model = _model(vit_dir, digits, method="ce")
+    train, _ = _datasets(model, digits)
+    args = _args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2, save_total_limit=1)
+    trainer = HubtuneTrainer(model=model, args=args, train_dataset=train, data_collator=collate_image_batch)
+    original = HubtuneTrainer._save_rng_state
+
+    def die_at_step_4(self, output_dir):
+        if self.state.global_step == 4:
+            raise OSError(28, "No space left on device")  # after the model and optimizer files were written
+        return original(self, output_dir)
+
+    monkeypatch.setattr(HubtuneTrainer, "_save_rng_state", die_at_step_4)
+    with pytest.raises(OSError):
+        trainer.train()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-2"]
+    assert (tmp_path / "checkpoint-2" / "trainer_state.json").is_file()
+    monkeypatch.setattr(HubtuneTrainer, "_save_rng_state", original)
+    resumed = HubtuneTrainer(model=_model(vit_dir, digits, method="ce"), args=args, train_dataset=train,
+                             data_collator=collate_image_batch)
+    resumed.train(resume_from_checkpoint=True)  # the leftover .checkpoint-4.partial is replaced, then renamed
+    assert sorted(p.name for p in tmp_path.iterdir() if "checkpoint" in p.name) == ["checkpoint-4"]
