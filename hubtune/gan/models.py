@@ -38,7 +38,7 @@ from hubtune.backbones import create_backbone, public_name
 from hubtune.errors import ConfigError, GeneratorLoadError, HubPushError
 from hubtune.gan.config import GANTrainingConfig
 from hubtune.hub.generator_card import SAMPLE_COUNT, SAMPLE_IMAGE, render_generator_card
-from hubtune.hub.push import _check_online, _resolve_token, _wrap_hub_error, validate_repo_id
+from hubtune.hub.push import check_online, resolve_token, validate_repo_id, wrap_hub_error
 
 PAPER_URL = "https://arxiv.org/abs/2303.01559"
 REPO_URL = "https://github.com/hubtune/hubtune"
@@ -418,8 +418,8 @@ class Generator(
         missing or rejected token) with a one-line message on any Hub or connection failure.
         """
         validate_repo_id(repo_id)
-        _check_online()
-        token = _resolve_token(token)
+        check_online()
+        token = resolve_token(token)
         card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
         try:
             return super().push_to_hub(repo_id, token=token, private=private, commit_message=commit_message,
@@ -427,7 +427,7 @@ class Generator(
         except HubPushError:
             raise
         except Exception as err:  # noqa: BLE001 - every Hub failure is said in words, as a HubPushError
-            raise _wrap_hub_error(err, repo_id, constants.ENDPOINT, "upload the generator") from err
+            raise wrap_hub_error(err, repo_id, constants.ENDPOINT, "upload the generator") from err
 
     @classmethod
     def _from_pretrained(

@@ -30,9 +30,12 @@ __all__ = [
     "REPO_ID_RE",
     "HubAuthError",
     "HubPushError",
+    "check_online",
     "check_push_folder",
     "push_folder",
+    "resolve_token",
     "validate_repo_id",
+    "wrap_hub_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -100,13 +103,13 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
-def _check_online() -> None:
+def check_online() -> None:
     """A HubPushError when offline mode is on (now, or when huggingface_hub was imported)."""
     if _truthy(os.environ.get("HF_HUB_OFFLINE")) or constants.HF_HUB_OFFLINE:
         raise HubPushError("HF_HUB_OFFLINE=1 is set: unset it to push. Nothing was uploaded.")
 
 
-def _resolve_token(token: str | None) -> str:
+def resolve_token(token: str | None) -> str:
     if token:
         return token
     found = get_token()
@@ -163,7 +166,7 @@ def _http_error(err: HfHubHTTPError, repo_id: str, endpoint: str, step: str) -> 
     return HubPushError(f"The Hub at {endpoint} refused to {step} for {repo_id!r} ({status}). {_RETRY}")
 
 
-def _wrap_hub_error(err: BaseException, repo_id: str, endpoint: str, step: str) -> HubPushError:
+def wrap_hub_error(err: BaseException, repo_id: str, endpoint: str, step: str) -> HubPushError:
     """A HubPushError that says what failed, in words, without the token."""
     if isinstance(err, OfflineModeIsEnabled):
         return HubPushError("HF_HUB_OFFLINE=1 is set: unset it to push. Nothing was uploaded.")
@@ -250,8 +253,8 @@ def push_folder(
     """
     validate_repo_id(repo_id)
     folder = check_push_folder(folder)
-    _check_online()
-    token = _resolve_token(token)
+    check_online()
+    token = resolve_token(token)
     operations = _folder_operations(folder)
 
     api = HfApi(token=token)
@@ -272,7 +275,7 @@ def push_folder(
         if isinstance(err, ValueError) and not isinstance(err, HfHubHTTPError) and "metadata" in str(err):
             # the client's own check of README.md's metadata
             raise HubPushError(f"The Hub rejected README.md's metadata for {repo_id!r}: {err}{note}") from err
-        wrapped = _wrap_hub_error(err, repo_id, endpoint, step)
+        wrapped = wrap_hub_error(err, repo_id, endpoint, step)
         raise type(wrapped)(f"{wrapped}{note}") from err
     url = str(repo_url).rstrip("/")
     if revision and revision != "main":

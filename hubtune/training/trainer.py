@@ -203,10 +203,14 @@ class HubtuneTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if not bool(torch.isfinite(loss).all()):
-            self._stop_on_non_finite(f"the training loss is {float(loss.detach().float().mean())}")
+        # One host read per step: the loss and every gradient norm in a single device-side flag.
         gradients = [p.grad for p in model.parameters() if p.grad is not None]
-        if gradients and not bool(torch.isfinite(torch.stack(torch._foreach_norm(gradients))).all()):
+        parts = [loss.detach().float().reshape(-1)]
+        if gradients:
+            parts.append(torch.stack(torch._foreach_norm(gradients)).float().to(loss.device))
+        if not bool(torch.isfinite(torch.cat(parts)).all()):
+            if not bool(torch.isfinite(loss).all()):
+                self._stop_on_non_finite(f"the training loss is {float(loss.detach().float().mean())}")
             self._stop_on_non_finite("a gradient is NaN or infinite")
         return loss
 
