@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fetch_offline_weights import ensure_offline_weights  # noqa: E402
 
 from hubtune.gan import GANTrainingConfig, Generator, build_feature_extractor, compute_fid_kid, load_image_set, train_gan  # noqa: E402
+from hubtune.gan.checkpoint import load_module  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -78,6 +80,8 @@ def variant_config(name: str) -> dict:
                 cfg["ada_preset"] = "reference"
             elif r == "ps":
                 cfg["ada_per_sample"] = True
+            elif r == "real":
+                cfg["ada_mix_fakes"] = False
             else:
                 raise SystemExit(f"unknown variant part {r!r} in {name!r}")
     else:
@@ -85,39 +89,52 @@ def variant_config(name: str) -> dict:
     return cfg
 
 
-def run(args, variant: str, images: int | None, seed: int, real_feats: torch.Tensor, extractor) -> dict:
+def run(args, variant: str, images: int | None, seed: int, real_feats: torch.Tensor, extractor) -> list[dict]:
+    """Train one run for max(--steps) steps; FID/KID of the EMA generator at each of --steps (from checkpoints)."""
+    eval_steps = sorted(set(args.steps))
+    every = math.gcd(*eval_steps)
     with tempfile.TemporaryDirectory() as out:
         config = GANTrainingConfig(
             dataset="digits", output_dir=out, arch=args.arch, image_size=args.image_size, max_images=images,
-            max_steps=args.steps, per_device_train_batch_size=args.batch_size, seed=seed, eval_num_samples=0,
-            log_every=args.log_every, sample_every=10**9, checkpoint_every=10**9, progress_bar=False,
-            **variant_config(variant),
+            max_steps=eval_steps[-1], per_device_train_batch_size=args.batch_size, seed=seed, eval_num_samples=0,
+            log_every=args.log_every, sample_every=10**9, checkpoint_every=every,
+            keep_checkpoints=eval_steps[-1] // every, progress_bar=False, d_norm=args.d_norm,
+            **({"lr_g": args.lr, "lr_d": args.lr} if args.lr else {}), **variant_config(variant),
         )
         t0 = time.perf_counter()
         result = train_gan(config)
         seconds = time.perf_counter() - t0
         logs = [json.loads(line) for line in (Path(out) / "logs.jsonl").read_text().splitlines() if line.strip()]
         generator = Generator.from_pretrained(out)
-    fake = generator.generate(args.num_fake, seed=seed + 1, batch_size=250)
-    fake_feats = features(extractor, fake)
+        fakes = {}
+        for steps in eval_steps:
+            load_module(generator, Path(out) / f"checkpoint-{steps}" / "ema.safetensors")
+            fakes[steps] = generator.generate(args.num_fake, seed=seed + 1, batch_size=250)
     ident = _Features(extractor.name, extractor.num_features, getattr(extractor, "comparable", True))
-    metrics = compute_fid_kid(real_feats, fake_feats, ident, batch_size=250)
-    tail = [entry for entry in logs if "logits_real" in entry][-max(1, len(logs) // 10):]  # the last 10 % of logs
+    rows = []
+    for steps, fake in fakes.items():
+        metrics = compute_fid_kid(real_feats, features(extractor, fake), ident, batch_size=250)
+        # the discriminator's logits over the last 10 % of the steps before this evaluation
+        tail = [e for e in logs if "logits_real" in e and steps - max(1, steps // 10) < e["step"] <= steps]
 
-    def mean(key):
-        vals = [e[key] for e in tail if key in e]
-        return round(statistics.fmean(vals), 4) if vals else None
+        def mean(key, tail=tail):
+            vals = [e[key] for e in tail if key in e]
+            return round(statistics.fmean(vals), 4) if vals else None
 
-    return {
-        "benchmark": "adaptivemix_fid", "variant": variant, "config": variant_config(variant), "arch": args.arch,
-        "image_size": args.image_size, "train_images": images or 1797, "steps": result.steps, "seed": seed,
-        "batch_size": args.batch_size, "fid": round(metrics["fid"], 3), "kid_mean": round(metrics["kid_mean"], 5),
-        "kid_std": round(metrics["kid_std"], 5), "feature_extractor": metrics["feature_extractor"],
-        "comparable": metrics["comparable"], "num_fake": args.num_fake, "num_real": int(real_feats.shape[0]),
-        "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(),
-        "end_logits_real": mean("logits_real"), "end_logits_fake": mean("logits_fake"),
-        "end_loss_d_adversarial": mean("loss_d_adversarial"), "end_shrinkage_loss_real": mean("shrinkage_loss_real"),
-    }
+        rows.append({
+            "benchmark": "adaptivemix_fid", "variant": variant, "config": variant_config(variant), "arch": args.arch,
+            "image_size": args.image_size, "d_norm": args.d_norm, "lr": args.lr, "train_images": images or 1797,
+            "steps": steps, "seed": seed, "batch_size": args.batch_size, "fid": round(metrics["fid"], 3),
+            "kid_mean": round(metrics["kid_mean"], 5), "kid_std": round(metrics["kid_std"], 5),
+            "feature_extractor": metrics["feature_extractor"], "comparable": metrics["comparable"],
+            "num_fake": args.num_fake, "num_real": int(real_feats.shape[0]),
+            # training time up to this evaluation, pro rata of the whole run's (steps cost the same)
+            "train_seconds": round(seconds * steps / result.steps, 1), "threads": torch.get_num_threads(),
+            "end_logits_real": mean("logits_real"), "end_logits_fake": mean("logits_fake"),
+            "end_loss_d_adversarial": mean("loss_d_adversarial"),
+            "end_shrinkage_loss_real": mean("shrinkage_loss_real"),
+        })
+    return rows
 
 
 def _ms(values, fmt="{:.1f}"):
@@ -126,13 +143,15 @@ def _ms(values, fmt="{:.1f}"):
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| train images | steps | variant | seeds | FID ↓ | KID×1000 ↓ | FID wins vs plain | time / plain | "
-           "D logits real / fake (end) |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| px | D norm | train images | steps | variant | seeds | FID ↓ | KID×1000 ↓ | FID wins vs plain | "
+           "time / plain | D logits real / fake (last 10 % of steps) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, dict[int, dict]] = {}
     for r in rows:
-        groups.setdefault((r["train_images"], r["steps"], r["variant"]), {})[r["seed"]] = r
-    for (n, steps, variant), by_seed in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != "plain", kv[0][2])):
-        base = groups.get((n, steps, "plain"), {})
+        key = (r["image_size"], r.get("d_norm", "spectral"), r["train_images"], r["steps"])
+        groups.setdefault(key + (r["variant"],), {})[r["seed"]] = r
+    for key, by_seed in sorted(groups.items(), key=lambda kv: (kv[0][:4], kv[0][4] != "plain", kv[0][4])):
+        variant = key[4]
+        base = groups.get(key[:4] + ("plain",), {})
         seeds = sorted(by_seed)
         paired = [s for s in seeds if s in base]
         if variant == "plain" or not paired:
@@ -143,7 +162,8 @@ def table(rows: list[dict]) -> str:
         lr = [by_seed[s]["end_logits_real"] for s in seeds if by_seed[s]["end_logits_real"] is not None]
         lf = [by_seed[s]["end_logits_fake"] for s in seeds if by_seed[s]["end_logits_fake"] is not None]
         logits = f"{statistics.fmean(lr):+.2f} / {statistics.fmean(lf):+.2f}" if lr and lf else "-"
-        out.append(f"| {n} | {steps} | {variant} | {len(seeds)} | {_ms([by_seed[s]['fid'] for s in seeds])} | "
+        out.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {variant} | {len(seeds)} | "
+                   f"{_ms([by_seed[s]['fid'] for s in seeds])} | "
                    f"{_ms([1000 * by_seed[s]['kid_mean'] for s in seeds], '{:.2f}')} | {wins} | {ratio} | {logits} |")
     return "\n".join(out)
 
@@ -154,7 +174,10 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", default=["plain", "ada"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed-offset", type=int, default=0)
-    p.add_argument("--steps", type=int, nargs="+", default=[1000])
+    p.add_argument("--steps", type=int, nargs="+", default=[1000],
+                   help="evaluate at these steps of one run per seed and variant (e.g. 1000 4000 8000)")
+    p.add_argument("--d-norm", default="spectral", choices=["spectral", "batch", "none"])
+    p.add_argument("--lr", type=float, default=None, help="Adam lr of G and D (default hubtune's 2e-4)")
     p.add_argument("--arch", default="dcgan")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=64)
@@ -184,22 +207,18 @@ def main(argv=None) -> int:
     real_feats = features(extractor, (data.batch(list(range(len(data)))) + 1) / 2)
     print(f"real features: {tuple(real_feats.shape)} with {extractor.name} in {time.perf_counter() - t_all:.0f}s", flush=True)
     rows = []
-    for steps in args.steps:
-        args.steps_value = steps
-        for s in args.sets:
-            images = None if s == "full" else int(s)
-            for seed in range(args.seed_offset, args.seed_offset + args.seeds):
-                for variant in args.variants:
-                    args_steps = args.steps
-                    args.steps = steps
-                    r = run(args, variant, images, seed, real_feats, extractor)
-                    args.steps = args_steps
-                    rows.append(r)
-                    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-                    with open(args.output, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(r) + "\n")
-                    print(f"[{time.perf_counter() - t_all:7.0f}s] {r['train_images']} images, {steps} steps, seed {seed}, "
-                          f"{variant}: FID {r['fid']:.1f} KID {r['kid_mean']:.4f} train {r['train_seconds']:.0f}s "
+    for s in args.sets:
+        images = None if s == "full" else int(s)
+        for seed in range(args.seed_offset, args.seed_offset + args.seeds):
+            for variant in args.variants:
+                new = run(args, variant, images, seed, real_feats, extractor)
+                rows.extend(new)
+                Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+                with open(args.output, "a", encoding="utf-8") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in new)
+                for r in new:
+                    print(f"[{time.perf_counter() - t_all:7.0f}s] {r['train_images']} images, {r['steps']} steps, seed "
+                          f"{seed}, {variant}: FID {r['fid']:.1f} KID {r['kid_mean']:.4f} train {r['train_seconds']:.0f}s "
                           f"logits real/fake {r['end_logits_real']}/{r['end_logits_fake']}", flush=True)
     print(f"\nDigits {args.arch} {args.image_size} px batch {args.batch_size}; FID/KID of {args.num_fake} samples vs all "
           f"1,797 digits on {extractor.name}; wall {time.perf_counter() - t_all:.0f}s\n")

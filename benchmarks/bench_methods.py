@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fetch_offline_weights import ensure_offline_weights  # noqa: E402
 
 from hubtune.data import build_transforms, load_digits_dataset  # noqa: E402
+from hubtune.methods.core_tuning import CoreTuningConfig  # noqa: E402
 from hubtune.modeling import HubtuneForImageClassification  # noqa: E402
 from hubtune.training import HubtuneTrainer  # noqa: E402
 from hubtune.training.callbacks import LossWeightWarmupCallback  # noqa: E402
@@ -269,7 +270,10 @@ def main(argv=None) -> int:
         runs += [(f"core-tuning eta={e:g} warmup={w:g}", "core-tuning", {"preset": args.preset, "eta": e, "eta_warmup_ratio": w})
                  for w in args.warmups for e in args.etas]
     else:
-        runs = [(m, m, dict(base_cfg) if m == "core-tuning" else {"preset": args.preset} if m == "adaptivemix" else {})
+        # Core-tuning's label names its eta (the default changed from 0.1 to 0.01 with the sweep)
+        eta = args.eta if args.eta is not None else CoreTuningConfig().eta
+        runs = [(f"{m} eta={eta:g}" if m == "core-tuning" else m, m,
+                 dict(base_cfg) if m == "core-tuning" else {"preset": args.preset} if m == "adaptivemix" else {})
                 for m in args.methods]
         if "ce" not in args.methods:
             runs.insert(0, ("ce", "ce", {}))

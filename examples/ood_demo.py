@@ -86,7 +86,13 @@ def main() -> None:
                    help="the ImageNet MobileNetV2 built offline by benchmarks/fetch_offline_weights.py (implies --pretrained)")
     p.add_argument("--results", default=None, help="append one JSON line per method and seed to this file")
     p.add_argument("--output-dir", default="ood-demo")
+    p.add_argument("--report", nargs="+", default=None, metavar="JSONL",
+                   help="only print the mean ± std table of the --results lines in these files (filtered by --seeds, "
+                        "--pretrained / --offline-pretrained, --image-size, --epochs)")
     args = p.parse_args()
+    if args.report:
+        print(seeds_table(report_runs(args), args.scores))
+        return
     if args.offline_pretrained:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
         from fetch_offline_weights import ensure_offline_weights
@@ -103,6 +109,29 @@ def main() -> None:
         print(f"\n## Over seeds {args.seeds} ({name}, pretrained={args.pretrained}, {args.image_size} px, "
               f"{args.epochs:g} epochs)\n")
         print(seeds_table(per_seed, args.scores))
+
+
+def run_label(method: str, method_config: dict) -> str:
+    """A run's row name: Core-tuning's names its eta (hubtune's default changed from 0.1 to 0.01)."""
+    return f"{method} eta={method_config['eta']:g}" if "eta" in method_config else method
+
+
+def report_runs(args) -> dict[str, list[dict]]:
+    """The --results lines of --report's files that match the options, grouped by run label."""
+    pretrained = args.pretrained or args.offline_pretrained
+    seeds = set(args.seeds) if args.seeds is not None else None
+    per_label: dict[str, list[dict]] = {}
+    for path in args.report:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            r = json.loads(line) if line.strip() else None
+            if (r is None or r.get("benchmark") != "ood_demo" or r["pretrained"] != pretrained
+                    or r["image_size"] != args.image_size or r["epochs"] != args.epochs
+                    or (seeds is not None and r["seed"] not in seeds)):
+                continue
+            results = {"in_distribution": {"accuracy": r["accuracy"]},
+                       "results": {s: {"metrics": m} for s, m in r["metrics"].items()}}
+            per_label.setdefault(run_label(r["method"], r.get("method_config", {})), []).append(results)
+    return per_label
 
 
 def run_seed(args, seed: int) -> dict[str, dict]:
@@ -139,6 +168,7 @@ def run_seed(args, seed: int) -> dict[str, dict]:
             line = {"benchmark": "ood_demo", "method": spec, "seed": seed, "model": args.model, "optim": args.optim,
                     "pretrained": args.pretrained, "image_size": args.image_size, "epochs": args.epochs,
                     "lr": args.lr, "batch_size": args.batch_size, "seconds": round(time.perf_counter() - t0, 1),
+                    "method_config": model.config.method_config,
                     "accuracy": results["in_distribution"]["accuracy"],
                     "metrics": {s: results["results"][s]["metrics"] for s in OOD_SETS}}
             Path(args.results).parent.mkdir(parents=True, exist_ok=True)

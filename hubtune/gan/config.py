@@ -160,6 +160,8 @@ class GANTrainingConfig:
     ada_sigma: float = field(default=0.05, metadata=_help("std of the noise added to the shrinkage target"))
     ada_distance: Literal["cosine", "mse"] = field(default="cosine", metadata=_help("shrinkage distance"))
     ada_per_sample: bool = field(default=False, metadata=_help("one mixing weight per sample"))
+    ada_mix_fakes: bool = field(default=True, metadata=_help(
+        "mix the fake batch too (the paper: real and fake batches are mixed separately); false mixes only reals"))
     ada_preset: Literal["paper", "reference"] = field(default="paper", metadata=_help(
         "'paper': plain regulariser; 'reference': the public script (mixed logits, term on the G step too)"))
 
@@ -233,6 +235,9 @@ class GANTrainingConfig:
                 raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)}")
         if not self.ada_alpha > 0:
             raise ConfigError(f"ada_alpha must be > 0, got {self.ada_alpha}")
+        if self.adaptivemix and not self.ada_mix_fakes and self.ada_preset == "reference":
+            raise ConfigError("ada_mix_fakes=false needs ada_preset='paper': the reference preset scores every image "
+                              "through a mix (h(t) + h(f(x~))), so reals and fakes must be mixed alike")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         for name in ("adam_beta1", "adam_beta2"):
@@ -391,6 +396,11 @@ class GANTrainingConfig:
             return None
         return {"weight": self.ada_weight, "alpha": self.ada_alpha, "sigma": self.ada_sigma,
                 "distance": self.ada_distance, "per_sample": self.ada_per_sample, "preset": self.ada_preset}
+
+    def adaptive_mix_card_settings(self) -> dict[str, Any] | None:
+        """:meth:`adaptive_mix_settings` plus which batches are mixed (for the model card), or None when off."""
+        settings = self.adaptive_mix_settings()
+        return None if settings is None else {**settings, "mix_fakes": self.ada_mix_fakes}
 
     def augmentation_settings(self) -> dict[str, Any] | None:
         """The augmentation of D's inputs (policy, adaptive or fixed p), or None when off."""

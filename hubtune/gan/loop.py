@@ -394,11 +394,14 @@ def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> Disc
     # through the augmentation w.r.t. the un-augmented reals
     real_in, fake_in = (run.augment(real), run.augment(fake_detached)) if run.augment is not None else (real, fake_detached)
     with accelerator.autocast():
-        if ada is not None:
+        if ada is not None and config.ada_mix_fakes:
             out_real, out_fake = ada(D, real_in), ada(D, fake_in)
             real_logits, fake_logits = out_real.logits, out_fake.logits
             ada_loss = out_real.loss + out_fake.loss
             shrinkage_real, shrinkage_fake = out_real.shrinkage_loss, out_fake.shrinkage_loss
+        elif ada is not None:  # only the reals are mixed
+            out_real, fake_logits = ada(D, real_in), D(fake_in)
+            real_logits, ada_loss, shrinkage_real = out_real.logits, out_real.loss, out_real.shrinkage_loss
         else:
             real_logits, fake_logits = D(real_in), D(fake_in)
             ada_loss = real_logits.new_zeros((), dtype=torch.float32)
@@ -467,6 +470,7 @@ def _log_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_out: Gener
               "logits_fake": d_out.fake_logits.detach().float().mean()}
     if d_out.shrinkage_loss_real is not None:
         values["shrinkage_loss_real"] = d_out.shrinkage_loss_real.float()
+    if d_out.shrinkage_loss_fake is not None:
         values["shrinkage_loss_fake"] = d_out.shrinkage_loss_fake.float()
     if d_out.r1 is not None:
         values["r1"] = d_out.r1.detach().float()

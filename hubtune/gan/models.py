@@ -383,7 +383,7 @@ class Generator(
         info = self.training_info
         training = info.get("training")
         config = GANTrainingConfig.from_dict(training) if training else None
-        adaptivemix = config.adaptive_mix_settings() if config else None
+        adaptivemix = config.adaptive_mix_card_settings() if config else None
         augmentation = config.augmentation_settings() if config else None
         if augmentation is not None and "augment_p" in info:
             augmentation = {**augmentation, "final_p": info["augment_p"]}

@@ -58,7 +58,7 @@ def render_generator_card(
         arch / image_size / channels / latent_dim: what the generator is.
         repo_id: the Hub repo the card is for (its loading snippet names it); None writes a placeholder.
         training: the run's training configuration as a dict (the GAN config's field names).
-        adaptivemix: AdaptiveMix's settings (weight, alpha, sigma, distance, per_sample, preset), None when off.
+        adaptivemix: AdaptiveMix's settings (weight, alpha, sigma, distance, per_sample, preset, mix_fakes), None when off.
         metrics: FID/KID as written to metrics.json (with ``feature_extractor``), None when not computed.
         data_source / num_images / num_processes: where the training images came from, how many, on how many processes.
         sample_image / sample_count / sample_seed: the sample grid written next to the card.

@@ -278,3 +278,35 @@ def test_resume_from_a_checkpoint_written_with_the_old_config_names(tmp_path):
     write_trainer_state(ckpt, state)
     resumed = train_gan(tiny(tmp_path, "old", max_steps=3, resume_from_checkpoint=True))
     assert [r["step"] for r in resumed.losses] == [3]
+
+
+def test_real_only_mixing_scores_fakes_plainly_and_regularises_reals_only(tmp_path):
+    from hubtune.gan.loop import _prepare_run, discriminator_step
+    from hubtune.gan.models import build_gan
+
+    config = tiny(tmp_path, ada_mix_fakes=False, d_norm="none", max_steps=1)
+    torch.manual_seed(0)
+    G, D = build_gan("dcgan", 16, 1, latent_dim=16, g_channels=8, d_channels=8, d_norm="none")
+    run = _prepare_run(config, G, D, None, None)
+    real = torch.rand(8, 1, 16, 16) * 2 - 1
+    fake = run.G(torch.randn(8, 16)).detach()
+    with torch.no_grad():
+        expected_fake_logits = run.D(fake)
+    out = discriminator_step(run, real, fake, 0)
+    assert out.shrinkage_loss_fake is None and out.shrinkage_loss_real is not None
+    torch.testing.assert_close(out.fake_logits, expected_fake_logits, rtol=0, atol=0)  # never mixed
+    # loss = adversarial + weight x (the reals' shrinkage term only)
+    torch.testing.assert_close(out.loss, out.adversarial + config.ada_weight * out.shrinkage_loss_real)
+
+
+def test_real_only_mixing_runs_logs_and_says_so_on_the_card(tmp_path):
+    result = train_gan(tiny(tmp_path, ada_mix_fakes=False, max_steps=2, export_generator=True))
+    assert "shrinkage_loss_real" in result.losses[0] and "shrinkage_loss_fake" not in result.losses[0]
+    assert "| Mixed batches | real only |" in (Path(result.output_dir) / "README.md").read_text()
+    plain = train_gan(tiny(tmp_path, name="both", max_steps=2, export_generator=True))
+    assert "| Mixed batches | real and fake, each within itself |" in (Path(plain.output_dir) / "README.md").read_text()
+
+
+def test_real_only_mixing_refuses_the_reference_preset(tmp_path):
+    with pytest.raises(ConfigError, match="ada_mix_fakes=false needs ada_preset='paper'"):
+        tiny(tmp_path, ada_mix_fakes=False, ada_preset="reference")
