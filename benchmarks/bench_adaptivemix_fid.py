@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _stats import paired_sign_flip_p  # noqa: E402
 from fetch_offline_weights import ensure_offline_weights  # noqa: E402
 
 from hubtune.gan import GANTrainingConfig, Generator, build_feature_extractor, compute_fid_kid, load_image_set, train_gan  # noqa: E402
@@ -143,8 +144,9 @@ def _ms(values, fmt="{:.1f}"):
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| px | D norm | train images | steps | variant | seeds | FID ↓ | KID×1000 ↓ | FID wins vs plain | "
-           "time / plain | D logits real / fake (last 10 % of steps) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| px | D norm | train images | steps | variant | seeds | FID ↓ | KID×1000 ↓ | Δ FID vs plain | paired p | "
+           "FID wins vs plain | time / plain | D logits real / fake (last 10 % of steps) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, dict[int, dict]] = {}
     for r in rows:
         key = (r["image_size"], r.get("d_norm", "spectral"), r["train_images"], r["steps"])
@@ -155,8 +157,12 @@ def table(rows: list[dict]) -> str:
         seeds = sorted(by_seed)
         paired = [s for s in seeds if s in base]
         if variant == "plain" or not paired:
-            wins, ratio = "-", "1.00" if variant == "plain" else "-"
+            delta, p, wins, ratio = "-", "-", "-", "1.00" if variant == "plain" else "-"
         else:
+            diffs = [by_seed[s]["fid"] - base[s]["fid"] for s in paired]
+            delta = f"{statistics.fmean(diffs):+.1f}"
+            p_value = paired_sign_flip_p(diffs)
+            p = "-" if p_value is None else f"{p_value:.2f}"
             wins = f"{sum(by_seed[s]['fid'] < base[s]['fid'] for s in paired)}/{len(paired)}"
             ratio = f"{statistics.median(by_seed[s]['train_seconds'] / base[s]['train_seconds'] for s in paired):.2f}"
         lr = [by_seed[s]["end_logits_real"] for s in seeds if by_seed[s]["end_logits_real"] is not None]
@@ -164,7 +170,8 @@ def table(rows: list[dict]) -> str:
         logits = f"{statistics.fmean(lr):+.2f} / {statistics.fmean(lf):+.2f}" if lr and lf else "-"
         out.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {variant} | {len(seeds)} | "
                    f"{_ms([by_seed[s]['fid'] for s in seeds])} | "
-                   f"{_ms([1000 * by_seed[s]['kid_mean'] for s in seeds], '{:.2f}')} | {wins} | {ratio} | {logits} |")
+                   f"{_ms([1000 * by_seed[s]['kid_mean'] for s in seeds], '{:.2f}')} | {delta} | {p} | {wins} | {ratio} | "
+                   f"{logits} |")
     return "\n".join(out)
 
 

@@ -37,6 +37,7 @@ from transformers import TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _stats import paired_sign_flip_p  # noqa: E402
 from fetch_offline_weights import ensure_offline_weights  # noqa: E402
 
 from hubtune.data import build_transforms, load_digits_dataset  # noqa: E402
@@ -153,24 +154,25 @@ def table(rows: list[dict], baseline_key) -> str:
     groups: dict[tuple, dict[int, dict]] = {}
     for r in rows:
         groups.setdefault((r["k"], r["label"]), {})[r["seed"]] = r
-    out = ["| k | run | seeds | accuracy % (mean ± std) | Δ vs CE (points) | wins vs CE | time / CE | eta·con/CE |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| k | run | seeds | accuracy % (mean ± std) | Δ vs CE (points) | paired p | wins vs CE | time / CE | "
+           "eta·con/CE |", "|---|---|---|---|---|---|---|---|---|"]
     for (k, label), by_seed in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != baseline_key, kv[0][1])):
         base = groups.get((k, baseline_key), {})
         seeds = sorted(by_seed)
         accs = [by_seed[s]["accuracy"] for s in seeds]
         paired = [s for s in seeds if s in base]
         if label == baseline_key or not paired:
-            delta, wins, ratio = "-", "-", "1.00" if label == baseline_key else "-"
+            delta, p, wins, ratio = "-", "-", "-", "1.00" if label == baseline_key else "-"
         else:
             diffs = [by_seed[s]["accuracy"] - base[s]["accuracy"] for s in paired]
             delta = f"{100 * statistics.fmean(diffs):+.2f}"
+            p_value = paired_sign_flip_p(diffs)
+            p = "-" if p_value is None else f"{p_value:.2f}"
             wins = f"{sum(d > 0 for d in diffs)}/{len(paired)}" + (f" (≥+3: {sum(d >= 0.03 for d in diffs)})")
             ratio = f"{statistics.median(by_seed[s]['train_seconds'] / base[s]['train_seconds'] for s in paired):.2f}"
         bal = [by_seed[s]["balance"]["mean"] for s in seeds if by_seed[s].get("balance")]
-        out.append(f"| {k} | {label} | {len(seeds)} | {_ms(accs)} | {delta} | {wins} | {ratio} | "
-                   f"{statistics.fmean(bal):.2f} |" if bal else
-                   f"| {k} | {label} | {len(seeds)} | {_ms(accs)} | {delta} | {wins} | {ratio} | - |")
+        out.append(f"| {k} | {label} | {len(seeds)} | {_ms(accs)} | {delta} | {p} | {wins} | {ratio} | "
+                   + (f"{statistics.fmean(bal):.2f} |" if bal else "- |"))
     return "\n".join(out)
 
 

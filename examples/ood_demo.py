@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from hubtune.data import load_image_classification_data
+from hubtune.methods import create_method
 from hubtune.modeling import HubtuneForImageClassification
 from hubtune.ood import DEFAULT_SCORES, evaluate_ood, format_ood_table
 from hubtune.training import parse_finetune_args, run_finetune
@@ -168,7 +169,7 @@ def run_seed(args, seed: int) -> dict[str, dict]:
             line = {"benchmark": "ood_demo", "method": spec, "seed": seed, "model": args.model, "optim": args.optim,
                     "pretrained": args.pretrained, "image_size": args.image_size, "epochs": args.epochs,
                     "lr": args.lr, "batch_size": args.batch_size, "seconds": round(time.perf_counter() - t0, 1),
-                    "method_config": model.config.method_config,
+                    "method_config": create_method(method, {"preset": preset or "paper"}).config.to_dict(),
                     "accuracy": results["in_distribution"]["accuracy"],
                     "metrics": {s: results["results"][s]["metrics"] for s in OOD_SETS}}
             Path(args.results).parent.mkdir(parents=True, exist_ok=True)
