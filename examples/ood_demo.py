@@ -92,7 +92,10 @@ def main() -> None:
                         "--pretrained / --offline-pretrained, --image-size, --epochs)")
     args = p.parse_args()
     if args.report:
-        print(seeds_table(report_runs(args), args.scores))
+        runs = report_runs(args)
+        print(seeds_table(runs, args.scores))
+        print("\nAUROC wins against CE of the same seed:\n")
+        print(wins_table(runs, args.scores))
         return
     if args.offline_pretrained:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -112,6 +115,22 @@ def main() -> None:
         print(seeds_table(per_seed, args.scores))
 
 
+def wins_table(per_label: dict[str, list[dict]], scores: list[str], baseline: str = "ce") -> str:
+    """Per method, score and OOD set: in how many seeds the AUROC beat the baseline's of the same seed."""
+    base = {r["seed"]: r for r in per_label.get(baseline, [])}
+    sets = list(OOD_SETS)
+    lines = ["| method | score | " + " | ".join(f"AUROC wins {s}" for s in sets) + " |", "|" + "---|" * (2 + len(sets))]
+    for label, runs in per_label.items():
+        paired = [r for r in runs if r["seed"] in base]
+        if label == baseline or not paired:
+            continue
+        for score in scores:
+            cells = [f"{sum(r['results'][s]['metrics'][score]['auroc'] > base[r['seed']]['results'][s]['metrics'][score]['auroc'] for r in paired)}/{len(paired)}"
+                     for s in sets]
+            lines.append(f"| {label} | {score} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def run_label(method: str, method_config: dict) -> str:
     """A run's row name: Core-tuning's names its eta (hubtune's default changed from 0.1 to 0.01)."""
     return f"{method} eta={method_config['eta']:g}" if "eta" in method_config else method
@@ -129,7 +148,7 @@ def report_runs(args) -> dict[str, list[dict]]:
                     or r["image_size"] != args.image_size or r["epochs"] != args.epochs
                     or (seeds is not None and r["seed"] not in seeds)):
                 continue
-            results = {"in_distribution": {"accuracy": r["accuracy"]},
+            results = {"seed": r["seed"], "in_distribution": {"accuracy": r["accuracy"]},
                        "results": {s: {"metrics": m} for s, m in r["metrics"].items()}}
             per_label.setdefault(run_label(r["method"], r.get("method_config", {})), []).append(results)
     return per_label
