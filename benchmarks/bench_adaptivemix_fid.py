@@ -12,12 +12,16 @@ The discriminator's mean real / fake logits are read from each run's ``logs.json
 whether the plain discriminator had started to overfit (separate the two) -- the regime where AdaptiveMix is
 meant to help.
 
-    python benchmarks/bench_adaptivemix_fid.py                        # dcgan, 1000 steps, full + 200 images, 3 seeds
-    python benchmarks/bench_adaptivemix_fid.py --sets 200 --steps 3000 --seeds 2
-    python benchmarks/bench_adaptivemix_fid.py --variants plain ada ada-w0.1 ada-realonly ada-ref
+    python benchmarks/bench_adaptivemix_fid.py                        # dcgan 32 px, 1000 steps, full + 200 images, 3 seeds
+    python benchmarks/bench_adaptivemix_fid.py --image-size 16 --sets 200 --steps 1000 2000 4000 8000 \
+        --variants plain ada ada-w0.1                                  # one run per seed, FID at four lengths
+    python benchmarks/bench_adaptivemix_fid.py --image-size 16 --sets 200 --d-norm none --seeds 6 --steps 4000 8000 \
+        --variants plain ada ada-real ada-ref plain-r1-1 ada-r1-1
 
-Variants: ``plain`` (no AdaptiveMix), ``ada`` (today's defaults), ``ada-w<W>`` (weight W), ``ada-ref`` (the
-reference preset), ``r1-<G>`` suffix on any variant (R1 gamma G), e.g. ``plain-r1-1``.
+Variants: ``plain`` (no AdaptiveMix), ``ada`` (paper preset, weight 1: hubtune's default before the benchmark),
+``ada-w<W>`` (weight W; ``ada-w0.1`` is hubtune's default now), ``ada-real`` (only the real batch is mixed),
+``ada-ref`` (the reference preset), ``r1-<G>`` suffix on any variant (R1 gamma G), e.g. ``plain-r1-1``.
+``--d-norm none`` removes the DCGAN discriminator's spectral normalisation, so that it overfits 200 images.
 Appends one JSON line per run to ``--output`` (default ``benchmarks/results/adaptivemix_fid.jsonl``) and prints
 a Markdown table (mean ± std, wins against plain of the same seed, time ratio).
 """
@@ -73,7 +77,7 @@ def variant_config(name: str) -> dict:
     if base == "plain":
         cfg["adaptivemix"] = False
     elif base == "ada":
-        cfg["adaptivemix"] = True
+        cfg.update(adaptivemix=True, ada_weight=1.0)  # weight 1 unless -w<W> says otherwise (hubtune's default is 0.1)
         for r in rest:
             if r.startswith("w"):
                 cfg["ada_weight"] = float(r[1:])

@@ -310,3 +310,13 @@ def test_real_only_mixing_runs_logs_and_says_so_on_the_card(tmp_path):
 def test_real_only_mixing_refuses_the_reference_preset(tmp_path):
     with pytest.raises(ConfigError, match="ada_mix_fakes=false needs ada_preset='paper'"):
         tiny(tmp_path, ada_mix_fakes=False, ada_preset="reference")
+
+
+def test_ada_weight_defaults_to_the_measured_value_per_preset_and_keeps_a_given_one(tmp_path):
+    assert tiny(tmp_path).ada_weight == 0.1  # paper preset: chosen by benchmarks/bench_adaptivemix_fid.py
+    assert tiny(tmp_path, ada_preset="reference").ada_weight == 1.0  # the public script's
+    assert tiny(tmp_path, ada_weight=1.0).ada_weight == 1.0
+    assert tiny(tmp_path, ada_weight=0.0).ada_weight == 0.0
+    # a run saved before the default changed resumes with the weight it trained with
+    old = tiny(tmp_path, ada_weight=1.0).to_dict()
+    assert GANTrainingConfig.from_dict(old).ada_weight == 1.0
