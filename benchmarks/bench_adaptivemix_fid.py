@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stats import paired_sign_flip_p  # noqa: E402
+from _measure import paired_sign_flip_p  # noqa: E402
 from fetch_offline_weights import ensure_offline_weights  # noqa: E402
 
 from hubtune.gan import GANTrainingConfig, Generator, build_feature_extractor, compute_fid_kid, load_image_set, train_gan  # noqa: E402

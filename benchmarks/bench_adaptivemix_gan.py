@@ -20,10 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import time_interleaved  # noqa: E402
 
 from hubtune.gan.models import build_gan
 from hubtune.losses.adaptive_mix import AdaptiveMix
@@ -91,17 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     steps = {name: make_step(name, g, d, optimizer, real, g.latent_dim, device, autocast, args.r1_gamma) for name in VARIANTS}
-    for _ in range(args.warmup):
-        for step in steps.values():
-            step()
-    times = {name: [] for name in VARIANTS}
-    for _ in range(args.repeats):
-        for name, step in steps.items():  # interleaved: machine load drifts affect every variant alike
-            sync()
-            start = time.perf_counter()
-            step()
-            sync()
-            times[name].append(time.perf_counter() - start)
+    times = time_interleaved(steps, warmup=args.warmup, repeats=args.repeats, sync=sync)
 
     median = {name: statistics.median(t) for name, t in times.items()}
     print(f"device={device} bf16={args.bf16} arch={args.arch} image_size={args.image_size} batch={args.batch_size} "

@@ -13,12 +13,18 @@ batch and the paired median ratio (compiled / eager) is reported, with the one-o
 from __future__ import annotations
 
 import argparse
+import functools
 import copy
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import time_interleaved  # noqa: E402
 
 from hubtune.modeling import HubtuneForImageClassification
 from hubtune.devices import configure_backends
@@ -83,15 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     sync()
     compile_s = time.perf_counter() - start
 
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for i in range(args.warmup + args.repeats):
-        for name, step in steps.items():  # interleaved: load drifts hit both alike
-            sync()
-            t0 = time.perf_counter()
-            step(x, y)
-            sync()
-            if i >= args.warmup:
-                times[name].append(time.perf_counter() - t0)
+    times = time_interleaved({name: functools.partial(step, x, y) for name, step in steps.items()},
+                             warmup=args.warmup, repeats=args.repeats, sync=sync)
     eager, compiled = statistics.median(times["eager"]), statistics.median(times["compiled"])
     paired = statistics.median(c / e for e, c in zip(times["eager"], times["compiled"]))
     result = {

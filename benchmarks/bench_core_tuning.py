@@ -16,11 +16,16 @@ calls it in-process).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import time_interleaved  # noqa: E402
 
 from hubtune.modeling import HubtuneForImageClassification
 from hubtune.devices import configure_backends
@@ -80,15 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     y = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
 
-    times: dict[str, list[float]] = {m: [] for m in steps}
-    for i in range(args.warmup + args.repeats):
-        for method, step in steps.items():
-            sync(device)
-            t0 = time.perf_counter()
-            step(x, y)
-            sync(device)
-            if i >= args.warmup:
-                times[method].append(time.perf_counter() - t0)
+    times = time_interleaved({m: functools.partial(step, x, y) for m, step in steps.items()}, warmup=args.warmup,
+                             repeats=args.repeats, sync=functools.partial(sync, device))
 
     memory = {}
     if device.type == "cuda":

@@ -23,6 +23,7 @@ table of mean ± std accuracy, wins against CE (same seed) and time relative to 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -37,7 +38,7 @@ from transformers import TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stats import paired_sign_flip_p  # noqa: E402
+from _measure import paired_sign_flip_p, time_interleaved  # noqa: E402
 from fetch_offline_weights import ensure_offline_weights  # noqa: E402
 
 from hubtune.data import build_transforms, load_digits_dataset  # noqa: E402
@@ -195,13 +196,8 @@ def time_steps(args, repeats: int = 20, warmup: int = 3) -> dict:
         steps[method] = step
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
     y = torch.arange(args.batch_size) % 10
-    times = {m: [] for m in steps}
-    for i in range(warmup + repeats):
-        for m, step in steps.items():
-            t0 = time.perf_counter()
-            step(x, y)
-            if i >= warmup:
-                times[m].append(time.perf_counter() - t0)
+    times = time_interleaved({m: functools.partial(step, x, y) for m, step in steps.items()}, warmup=warmup,
+                             repeats=repeats)
     out = {"benchmark": "methods_step_time", "backbone": args.backbone, "image_size": args.image_size,
            "batch_size": args.batch_size, "threads": torch.get_num_threads(), "repeats": repeats}
     for m in steps:

@@ -28,10 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import time_interleaved  # noqa: E402
 
 from hubtune.gan.augment import DiffAugment
 from hubtune.gan.stylegan2 import build_stylegan2, group_preserving_permutation
@@ -115,17 +119,7 @@ def main() -> None:
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     steps = {name: make_step(name, g, d, optimizer, real, device, autocast, args.r1_gamma, augment) for name in VARIANTS}
-    for _ in range(args.warmup):
-        for step in steps.values():
-            step()
-    times = {name: [] for name in VARIANTS}
-    for _ in range(args.repeats):
-        for name, step in steps.items():  # interleaved: machine load drifts affect every variant alike
-            sync()
-            start = time.perf_counter()
-            step()
-            sync()
-            times[name].append(time.perf_counter() - start)
+    times = time_interleaved(steps, warmup=args.warmup, repeats=args.repeats, sync=sync)
 
     median = {name: statistics.median(t) for name, t in times.items()}
     passes = {name: sorted(set(step.passes)) for name, step in steps.items() if step.passes}

@@ -100,3 +100,17 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_unconfigure(config):
     shutil.rmtree(_HF_HOME, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------- shared fixtures
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate's process-wide state reset before and after the test (each GAN run builds its own Accelerator).
+
+    Modules that train GANs use it for every test: ``pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")``.
+    """
+    from accelerate.state import AcceleratorState  # imported at use: the environment above must be final first
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)

@@ -27,7 +27,6 @@ from accelerate.utils import GradScalerKwargs
 from safetensors.torch import load_file, save_file
 
 from hubtune.distributed import all_gather_with_grad
-from hubtune.errors import NonFiniteLossError
 from hubtune.gan import GANTrainingConfig, train_gan
 from hubtune.gan.checkpoint import read_trainer_state
 from hubtune.gan.loop import _prepare_run, discriminator_step, generator_step, r1_penalty

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 
 from hubtune.commands import gan as gan_command
 from hubtune.commands import main
@@ -12,11 +11,7 @@ from hubtune.commands._parsing import parse_command_line
 from hubtune.gan import GANTrainingResult, Generator
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/conftest.py
 
 
 def parse(argv):

@@ -28,11 +28,7 @@ TINY = dict(dataset="digits", image_size=16, g_channels=8, d_channels=8, latent_
             export_generator=False, progress_bar=False)
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/conftest.py
 
 
 def tiny(tmp_path, name="run", **overrides):

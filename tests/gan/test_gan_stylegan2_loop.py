@@ -42,11 +42,7 @@ TINY = dict(dataset="digits", arch="stylegan2", image_size=32, per_device_train_
             progress_bar=False, **WIDTHS)
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/conftest.py
 
 
 def tiny(tmp_path, name="run", **overrides):
@@ -282,7 +278,7 @@ def test_two_processes_match_one_process_holding_both_halves(tmp_path):
 
 
 def test_timm_backbone_discriminator_with_adaptive_mix_trains(tmp_path):
-    timm = pytest.importorskip("timm")
+    pytest.importorskip("timm")
     # bf16 autocast with the path length penalty (its ws must be the tensor the synthesis read, in float32)
     config = tiny(tmp_path, max_steps=2, discriminator="timm-random:resnet10t", discriminator_frozen=True,
                   discriminator_stages=[1, 3], discriminator_hidden=32, export_generator=True, checkpoint_every=2,

@@ -1,4 +1,4 @@
-"""The paired sign-flip test of the benchmark tables, against hand-counted cases."""
+"""The benchmarks' measurement helpers: the paired sign-flip test against hand-counted cases, interleaved timing."""
 
 import itertools
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from _stats import paired_sign_flip_p  # noqa: E402
+from _measure import paired_sign_flip_p, time_interleaved  # noqa: E402
 
 
 def test_all_positive_differences_reach_the_smallest_p():
@@ -31,3 +31,12 @@ def test_one_pair_has_no_p_and_too_many_pairs_is_an_error():
     assert paired_sign_flip_p([1.0]) is None
     with pytest.raises(ValueError, match="at most 20"):
         paired_sign_flip_p([1.0] * 21)
+
+
+def test_interleaved_timing_runs_warmup_untimed_and_alternates_the_steps():
+    calls, synced = [], []
+    times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=2, repeats=3,
+                             sync=lambda: synced.append(1))
+    assert calls == ["a", "b"] * 5  # interleaved, warm-up rounds included
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3} and all(t >= 0 for v in times.values() for t in v)
+    assert len(synced) == 2 * 10  # before and after every call
