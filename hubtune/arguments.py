@@ -8,6 +8,7 @@ same field names; flags given after it override the file.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from transformers import HfArgumentParser
 
 from hubtune.errors import ConfigError
 
-__all__ = ["CONFIG_FILE_SUFFIXES", "read_config_file", "parse_command_line"]
+__all__ = ["CONFIG_FILE_SUFFIXES", "read_config_file", "parse_command_line", "given_options"]
 
 CONFIG_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -56,7 +57,7 @@ def parse_command_line(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[A
     """
     argv = list(argv)
     file_values: dict[str, Any] = {}
-    if argv and not argv[0].startswith("-") and argv[0].lower().endswith(CONFIG_FILE_SUFFIXES):
+    if _leading_config_file(argv) is not None:
         config_path = argv.pop(0)
         file_values = read_config_file(config_path)
         known = {action.dest for action in parser._actions}
@@ -82,3 +83,24 @@ def parse_command_line(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[A
         except (ValueError, TypeError) as e:
             raise ConfigError(str(e).strip().splitlines()[0] if str(e).strip() else repr(e)) from e
     return tuple(outputs)
+
+
+def _leading_config_file(argv: Sequence[str]) -> str | None:
+    if argv and not argv[0].startswith("-") and argv[0].lower().endswith(CONFIG_FILE_SUFFIXES):
+        return argv[0]
+    return None
+
+
+def given_options(parser: HfArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The option names the user set in ``argv``: the keys of a leading config file and the flags given (under any
+    alias), whatever their value. Options left at their defaults are not in it, so that a method's training recipe
+    can fill them (see :mod:`hubtune.training.recipes`)."""
+    argv = list(argv)
+    given: set[str] = set()
+    config_path = _leading_config_file(argv)
+    if config_path is not None:
+        given |= set(read_config_file(argv.pop(0)))
+    unset = object()
+    namespace = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != argparse.SUPPRESS})
+    parsed, _ = parser.parse_known_args(argv, namespace=namespace)
+    return given | {name for name, value in vars(parsed).items() if value is not unset}

@@ -160,6 +160,12 @@ def _unknown_backbone(name: str) -> BackboneError:
     )
 
 
+def names_weights(name: str) -> bool:
+    """Whether a backbone name points at one set of weights (``hf-hub:ORG/NAME``, ``local-dir:PATH``, a local
+    folder, a transformers ``ORG/NAME`` id) rather than an architecture (a bare timm name such as ``resnet18``)."""
+    return name.startswith(("hf-hub:", "local-dir:")) or "/" in name or Path(name).is_dir()
+
+
 def resolve_library(name: str) -> str:
     """Which library a backbone name belongs to: ``"timm"`` or ``"transformers"``."""
     import timm

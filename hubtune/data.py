@@ -344,6 +344,26 @@ def _subsample(dataset: datasets.Dataset, limit: int | None, seed: int) -> datas
     return dataset.shuffle(seed=seed).select(range(limit))
 
 
+def few_shot_subset(dataset: datasets.Dataset, per_class: int, seed: int) -> datasets.Dataset:
+    """``per_class`` examples of every class, drawn with ``seed`` (the same seed gives the same subset), in a
+    seeded random order; DatasetError naming a class that has fewer."""
+    per_class = _positive_or_none(per_class, "train_samples_per_class")
+    labels = np.asarray(dataset["label"])
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        if len(idx) < per_class:
+            names = dataset.features["label"].names if isinstance(dataset.features["label"], datasets.ClassLabel) else None
+            name = names[int(label)] if names else int(label)
+            raise DatasetError(
+                f"Class {name!r} has {len(idx)} training image(s), fewer than train_samples_per_class={per_class}; "
+                "lower --train_samples_per_class or add images."
+            )
+        chosen.extend(rng.choice(idx, size=per_class, replace=False).tolist())
+    return dataset.select(rng.permutation(np.asarray(chosen)).tolist())
+
+
 def _split_by_fraction(dataset: datasets.Dataset, eval_fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
     if not isinstance(eval_fraction, (int, float)) or not 0.0 < eval_fraction < 1.0:
         raise DatasetError(f"eval_fraction must be in (0, 1), not {eval_fraction!r}.")

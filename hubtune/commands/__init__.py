@@ -1,4 +1,4 @@
-"""The ``hubtune`` command line: ``finetune`` (the main job), ``gan``, ``ood`` and ``push``.
+"""The ``hubtune`` command line: ``finetune`` (the main job), ``compare``, ``gan``, ``ood``, ``push`` and ``convert``.
 
 Commands are registered here, statically. Each command module has ``HELP`` (one line), ``build_parser()``
 (an ``HfArgumentParser``) and ``run(argv) -> int``. Every failure a user can cause is a
@@ -11,12 +11,12 @@ import sys
 from collections.abc import Sequence
 
 from hubtune import __version__
-from hubtune.commands import convert, finetune, gan, ood, push
+from hubtune.commands import compare, convert, finetune, gan, ood, push
 from hubtune.errors import HubtuneError
 
 __all__ = ["COMMANDS", "main"]
 
-COMMANDS = {"finetune": finetune, "gan": gan, "ood": ood, "push": push, "convert": convert}
+COMMANDS = {"finetune": finetune, "compare": compare, "gan": gan, "ood": ood, "push": push, "convert": convert}
 
 
 def _usage() -> str:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hubtune.commands._parsing import parse_command_line
-from hubtune.training.finetune import finetune_parser, run_finetune
+from hubtune.training.finetune import finetune_parser, parse_finetune_args, run_finetune
 
 HELP = "fine-tune a timm / transformers backbone with Core-tuning (default), AdaptiveMix or cross-entropy"
 
@@ -33,5 +32,5 @@ def expand_push_to_hub(argv: Sequence[str]) -> list[str]:
 
 
 def run(argv: Sequence[str]) -> int:
-    run_finetune(*parse_command_line(build_parser(), expand_push_to_hub(argv)))
+    run_finetune(*parse_finetune_args(expand_push_to_hub(argv)))
     return 0

@@ -30,7 +30,8 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
-from hubtune.arguments import parse_command_line
+from hubtune.arguments import given_options, parse_command_line
+from hubtune.backbones import names_weights
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
 from hubtune.errors import ConfigError, MethodError, OutputDirError
 from hubtune.hub import push_folder, validate_repo_id, write_model_card, write_run_info
@@ -38,6 +39,13 @@ from hubtune.methods import MethodConfig, available_methods, get_method
 from hubtune.modeling import EXPORT_FORMATS, HubtuneForImageClassification
 from hubtune.devices import configure_backends
 from hubtune.training.callbacks import LossWeightWarmupCallback
+from hubtune.training.recipes import (
+    SOURCE_RECIPE,
+    apply_settings,
+    describe_settings,
+    resolve_knobs,
+    resolve_training_settings,
+)
 from hubtune.training.trainer import HubtuneTrainer, compute_accuracy, last_checkpoint_in
 
 __all__ = [
@@ -60,13 +68,17 @@ class ModelArguments:
 
     model: str = field(default="resnet18", metadata={
         "help": "timm name, hf-hub:ORG/NAME or local-dir:PATH (timm weights), or a transformers id / folder"})
-    pretrained: bool = field(default=False, metadata={
-        "help": "load pretrained backbone weights through timm / transformers (default: random init)"})
+    pretrained: bool | None = field(default=None, metadata={
+        "help": "load the backbone's pretrained weights; default: yes when --model names weights (hf-hub:, "
+        "local-dir:, a transformers id or folder), no for a bare timm architecture name such as resnet18",
+        "nargs": "?", "const": True})
     image_size: int | None = field(default=32, metadata={"help": "input size (default 32); none = the backbone's own"})
     export_format: Literal["auto", "hubtune", "timm", "transformers"] = field(default="auto", metadata={
         "help": "layout of the final model: auto = the backbone library's own (loads in plain timm / transformers)"})
 
     def __post_init__(self) -> None:
+        if self.pretrained is None:
+            self.pretrained = names_weights(str(self.model))
         if self.export_format not in EXPORT_FORMATS:
             raise ConfigError(f"export_format must be one of {EXPORT_FORMATS}, not {self.export_format!r}.")
         if self.image_size is not None and self.image_size < 8:
@@ -100,6 +112,10 @@ class FinetuneTrainingArguments(TrainingArguments):
     pipeline reads the ``image`` column on the fly), no trackers. ``--optim sgd`` defaults to Nesterov momentum
     0.9 (Core-tuning's recipe) unless ``--optim_args`` says otherwise. ``overwrite_output_dir`` allows writing
     into a folder that holds another run's results.
+
+    These are hubtune's *general* defaults: :func:`run_finetune` replaces those you did not set with the training
+    recipe of the chosen method (``TrainingMethod.recipe``; every built-in method has one: SGD with Nesterov
+    momentum, learning rate 0.01, cosine, no gradient clipping), and records each value's source.
     """
 
     output_dir: str | None = field(default="hubtune-output", metadata={"help": "where the model, card and checkpoints go"})
@@ -122,6 +138,9 @@ class FinetuneTrainingArguments(TrainingArguments):
     seed: int = 0
     dataloader_num_workers: int = field(default=-1, metadata={
         "help": "data-loading processes; -1 (default) = min(8, CPU cores) when CUDA is present, else 0"})
+    # The option names the user set (flags, config-file or dict keys), recorded by parse_finetune_args so that the
+    # method's training recipe fills only the others; None when the arguments were built in Python.
+    given_options: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.dataloader_num_workers == -1:
@@ -157,7 +176,7 @@ def _knob_fields() -> dict[str, tuple[Any, list[str]]]:
     return knobs
 
 
-def method_arguments_class() -> type:
+def method_arguments_class(with_method: bool = True) -> type:
     """A dataclass with ``method``, ``preset`` and one optional field per knob of every registered method.
 
     Built from the registry when called, so a method registered at run time gets its flags. A knob left unset
@@ -166,6 +185,8 @@ def method_arguments_class() -> type:
     fields_: list[tuple] = [
         ("method", str, field(default="core-tuning", metadata={
             "help": f"training method: {', '.join(available_methods())}"})),
+    ] if with_method else []
+    fields_ += [
         ("preset", str, field(default="paper", metadata={
             "help": "the method's preset: paper (as published) or reference (the public script's semantics)"})),
     ]
@@ -173,10 +194,9 @@ def method_arguments_class() -> type:
         annotation = kind if type(None) in typing.get_args(kind) else kind | None
         fields_.append((knob, annotation, field(default=None, metadata={"help": f"knob of {', '.join(owners)}"})))
 
-    def to_method_config(self) -> MethodConfig:
-        """The chosen method's validated config; MethodError for a knob that belongs to another method."""
-        method = get_method(self.method)
-        own = set(method.config_class.knob_names())
+    def given_knobs(self) -> dict[str, Any]:
+        """The knobs set (not None); MethodError for a knob that belongs to another method."""
+        own = set(get_method(self.method).config_class.knob_names())
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                  if f.name not in ("method", "preset") and getattr(self, f.name) is not None}
         foreign = sorted(set(given) - own)
@@ -185,13 +205,21 @@ def method_arguments_class() -> type:
                 f"--{foreign[0]} does not apply to --method {self.method} (its knobs: "
                 f"{', '.join(sorted(own)) or 'none'}); remove it or choose the method it belongs to."
             )
-        return method.config_class.from_dict({"preset": self.preset, **given}, self.method)
+        return given
+
+    def to_method_config(self, defaults: dict[str, Any] | None = None) -> MethodConfig:
+        """The chosen method's validated config: the knobs set over ``defaults`` (e.g. the recipe's knobs) over the
+        method's own defaults; MethodError for a knob that belongs to another method."""
+        values = {**(defaults or {}), **given_knobs(self)}
+        return get_method(self.method).config_class.from_dict({"preset": self.preset, **values}, self.method)
 
     def post_init(self) -> None:
-        get_method(self.method)  # an unknown method fails here, naming the valid ones
+        if with_method:
+            get_method(self.method)  # an unknown method fails here, naming the valid ones
 
     return dataclasses.make_dataclass(
-        "MethodArguments", fields_, namespace={"to_method_config": to_method_config, "__post_init__": post_init}
+        "MethodArguments" if with_method else "MethodKnobArguments", fields_,
+        namespace={"given_knobs": given_knobs, "to_method_config": to_method_config, "__post_init__": post_init},
     )
 
 
@@ -212,17 +240,23 @@ def parse_finetune_args(source: Mapping[str, Any] | Sequence[str] | str | Path |
     """(model, data, method, training) arguments from a dict, command-line strings or a YAML / JSON file path."""
     parser = finetune_parser()
     if source is None:
-        return parse_command_line(parser, [])
-    if isinstance(source, (str, Path)):
-        return parse_command_line(parser, [str(source)])
-    if isinstance(source, Mapping):
+        argv, given = [], set()
+    elif isinstance(source, (str, Path)):
+        argv = [str(source)]
+        given = given_options(parser, argv)
+    elif isinstance(source, Mapping):
         known = {a.dest for a in parser._actions}
         unknown = sorted(set(source) - known)
         if unknown:
             raise ConfigError(f"Unknown finetune option(s) {', '.join(unknown)}; see `hubtune finetune --help`.")
         parser.set_defaults(**source)
-        return parse_command_line(parser, [])
-    return parse_command_line(parser, list(source))
+        argv, given = [], set(source)
+    else:
+        argv = list(source)
+        given = given_options(parser, argv)
+    parsed = parse_command_line(parser, argv)
+    parsed[-1].given_options = frozenset(given)
+    return parsed
 
 
 # ------------------------------------------------------------------------------------------ the job
@@ -269,8 +303,13 @@ def run_finetune(
     method_args: Any,
     training_args: FinetuneTrainingArguments,
 ) -> dict[str, float]:
-    """Fine-tune, evaluate, save a Hub-ready folder (and push it when asked); returns the final metrics."""
-    method_config = method_args.to_method_config()
+    """Fine-tune, evaluate, save a Hub-ready folder (and push it when asked); returns the final metrics.
+
+    The method's training recipe fills the training arguments the user did not set (``training_args.given_options``,
+    recorded by :func:`parse_finetune_args`; for arguments built in Python, those still at hubtune's defaults).
+    """
+    training_args, settings, knob_sources = resolve_recipe(method_args, training_args, pretrained=model_args.pretrained)
+    method_config = method_args.to_method_config({k: s.value for k, s in knob_sources.items() if s.source == SOURCE_RECIPE})
     resume = _check_output_dir(training_args)
     set_seed(training_args.seed)
     configure_backends(training_args.tf32)
@@ -291,8 +330,11 @@ def run_finetune(
     trainer = HubtuneTrainer(
         model=model, args=_trainer_args(training_args), train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=collate_image_batch, compute_metrics=compute_accuracy, callbacks=_trainer_callbacks(model),
-        dataset_name=data.name, export_format=model_args.export_format,
+        dataset_name=data.name, export_format=model_args.export_format, training_settings=settings,
+        knob_sources=knob_sources,
     )
+    if trainer.is_world_process_zero():
+        print(recipe_summary(method_args.method, {**settings, **knob_sources}, pretrained=model_args.pretrained))
     if not model_args.pretrained and trainer.is_world_process_zero():
         print(f"Note: backbone {model_args.model!r} starts from random weights (pass --pretrained to load pretrained "
               "weights).")
@@ -316,6 +358,35 @@ def run_finetune(
                               private=bool(training_args.hub_private_repo), revision=training_args.hub_revision)
             print(f"Pushed to {url}")
     return metrics
+
+
+def resolve_recipe(method_args: Any, training_args: FinetuneTrainingArguments, pretrained: bool = True,
+                   recipe_method: str | None = None):
+    """(training arguments with the recipe applied, their settings and sources, the knobs' sources).
+
+    A method's recipe is a fine-tuning recipe: it applies to pretrained backbones only (a randomly initialised one
+    trains with hubtune's general defaults). ``recipe_method`` takes the training settings from another method's
+    recipe (``hubtune compare`` trains every method with the first one's); the knobs always come from the method's
+    own recipe.
+    """
+    method = get_method(method_args.method)
+    settings = resolve_training_settings(get_method(recipe_method or method_args.method), training_args,
+                                         training_args.given_options, use_recipe=pretrained)
+    _, knob_sources = resolve_knobs(method, method_args.given_knobs(), use_recipe=pretrained)
+    return apply_settings(training_args, settings), settings, knob_sources
+
+
+def recipe_summary(method_name: str, settings: Mapping[str, Any], pretrained: bool = True) -> str:
+    """One line: which values came from which recipe (and that given options win)."""
+    from_recipe = describe_settings(settings)
+    if not pretrained and get_method(method_name).recipe:
+        return (f"Training from random weights: the fine-tuning recipe of {method_name} does not apply, hubtune's "
+                "general defaults do (AdamW, learning rate 1e-3, cosine, clipping at 1.0) unless you give options.")
+    if not from_recipe:
+        return f"Training settings: no recipe value used for {method_name} (see hubtune_run.json for each source)."
+    owners = sorted({s.recipe_of for s in settings.values() if s.source == SOURCE_RECIPE})
+    return (f"Training recipe of {', '.join(owners)}: {from_recipe} (options you give override it; each value's "
+            "source is in hubtune_run.json and the model card).")
 
 
 def _whole_run_train_loss(metrics: dict[str, float], log_history: list[dict[str, Any]]) -> None:
