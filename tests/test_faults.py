@@ -86,6 +86,80 @@ def test_an_output_path_that_is_a_file(tmp_path, capsys):
     assert "is a file, not a folder" in line and target.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("command, argv, option", [
+    ("finetune", ["--learning_rate", "-1"], "--learning_rate"),
+    ("finetune", ["--learning_rate", "nan"], "--learning_rate"),
+    ("finetune", ["--weight_decay", "-0.1"], "--weight_decay"),
+    ("finetune", ["--adam_epsilon=-1e-8"], "--adam_epsilon"),
+    ("finetune", ["--adam_beta1", "1.5"], "--adam_beta1"),
+    ("finetune", ["--num_train_epochs", "-2", "--max_steps", "3"], "--num_train_epochs"),
+    ("finetune", ["--max_steps", "-3"], "--max_steps"),
+    ("finetune", ["--per_device_eval_batch_size", "0"], "--per_device_eval_batch_size"),
+    ("finetune", ["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps"),
+    ("finetune", ["--warmup_steps", "-1"], "--warmup_steps"),
+    ("finetune", ["--max_grad_norm", "-1"], "--max_grad_norm"),
+    ("finetune", ["--seed", "-1"], "--seed"),
+    ("gan", ["--lr_g", "-1"], "lr_g"),
+    ("gan", ["--lr_d", "nan"], "lr_d"),
+    ("gan", ["--adam_beta2", "1"], "adam_beta2"),
+    ("gan", ["--max_steps", "-5"], "max_steps"),
+    ("gan", ["--per_device_train_batch_size", "0"], "per_device_train_batch_size"),
+    ("gan", ["--eval_batch_size", "0"], "eval_batch_size"),
+    ("gan", ["--eval_num_samples", "-1"], "eval_num_samples"),
+    ("gan", ["--max_images", "0"], "max_images"),
+    ("gan", ["--seed", "-1"], "seed"),
+])
+def test_numeric_options_are_checked_up_front_naming_the_option(command, argv, option, tmp_path, capsys):
+    line = run([command, "--output_dir", str(tmp_path / "out"), *argv], capsys)
+    assert line.startswith(f"hubtune {command}: error: ") and option in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command, text, key, expected", [
+    ("finetune", "model: null\n", "model", "must be a string"),
+    ("finetune", "learning_rate: {a: 1}\n", "learning_rate", "must be a number"),
+    ("finetune", "max_steps: [1]\n", "max_steps", "must be an integer"),
+    ("finetune", "per_device_train_batch_size: true\n", "per_device_train_batch_size", "must be an integer"),
+    ("finetune", "pretrained: 'yes'\n", "pretrained", "true or false"),
+    ("finetune", "export_format: onnx\n", "export_format", "one of"),
+    ("ood", "batch_size: true\n", "batch_size", "must be an integer"),
+    ("gan", "diffaugment: [color, translation]\n", "diffaugment", "`diffaugment: color,translation`"),
+    ("gan", "max_steps: 1.5\n", "max_steps", "must be an integer"),
+    ("gan", "adaptivemix: 0\n", "adaptivemix", "true or false"),
+])
+def test_a_wrongly_typed_config_value_names_the_key_and_the_file(command, text, key, expected, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    line = run([command, str(config), "--output_dir", str(tmp_path / "out")], capsys)
+    assert key in line and expected in line and str(config) in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["binary", "folder", "latin-1"])
+def test_a_config_file_that_is_not_text_is_named(kind, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    if kind == "folder":
+        config.mkdir()
+    else:
+        config.write_bytes(bytes(range(256)) * 4 if kind == "binary" else "learning_rate: 0.1 # caf\xe9".encode("latin-1"))
+    line = run(["finetune", str(config), "--output_dir", str(tmp_path / "out")], capsys)
+    assert str(config) in line and ("folder" if kind == "folder" else "not a text file") in line
+
+
+def test_config_values_that_argparse_would_accept_still_work(tmp_path):
+    """YAML reads 1e-3 as a string and a lone list item as a scalar; both mean what the flag would."""
+    from hubtune.arguments import parse_command_line
+    from hubtune.commands import finetune, gan
+
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 1e-3\nnum_train_epochs: 2\nresume_from_checkpoint: false\nreport_to: none\n")
+    *_, training = parse_command_line(finetune.build_parser(), [str(config)])
+    assert training.learning_rate == 0.001 and training.num_train_epochs == 2.0
+    config.write_text("log_with: tensorboard\ndiffaugment: color,translation\nresume_from_checkpoint: true\n")
+    (gan_config,) = parse_command_line(gan.build_parser(), [str(config)])
+    assert gan_config.log_with == ["tensorboard"] and gan_config.resume_from_checkpoint == "latest"
+
+
 # ------------------------------------------------------------------------------------------ earlier results
 
 

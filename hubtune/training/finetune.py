@@ -30,7 +30,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
-from hubtune.arguments import parse_command_line
+from hubtune.arguments import check_file_values, check_number, parse_command_line
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
 from hubtune.errors import ConfigError, MethodError, OutputDirError
 from hubtune.hub import push_folder, validate_repo_id, write_model_card, write_run_info
@@ -135,9 +135,23 @@ class FinetuneTrainingArguments(TrainingArguments):
                 raise ConfigError(f"num_train_epochs must be > 0 (got {self.num_train_epochs}), or set max_steps.")
         if self.per_device_train_batch_size < 1:
             raise ConfigError(f"per_device_train_batch_size must be at least 1, got {self.per_device_train_batch_size}.")
+        self._check_numbers()
         if self.push_to_hub and self.hub_model_id is not None:
             validate_repo_id(self.hub_model_id)
         super().__post_init__()
+
+    def _check_numbers(self) -> None:
+        """The numeric options, each named, before the optimizer or the Trainer meets them."""
+        check_number("max_steps", self.max_steps, minimum=1, integer=True, allow=(-1,))
+        check_number("num_train_epochs", self.num_train_epochs, minimum=0)
+        for name in ("learning_rate", "weight_decay", "adam_epsilon", "max_grad_norm", "warmup_steps"):
+            check_number(name, getattr(self, name), minimum=0)
+        for name in ("adam_beta1", "adam_beta2"):
+            check_number(name, getattr(self, name), minimum=0, below=1)
+        check_number("label_smoothing_factor", self.label_smoothing_factor, minimum=0, below=1)
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            check_number(name, getattr(self, name), minimum=1, integer=True)
+        check_number("seed", self.seed, minimum=0, maximum=2**32 - 1, integer=True)
 
 
 # ------------------------------------------------------------------------------------------ method arguments
@@ -220,7 +234,7 @@ def parse_finetune_args(source: Mapping[str, Any] | Sequence[str] | str | Path |
         unknown = sorted(set(source) - known)
         if unknown:
             raise ConfigError(f"Unknown finetune option(s) {', '.join(unknown)}; see `hubtune finetune --help`.")
-        parser.set_defaults(**source)
+        parser.set_defaults(**check_file_values(parser.dataclass_types, source, "finetune options"))
         return parse_command_line(parser, [])
     return parse_command_line(parser, list(source))
 
