@@ -220,6 +220,49 @@ def test_a_broken_config_json_is_named(finished_run, tmp_path, capsys, content):
     assert "config.json" in line
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("architecture", 5, "architecture must be a timm model name"),
+    ("architecture", "no_such_net", "timm cannot build architecture 'no_such_net'"),
+    ("model_args", "x", "model_args must be a mapping"),
+    ("model_args", {"in_chans": "three"}, "timm cannot build architecture"),
+    ("pretrained_cfg", [1, 2], "pretrained_cfg must be a mapping"),
+    ("num_classes", "ten", "num_classes must be an integer"),
+    ("label_names", 7, "label_names must be a list of class names"),
+    ("label_names", ["a", "b"], "label_names has 2 names but the classifier in the weights has 10 outputs"),
+    ("pretrained_cfg.input_size", "big", "pretrained_cfg.input_size must be [channels, height, width]"),
+    ("pretrained_cfg.crop_pct", "a", "pretrained_cfg.crop_pct must be a positive number"),
+])
+def test_a_wrongly_typed_timm_config_is_named(finished_run, tmp_path, capsys, key, value, message):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(finished_run, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "test_resnet"  # the timm layout
+    if key.startswith("pretrained_cfg."):
+        config["pretrained_cfg"][key.split(".")[1]] = value
+    else:
+        config[key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    before = hashes(folder)
+    line = run(["ood", "--model", str(folder), "--dataset", "digits", "--ood_dataset", "noise"], capsys)
+    assert "config.json" in line and str(folder) in line and message in line
+    assert hashes(folder) == before
+
+
+def test_weights_of_another_architecture_name_the_mismatch(finished_run, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(finished_run, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architecture": "resnet18"}))
+    line = run(["ood", "--model", str(folder), "--dataset", "digits", "--ood_dataset", "noise"], capsys)
+    assert "not those of the architecture its config.json names ('resnet18')" in line
+    assert "missing from the weights" in line and "other shapes" in line
+    assert "cannot find a single linear classifier" not in line
+
+
 def test_a_truncated_final_model_is_named(finished_run, tmp_path, capsys):
     import shutil
 
