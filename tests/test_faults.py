@@ -328,6 +328,53 @@ def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, capsys, monkeypatch)
     assert "checkpoint-2" in err[0] and "--resume_from_checkpoint" in err[0]
 
 
+def _sigterm_after_the_first_checkpoint(argv: list[str], out: Path, cwd: Path) -> tuple[int, str]:
+    """Run ``python -m hubtune ARGV`` (a long run) until ``out`` holds a complete checkpoint, send SIGTERM as a
+    cluster scheduler does, and return the exit code and stderr."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "hubtune", *argv], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 600
+        while not any((c / "trainer_state.json").is_file() for c in out.glob("checkpoint-*")):
+            assert proc.poll() is None, f"the run ended (code {proc.returncode}) before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 600 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("command", ["finetune", "gan"])
+def test_sigterm_says_where_the_last_checkpoint_is(command, tmp_path):
+    out = tmp_path / "out"
+    if command == "finetune":
+        argv = ["finetune", *TINY, "--method", "ce", "--max_steps", "100000", "--save_strategy", "steps",
+                "--save_steps", "2", "--eval_strategy", "no", "--output_dir", str(out)]
+    else:
+        argv = ["gan", "--max_steps", "100000", "--checkpoint_every", "2", "--per_device_train_batch_size", "8",
+                "--image_size", "16", "--eval_num_samples", "0", "--no_progress_bar", "--output_dir", str(out)]
+    code, err = _sigterm_after_the_first_checkpoint(argv, out, tmp_path)
+    lines = [line for line in err.strip().splitlines() if line.startswith("hubtune ")]
+    assert code == 143 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert lines[0] == err.strip().splitlines()[-1]
+    assert lines[0].startswith(f"hubtune {command}: terminated (SIGTERM); the last complete checkpoint is ")
+    named = Path(lines[0].split("--resume_from_checkpoint ")[1].strip())
+    assert named.parent == out and named.name.startswith("checkpoint-")
+    assert (named / "trainer_state.json").is_file()
+
+
 # ------------------------------------------------------------------------------------------ data
 
 

@@ -603,7 +603,12 @@ def train_gan(
                                           "hub_token": config.hub_token if config else None, **overrides})
     start_time = time.perf_counter()
     run = _prepare_run(config, generator, discriminator, dataset, accelerator)
-    step = _train_steps(run)
+    try:
+        step = _train_steps(run)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM from the command line (hubtune.errors.Terminated)
+        where = (f"the last complete checkpoint is {run.last_checkpoint}; resume with --resume_from_checkpoint "
+                 f"{run.last_checkpoint}" if run.last_checkpoint else "no checkpoint had been written yet")
+        raise type(e)(where) from None
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
     metrics, generator_dir = _finish(run, step)

@@ -312,11 +312,11 @@ def run_finetune(
               "weights).")
     try:
         train_result = trainer.train(resume_from_checkpoint=resume)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM from the command line (hubtune.errors.Terminated)
         last = last_checkpoint_in(training_args.output_dir)
         where = (f"the last complete checkpoint is {last}; resume with --resume_from_checkpoint {last}" if last
                  else "no checkpoint had been written yet")
-        raise KeyboardInterrupt(where) from None
+        raise type(e)(where) from None
     _whole_run_train_loss(train_result.metrics, trainer.state.log_history)
     repo_id = training_args.hub_model_id if training_args.push_to_hub else None
     metrics = _save_results(trainer, train_result, len(train_ds), len(eval_ds), repo_id)
