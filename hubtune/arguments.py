@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import json
 import math
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -22,9 +23,10 @@ from typing import Any, Literal
 
 from transformers import HfArgumentParser
 
-from hubtune.errors import ConfigError
+from hubtune.errors import ConfigError, OutputDirError
 
-__all__ = ["CONFIG_FILE_SUFFIXES", "read_config_file", "check_file_values", "check_number", "parse_command_line"]
+__all__ = ["CONFIG_FILE_SUFFIXES", "read_config_file", "check_file_values", "check_number", "check_output_dir",
+           "parse_command_line"]
 
 CONFIG_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 # Fields typed ``str`` that also take true / false in a file, as their flag does (``--resume_from_checkpoint true``).
@@ -101,6 +103,38 @@ def check_number(name: str, value: Any, *, minimum: float | None = None, maximum
               and (above is None or value > above) and (below is None or value < below))
     if not ok:
         raise ConfigError(f"--{name} must be {wanted}, got {value!r}.")
+
+
+def check_output_dir(output_dir: str | os.PathLike, option: str = "--output_dir") -> Path:
+    """Refuse, before anything runs, an output folder that cannot be created or written.
+
+    OutputDirError for a dangling symbolic link (the folder or a parent), a file, or a folder (or, when it does
+    not exist yet, its nearest existing parent) that this user cannot write, e.g. on a read-only disk. Creates
+    nothing; returns the path.
+    """
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"{option} {str(path)!r} is a file, not a folder; choose another {option}.")
+    existing = path
+    while not existing.exists():
+        if existing.is_symlink():
+            raise OutputDirError(
+                f"{option} {str(path)!r} cannot be created: {str(existing)!r} is a dangling symbolic link (to "
+                f"{os.readlink(existing)!r}, which does not exist); create the link's target, remove the link, or "
+                f"choose another {option}."
+            )
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise OutputDirError(f"{option} {str(path)!r} cannot be created: {str(existing)!r} is a file, not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "the folder" if existing == path else f"its nearest existing parent {str(existing)!r}"
+        raise OutputDirError(
+            f"{option} {str(path)!r} cannot be written: {where} is read-only for this user (or on a read-only disk); "
+            f"choose another {option} or fix its permissions. Nothing was run."
+        )
+    return path
 
 
 def _number(value: float) -> str:

@@ -160,6 +160,64 @@ def test_config_values_that_argparse_would_accept_still_work(tmp_path):
     assert gan_config.log_with == ["tensorboard"] and gan_config.resume_from_checkpoint == "latest"
 
 
+def _no_data_loading(monkeypatch):
+    """Fail the test if a command gets as far as loading data (an output-dir check must come first)."""
+    import hubtune.gan.loop
+    import hubtune.training.finetune
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the output folder was checked only after the run had started")
+
+    monkeypatch.setattr(hubtune.training.finetune, "load_image_classification_data", refuse)
+    monkeypatch.setattr(hubtune.gan.loop, "load_image_set", refuse)
+
+
+def _command_writing_to(command: str, out: Path) -> list[str]:
+    if command == "finetune":
+        return ["finetune", *TINY, "--method", "ce", "--max_steps", "2", "--output_dir", str(out)]
+    if command == "gan":
+        return ["gan", "--max_steps", "2", "--per_device_train_batch_size", "8", "--image_size", "16",
+                "--eval_num_samples", "0", "--no_progress_bar", "--output_dir", str(out)]
+    return ["ood", "--model", str(out.parent / "no-such-model"), "--dataset", "digits", "--ood_dataset", "noise",
+            "--output_dir", str(out)]
+
+
+@pytest.mark.parametrize("command", ["finetune", "gan", "ood"])
+@pytest.mark.parametrize("where", ["folder", "parent"])
+def test_a_read_only_output_dir_is_refused_before_anything_runs(command, where, tmp_path, capsys, monkeypatch):
+    import os
+
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    (read_only / "keep.txt").write_text("keep me")
+    out = read_only if where == "folder" else read_only / "new" / "out"
+    before = hashes(read_only)
+    read_only.chmod(0o555)
+    if os.geteuid() == 0:  # root may write anyway, so only a read-only disk would stop it: answer as one would
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, *args, **kwargs: False if (
+            Path(path) == read_only and mode & os.W_OK) else real_access(path, mode, *args, **kwargs))
+    _no_data_loading(monkeypatch)
+    try:
+        line = run(_command_writing_to(command, out), capsys)
+    finally:
+        read_only.chmod(0o755)
+    assert f"--output_dir {str(out)!r} cannot be written" in line and "read-only" in line
+    assert hashes(read_only) == before and not (read_only / "new").exists()
+
+
+@pytest.mark.parametrize("command", ["finetune", "gan", "ood"])
+@pytest.mark.parametrize("where", ["folder", "parent"])
+def test_a_dangling_symlink_output_dir_is_named(command, where, tmp_path, capsys, monkeypatch):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    out = link if where == "folder" else link / "out"
+    _no_data_loading(monkeypatch)
+    line = run(_command_writing_to(command, out), capsys)
+    assert f"{str(link)!r} is a dangling symbolic link" in line and "File exists" not in line
+    assert link.is_symlink() and not (tmp_path / "gone").exists()
+
+
 # ------------------------------------------------------------------------------------------ earlier results
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser
 
+from hubtune.arguments import check_output_dir
 from hubtune.commands._parsing import parse_command_line
 from hubtune.errors import ConfigError, OutputDirError
 from hubtune.hub import read_run_info, write_model_card, write_run_info
@@ -100,6 +101,7 @@ def _output_dir(args: OODArguments) -> Path:
 
 
 def _writable(output_dir: Path) -> Path:
+    check_output_dir(output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -30,7 +30,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
-from hubtune.arguments import check_file_values, check_number, parse_command_line
+from hubtune.arguments import check_file_values, check_number, check_output_dir, parse_command_line
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
 from hubtune.errors import ConfigError, MethodError, OutputDirError
 from hubtune.hub import push_folder, validate_repo_id, write_model_card, write_run_info
@@ -252,6 +252,7 @@ def _check_output_dir(args: FinetuneTrainingArguments) -> str | bool | None:
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"output_dir {str(out)!r} is a file, not a folder; choose another --output_dir.")
+    check_output_dir(out)  # a read-only or dangling-link folder fails now, not after training
     holds_run = out.is_dir() and (any((out / name).exists() for name in _RUN_FILES) or last_checkpoint_in(out))
     if holds_run and resume is None and not args.overwrite_output_dir:
         raise OutputDirError(
