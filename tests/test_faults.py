@@ -448,6 +448,23 @@ def test_corrupt_and_truncated_images_are_left_out_or_named(image_folder, tmp_pa
     assert "Cannot read image" in line and ("truncated.png" in line or "not-an-image.png" in line)
 
 
+@pytest.mark.parametrize("layout", ["empty", "no-image-files"])
+def test_a_folder_without_images_says_so_and_which_extensions_are_read(finished_run, layout, tmp_path, capsys):
+    folder = tmp_path / "ood"
+    (folder / "sub").mkdir(parents=True)
+    if layout == "no-image-files":
+        (folder / "notes.txt").write_text("no images here")
+        (folder / "sub" / "data.csv").write_text("a,b\n1,2\n")
+    before = hashes(finished_run)
+    line = run(["ood", "--model", str(finished_run), "--dataset", "digits", "--ood_dataset", str(folder),
+                "--output_dir", str(tmp_path / "results")], capsys)
+    assert f"OOD folder {str(folder)!r} holds no images" in line and ".png, .jpg" in line
+    assert "corresponds to no data" not in line
+    assert hashes(finished_run) == before
+    line = run(["finetune", *TINY, "--dataset", str(folder), "--output_dir", str(tmp_path / "out")], capsys)
+    assert f"{str(folder)!r} holds no images" in line and ".png, .jpg" in line
+
+
 def test_one_class_and_a_last_batch_of_one(image_folder, tmp_path, capsys):
     import shutil
 

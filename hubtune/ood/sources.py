@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hubtune.data import load_image_classification_data
+from hubtune.data import load_image_classification_data, no_images_in
 from hubtune.errors import DatasetError, OODError
 
 __all__ = [
@@ -128,6 +128,9 @@ def _load_dataset_source(source: str | os.PathLike | datasets.DatasetDict, seed:
         if not (isinstance(source, str) and Path(source).is_dir()):
             raise
     # A folder of images without class sub-folders: OOD images need no labels.
+    empty = no_images_in(source)
+    if empty:
+        raise OODError(f"OOD folder {empty}; give a folder of images (sub-folders are searched too).")
     try:
         loaded = datasets.load_dataset("imagefolder", data_dir=str(source))
     except Exception as e:  # noqa: BLE001 - any builder failure means "not a usable image folder"
