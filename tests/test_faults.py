@@ -465,6 +465,26 @@ def test_a_folder_without_images_says_so_and_which_extensions_are_read(finished_
     assert f"{str(folder)!r} holds no images" in line and ".png, .jpg" in line
 
 
+def test_ood_has_the_strict_data_flag_that_its_advice_names(finished_run, tmp_path, capsys):
+    """`hubtune ood` leaves unreadable in-distribution images out and advises --strict_data: it must have it."""
+    folder = tmp_path / "digits-folder"
+    for label in range(10):
+        (folder / str(label)).mkdir(parents=True)
+        for k in range(5):
+            Image.new("L", (8, 8), 20 * label + k).save(folder / str(label) / f"{k}.png")
+    good = (folder / "3" / "0.png").read_bytes()
+    (folder / "3" / "truncated.png").write_bytes(good[: len(good) // 2])
+    before = hashes(finished_run)
+    argv = ["ood", "--model", str(finished_run), "--dataset", str(folder), "--ood_dataset", "noise",
+            "--output_dir", str(tmp_path / "results")]
+    out = run(argv, capsys, expected_code=0)
+    advice = next(line for line in out.splitlines() if "unreadable image" in line)
+    assert "truncated.png" in advice and "--strict_data" in advice
+    line = run([*argv, "--strict_data", "true"], capsys)
+    assert "Cannot read image" in line and "truncated.png" in line and "--strict_data" in line
+    assert hashes(finished_run) == before
+
+
 def test_one_class_and_a_last_batch_of_one(image_folder, tmp_path, capsys):
     import shutil
 

@@ -62,6 +62,9 @@ class OODArguments:
     max_ood_images: int | None = field(default=None, metadata={
         "help": "at most this many images per dataset-backed OOD set"})
     seed: int = field(default=0, metadata={"help": "split seed of --dataset (use finetune's) and OOD sampling seed"})
+    strict_data: bool = field(default=False, metadata={
+        "help": "stop at the first unreadable image of --dataset or a dataset-backed OOD set (naming it) instead of "
+        "leaving unreadable images out"})
     allow_pickle: bool = field(default=False, metadata={
         "help": "allow loading a pickle checkpoint (trusted sources only)"})
     hub_token: str | None = field(default=None, metadata={"help": "Hub token for a private model repo"})
@@ -136,6 +139,7 @@ def run(argv: Sequence[str]) -> int:
         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         max_ood_images=args.max_ood_images,
         seed=args.seed,
+        strict_data=args.strict_data,
     )
     print(format_ood_table(results))
     entries = merge_ood_entries(existing, ood_result_entries(results, model=str(args.model), seed=args.seed))
