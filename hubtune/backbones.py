@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from hubtune.errors import BackboneError, PretrainedWeightsError, WeightsFileError
+from hubtune.offline import hub_offline, not_in_cache
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -219,6 +220,8 @@ def _unknown_backbone(name: str) -> BackboneError:
 
     close = difflib.get_close_matches(name, timm.list_models(pretrained=False), n=5, cutoff=0.6)
     hint = f" Close timm names: {', '.join(close)}." if close else ""
+    if "/" in name and hub_offline():
+        return BackboneError(f"Cannot use backbone {name!r}: {not_in_cache(f'Hub repo {name!r}')}.")
     return BackboneError(
         f"Unknown backbone {name!r}. Use a timm model name (list them with timm.list_models('*resnet*')), "
         "'hf-hub:ORG/NAME' or 'local-dir:PATH' for timm weights, or a transformers vision model id or local "
@@ -275,6 +278,9 @@ def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> T
         try:
             _, architecture, model_args = load_model_config_from_hf(name[len("hf-hub:"):])
         except Exception as e:  # noqa: BLE001
+            if isinstance(e, OSError) and hub_offline():
+                raise PretrainedWeightsError(
+                    f"Could not read the timm config of {name!r}: {not_in_cache('its config.json')}.") from e
             raise PretrainedWeightsError(f"Could not read the timm config of {name!r} from the Hub: {e}") from e
     elif name.startswith("local-dir:"):
         folder = name[len("local-dir:"):]
@@ -293,6 +299,10 @@ def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> T
         try:
             model = timm.create_model(name, pretrained=True, num_classes=0, **model_kwargs)
         except Exception as e:  # noqa: BLE001 - say what failed, never fall back to random weights
+            if isinstance(e, OSError) and hub_offline():
+                raise PretrainedWeightsError(
+                    f"Could not load pretrained weights for timm model {name!r}: {not_in_cache('its weights file')}, or "
+                    "pass --no-pretrained to start from random weights.") from e
             raise PretrainedWeightsError(
                 f"Could not load pretrained weights for timm model {name!r}: {type(e).__name__}: {e}. "
                 "Check the name and your connection (HF_ENDPOINT, HF_TOKEN), pass a local folder as "
@@ -373,6 +383,8 @@ def _create_transformers(name: str, pretrained: bool, model_kwargs: dict[str, An
     try:
         config = AutoConfig.from_pretrained(name, **model_kwargs)
     except Exception as e:  # noqa: BLE001
+        if not Path(name).exists() and hub_offline():
+            raise PretrainedWeightsError(f"Could not load {name!r}: {not_in_cache('its config.json')}.") from e
         if Path(name).exists() or pretrained:
             raise PretrainedWeightsError(f"Could not load the transformers config of {name!r}: {e}") from e
         raise _unknown_backbone(name) from e
@@ -382,6 +394,10 @@ def _create_transformers(name: str, pretrained: bool, model_kwargs: dict[str, An
         try:
             model = cls.from_pretrained(name, config=config)
         except Exception as e:  # noqa: BLE001
+            if isinstance(e, OSError) and not Path(name).exists() and hub_offline():
+                raise PretrainedWeightsError(
+                    f"Could not load pretrained weights for {name!r}: {not_in_cache('its weights file')}, or pass "
+                    "--no-pretrained to start from random weights.") from e
             raise PretrainedWeightsError(
                 f"Could not load pretrained weights for transformers model {name!r}: {type(e).__name__}: {e}. "
                 "Check the id and your connection (HF_ENDPOINT, HF_TOKEN), pass a local folder, or use "

@@ -527,6 +527,24 @@ def test_an_offline_push_says_so(finished_run, hub_repo_id, hub_token, capsys, m
     assert "HF_HUB_OFFLINE=1" in line
 
 
+@pytest.mark.parametrize("argv", [
+    ["ood", "--model", "someorg/not-cached", "--dataset", "digits", "--ood_dataset", "noise"],
+    ["finetune", "--model", "someorg/not-cached"],
+    ["finetune", "--model", "someorg/not-cached", "--pretrained"],
+    ["finetune", "--model", "hf-hub:someorg/not-cached"],
+    ["finetune", "--model", "resnet18", "--pretrained"],
+])
+def test_a_hub_id_while_offline_names_the_offline_setting(argv, tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    line = run([*argv, "--output_dir", str(tmp_path / "out")], capsys)
+    assert "HF_HUB_OFFLINE=1 is set" in line and "not in the local Hugging Face cache" in line
+    assert "has no config.json" not in line and "Unknown backbone" not in line
+    assert argv[0] == "ood" or not (tmp_path / "out").exists()  # ood makes its results folder first
+
+
 def test_a_failed_gan_push_leaves_the_generator_folder_alone(tmp_path, local_hub, hub_token, hub_repo_id, capsys):
     from accelerate.state import AcceleratorState
 

@@ -27,7 +27,13 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCard, PyTorchModelHubMixin, constants, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 from torch import Tensor, nn
@@ -40,6 +46,7 @@ from hubtune.errors import ConfigError, GeneratorLoadError, HubPushError
 from hubtune.gan.config import GANTrainingConfig
 from hubtune.hub.generator_card import SAMPLE_COUNT, SAMPLE_IMAGE, render_generator_card
 from hubtune.hub.push import check_online, resolve_token, validate_repo_id, wrap_hub_error
+from hubtune.offline import not_in_cache
 
 PAPER_URL = "https://arxiv.org/abs/2303.01559"
 REPO_URL = "https://github.com/hubtune/hubtune"
@@ -487,6 +494,8 @@ class Generator(
                 config_path = hf_hub_download(source, CONFIG_NAME, revision=kwargs.get("revision"),
                                               token=kwargs.get("token"), cache_dir=kwargs.get("cache_dir"),
                                               local_files_only=bool(kwargs.get("local_files_only")))
+            except LocalEntryNotFoundError as err:  # offline or unreachable: not "not a generator repository"
+                raise GeneratorLoadError(f"cannot load generator {source!r}: {not_in_cache('its config.json')}") from err
             except Exception:  # noqa: BLE001
                 config_path = None
         if config_path is not None:
@@ -526,6 +535,8 @@ class Generator(
                     repo_id=source, filename=filename, revision=revision, token=token, cache_dir=cache_dir,
                     force_download=force_download, local_files_only=local_files_only,
                 )
+            except LocalEntryNotFoundError as err:
+                raise GeneratorLoadError(f"cannot load generator {source!r}: {not_in_cache(f'its {filename}')}") from err
             except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as err:
                 raise GeneratorLoadError(
                     f"cannot load {filename} of {source!r} ({type(err).__name__}): not a hubtune generator repository"

@@ -239,3 +239,12 @@ def test_a_garbage_generator_config_is_one_error_naming_the_file(tmp_path, conte
     with pytest.raises(GeneratorLoadError, match=message) as caught:
         Generator.from_pretrained(folder)
     assert str(config) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_hub_generator_while_offline_names_the_offline_setting(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(GeneratorLoadError, match="HF_HUB_OFFLINE=1 is set and its config.json is not in the local"):
+        Generator.from_pretrained("someorg/not-cached-generator")
