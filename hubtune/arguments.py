@@ -19,11 +19,12 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
-
-from transformers import HfArgumentParser
+from typing import TYPE_CHECKING, Any, Literal
 
 from hubtune.errors import ConfigError, OutputDirError
+
+if TYPE_CHECKING:  # the value checks need no transformers; the parser is the caller's
+    from transformers import HfArgumentParser
 
 __all__ = ["CONFIG_FILE_SUFFIXES", "read_config_file", "check_file_values", "check_number", "check_output_dir",
            "parse_command_line"]
