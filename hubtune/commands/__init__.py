@@ -7,12 +7,14 @@ Commands are registered here, statically. Each command module has ``HELP`` (one 
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 from collections.abc import Sequence
 
 from hubtune import __version__
 from hubtune.commands import compare, convert, finetune, gan, ood, push
-from hubtune.errors import HubtuneError
+from hubtune.errors import HubtuneError, Terminated
 
 __all__ = ["COMMANDS", "main"]
 
@@ -43,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hubtune: error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
     try:
-        return int(command.run(rest) or 0)
+        with _sigterm_as_interrupt():
+            return int(command.run(rest) or 0)
     except HubtuneError as e:
         # Known failure modes carry a message that says what to do: one line, no traceback.
         print(f"hubtune {name}: error: {_one_line(e)}", file=sys.stderr)
@@ -57,8 +60,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as e:
         detail = _one_line(e) or "completed checkpoints are kept; resume with --resume_from_checkpoint"
-        print(f"hubtune {name}: interrupted; {detail}", file=sys.stderr)
-        return 130
+        terminated = isinstance(e, Terminated)
+        print(f"hubtune {name}: {'terminated (SIGTERM)' if terminated else 'interrupted'}; {detail}", file=sys.stderr)
+        return 128 + signal.SIGTERM if terminated else 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a command runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so a
+    scheduler's stop is handled as Ctrl-C is: the message names the last checkpoint, and the exit code is 143."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(error: BaseException) -> str:

@@ -30,7 +30,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
-from hubtune.arguments import given_options, parse_command_line
+from hubtune.arguments import check_file_values, check_number, check_output_dir, given_options, parse_command_line
 from hubtune.backbones import names_weights
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
 from hubtune.errors import ConfigError, MethodError, OutputDirError
@@ -154,9 +154,23 @@ class FinetuneTrainingArguments(TrainingArguments):
                 raise ConfigError(f"num_train_epochs must be > 0 (got {self.num_train_epochs}), or set max_steps.")
         if self.per_device_train_batch_size < 1:
             raise ConfigError(f"per_device_train_batch_size must be at least 1, got {self.per_device_train_batch_size}.")
+        self._check_numbers()
         if self.push_to_hub and self.hub_model_id is not None:
             validate_repo_id(self.hub_model_id)
         super().__post_init__()
+
+    def _check_numbers(self) -> None:
+        """The numeric options, each named, before the optimizer or the Trainer meets them."""
+        check_number("max_steps", self.max_steps, minimum=1, integer=True, allow=(-1,))
+        check_number("num_train_epochs", self.num_train_epochs, minimum=0)
+        for name in ("learning_rate", "weight_decay", "adam_epsilon", "max_grad_norm", "warmup_steps"):
+            check_number(name, getattr(self, name), minimum=0)
+        for name in ("adam_beta1", "adam_beta2"):
+            check_number(name, getattr(self, name), minimum=0, below=1)
+        check_number("label_smoothing_factor", self.label_smoothing_factor, minimum=0, below=1)
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            check_number(name, getattr(self, name), minimum=1, integer=True)
+        check_number("seed", self.seed, minimum=0, maximum=2**32 - 1, integer=True)
 
 
 # ------------------------------------------------------------------------------------------ method arguments
@@ -249,7 +263,7 @@ def parse_finetune_args(source: Mapping[str, Any] | Sequence[str] | str | Path |
         unknown = sorted(set(source) - known)
         if unknown:
             raise ConfigError(f"Unknown finetune option(s) {', '.join(unknown)}; see `hubtune finetune --help`.")
-        parser.set_defaults(**source)
+        parser.set_defaults(**check_file_values(parser.dataclass_types, source, "finetune options"))
         argv, given = [], set(source)
     else:
         argv = list(source)
@@ -272,6 +286,7 @@ def _check_output_dir(args: FinetuneTrainingArguments) -> str | bool | None:
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"output_dir {str(out)!r} is a file, not a folder; choose another --output_dir.")
+    check_output_dir(out)  # a read-only or dangling-link folder fails now, not after training
     holds_run = out.is_dir() and (any((out / name).exists() for name in _RUN_FILES) or last_checkpoint_in(out))
     if holds_run and resume is None and not args.overwrite_output_dir:
         raise OutputDirError(
@@ -340,11 +355,11 @@ def run_finetune(
               "weights).")
     try:
         train_result = trainer.train(resume_from_checkpoint=resume)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM from the command line (hubtune.errors.Terminated)
         last = last_checkpoint_in(training_args.output_dir)
         where = (f"the last complete checkpoint is {last}; resume with --resume_from_checkpoint {last}" if last
                  else "no checkpoint had been written yet")
-        raise KeyboardInterrupt(where) from None
+        raise type(e)(where) from None
     _whole_run_train_loss(train_result.metrics, trainer.state.log_history)
     repo_id = training_args.hub_model_id if training_args.push_to_hub else None
     metrics = _save_results(trainer, train_result, len(train_ds), len(eval_ds), repo_id)
