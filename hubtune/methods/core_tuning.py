@@ -45,7 +45,7 @@ class CoreTuningConfig(MethodConfig):
     """
 
     PRESETS: ClassVar[tuple[str, ...]] = ("paper", "reference")
-    eta: float = 0.01
+    eta: float = 0.03
     temperature: float = 0.07
     alpha: float = 1.0
     lam_min: float = 0.8

@@ -171,4 +171,4 @@ def test_summary_statistics_against_hand_counts():
     # the 8 sign patterns of (5, 4, -1) (hundredths) sum to +-10, +-8, +-2, +-0; the observed sum is 8: 4 of 8
     assert ct["p"] == pytest.approx(4 / 8)
     assert ct["time_ratio"] == pytest.approx(1.1)  # median of 1.1, 1.2, 1.0
-    assert "| core-tuning | 3 | 81.33 ± 7.77 | +2.67 | 2/3 | 0.500 | 1.10 |" in report["markdown"]
+    assert "| core-tuning | 3 | 82.67 ± 7.77 | +2.67 | 2/3 | 0.500 | 1.10 |" in report["markdown"]
