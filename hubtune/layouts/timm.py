@@ -27,7 +27,10 @@ def _library_model(parts: ClassifierParts):
     model_args = {k: v for k, v in dict(spec.get("model_args") or {}).items() if k != "num_classes"}
     model = timm.create_model(spec["architecture"], pretrained=False, num_classes=parts.num_labels, **model_args)
     if spec.get("pretrained_cfg"):
-        model.pretrained_cfg = dict(spec["pretrained_cfg"])
+        # A pretrained_cfg read back from a timm-layout config.json lacks "architecture" (save_for_hf moves it to
+        # the top level) and save_for_hf needs it: keep the model's own entries under the saved ones.
+        model.pretrained_cfg = {**dict(model.pretrained_cfg or {}), **dict(spec["pretrained_cfg"]),
+                                "architecture": spec["architecture"]}
     weight_key, bias_key = head_keys(model.state_dict(), parts.backbone_state, parts.num_labels,
                                      int(parts.head_weight.shape[1]), spec["architecture"])
     model.load_state_dict({**parts.backbone_state, **head_state(parts, weight_key, bias_key)}, strict=True)
@@ -86,6 +89,7 @@ def read_timm(source: str, config: dict[str, Any], state: dict[str, torch.Tensor
     model_args = {k: v for k, v in dict(config.get("model_args") or {}).items() if k != "num_classes"}
     pretrained_cfg = dict(config.get("pretrained_cfg") or {})
     architecture = config["architecture"]
+    pretrained_cfg.setdefault("architecture", architecture)  # as timm's own pretrained_cfg (save_for_hf needs it)
     headless = timm.create_model(architecture, pretrained=False, num_classes=0, **model_args)
     backbone_state, weight, bias = split_head(state, set(headless.state_dict()), source)
     label_names = config.get("label_names") or pretrained_cfg.get("label_names")
