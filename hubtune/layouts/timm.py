@@ -28,9 +28,8 @@ def _library_model(parts: ClassifierParts):
     model = timm.create_model(spec["architecture"], pretrained=False, num_classes=parts.num_labels, **model_args)
     if spec.get("pretrained_cfg"):
         # A pretrained_cfg read back from a timm-layout config.json lacks "architecture" (save_for_hf moves it to
-        # the top level) and save_for_hf needs it: keep the model's own entries under the saved ones.
-        model.pretrained_cfg = {**dict(model.pretrained_cfg or {}), **dict(spec["pretrained_cfg"]),
-                                "architecture": spec["architecture"]}
+        # the top level, and needs it there)
+        model.pretrained_cfg = {**dict(spec["pretrained_cfg"]), "architecture": spec["architecture"]}
     weight_key, bias_key = head_keys(model.state_dict(), parts.backbone_state, parts.num_labels,
                                      int(parts.head_weight.shape[1]), spec["architecture"])
     model.load_state_dict({**parts.backbone_state, **head_state(parts, weight_key, bias_key)}, strict=True)
