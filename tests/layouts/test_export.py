@@ -277,3 +277,24 @@ def test_a_timm_layout_loaded_then_kept_as_a_hubtune_checkpoint_exports_to_timm_
     again = timm.create_model(f"local-dir:{tmp_path / 'again'}", pretrained=True).eval()
     with torch.no_grad():
         torch.testing.assert_close(again(x), expected, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+@pytest.mark.parametrize("export_format", ["auto", "hubtune"])
+def test_weights_are_written_with_the_umask_permissions(timm_model, tmp_path, umask, export_format):
+    """Weights (and the hubtune-layout checkpoints the Trainer writes) get what open() would give, 0644 under
+    umask 022, not mkstemp's 0600."""
+    import os
+    import stat
+
+    from hubtune.layouts import save_weights
+
+    old = os.umask(umask)
+    try:
+        save_export(timm_model, tmp_path / "out", export_format)
+        save_weights({"w": torch.ones(2)}, tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "out" / "model.safetensors", tmp_path / "w.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert not list(tmp_path.rglob("*.tmp"))
