@@ -34,6 +34,7 @@ from hubtune.arguments import parse_command_line
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
 from hubtune.errors import ConfigError, MethodError, OutputDirError
 from hubtune.hub import push_folder, validate_repo_id, write_model_card, write_run_info
+from hubtune.layouts import detect_layout
 from hubtune.methods import MethodConfig, available_methods, get_method
 from hubtune.modeling import EXPORT_FORMATS, HubtuneForImageClassification
 from hubtune.devices import configure_backends
@@ -48,6 +49,7 @@ __all__ = [
     "finetune_parser",
     "parse_finetune_args",
     "run_finetune",
+    "next_steps",
 ]
 
 # Files that show a folder holds another run's results (an empty or unrelated folder is fine to write into).
@@ -303,7 +305,6 @@ def run_finetune(
         where = (f"the last complete checkpoint is {last}; resume with --resume_from_checkpoint {last}" if last
                  else "no checkpoint had been written yet")
         raise KeyboardInterrupt(where) from None
-    _whole_run_train_loss(train_result.metrics, trainer.state.log_history)
     repo_id = training_args.hub_model_id if training_args.push_to_hub else None
     metrics = _save_results(trainer, train_result, len(train_ds), len(eval_ds), repo_id)
     out = Path(training_args.output_dir)
@@ -315,19 +316,24 @@ def run_finetune(
             url = push_folder(out, training_args.hub_model_id, token=training_args.hub_token,
                               private=bool(training_args.hub_private_repo), revision=training_args.hub_revision)
             print(f"Pushed to {url}")
+        print(next_steps(out, repo_id))
     return metrics
 
 
-def _whole_run_train_loss(metrics: dict[str, float], log_history: list[dict[str, Any]]) -> None:
-    """After a resume, Trainer's train_loss averages only the resumed steps; average the whole run's logged losses
-    (each weighted by the steps it covers) instead."""
-    previous, total, steps = 0, 0.0, 0
-    for entry in log_history:
-        if "loss" in entry and "step" in entry:
-            covered = entry["step"] - previous
-            total, steps, previous = total + float(entry["loss"]) * covered, steps + covered, entry["step"]
-    if steps:
-        metrics["train_loss"] = total / steps
+def next_steps(folder: str | Path, repo_id: str | None = None) -> str:
+    """One line: how to publish the output folder (unless it was pushed to ``repo_id``) and how to load it."""
+    folder = Path(folder).resolve()
+    layout = detect_layout(folder)
+    repo = repo_id or "ORG/NAME"
+    if layout == "timm":
+        load = (f'timm.create_model("hf-hub:{repo}", pretrained=True) or AutoModelForImageClassification'
+                f'.from_pretrained("{repo}"); locally timm.create_model("local-dir:{folder}", pretrained=True)')
+    elif layout == "transformers":
+        load = f'AutoModelForImageClassification.from_pretrained("{repo}"); locally from_pretrained("{folder}")'
+    else:
+        load = f'HubtuneForImageClassification.from_pretrained("{repo}"); locally from_pretrained("{folder}")'
+    push = "" if repo_id else f"publish with `hubtune push {folder} ORG/NAME`, then "
+    return f"Next: {push}load with {load}."
 
 
 def _trainer_args(args: FinetuneTrainingArguments) -> FinetuneTrainingArguments:
@@ -350,6 +356,7 @@ def _save_results(trainer: HubtuneTrainer, train_result, num_train: int, num_eva
     metrics["train_samples"] = num_train
     trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
+    trainer.log_metrics("eval", eval_metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_metrics("eval", eval_metrics)
     trainer.save_metrics("all", metrics)
