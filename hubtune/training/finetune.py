@@ -38,6 +38,7 @@ from hubtune.layouts import detect_layout
 from hubtune.methods import MethodConfig, available_methods, get_method
 from hubtune.modeling import EXPORT_FORMATS, HubtuneForImageClassification
 from hubtune.devices import configure_backends
+from hubtune.trackers import check_trackers_installed
 from hubtune.training.callbacks import LossWeightWarmupCallback
 from hubtune.training.trainer import HubtuneTrainer, compute_accuracy, last_checkpoint_in
 
@@ -140,6 +141,7 @@ class FinetuneTrainingArguments(TrainingArguments):
         if self.push_to_hub and self.hub_model_id is not None:
             validate_repo_id(self.hub_model_id)
         super().__post_init__()
+        check_trackers_installed(self.report_to, "--report_to")  # before data or model load, not at Trainer start
 
 
 # ------------------------------------------------------------------------------------------ method arguments
