@@ -42,7 +42,7 @@ def write_timm(parts: ClassifierParts, folder: Path) -> None:
 
     pre = PreprocessingConfig.from_dict(parts.preprocessing)
     data_config = {"input_size": tuple(pre.input_size), "mean": tuple(pre.mean), "std": tuple(pre.std),
-                   "interpolation": pre.interpolation, "crop_pct": pre.crop_pct}
+                   "interpolation": pre.interpolation, "crop_pct": pre.crop_pct, "crop_mode": "center"}
     save_for_hf(_library_model(parts), str(folder), model_config={"label_names": parts.label_names()},
                 safe_serialization=True, data_config=data_config)
     drop_num_classes_from_model_args(folder / "config.json")
