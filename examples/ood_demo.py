@@ -78,8 +78,10 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=4)
     p.add_argument("--image-size", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--optim", default=None, help="e.g. sgd (Nesterov momentum 0.9); default: the finetune job's")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default: each method's training recipe with a pretrained backbone, 0.05 from scratch")
+    p.add_argument("--optim", default=None, help="e.g. sgd (Nesterov momentum 0.9); default: as for --lr, the "
+                   "method's recipe (pretrained) or the finetune job's")
     p.add_argument("--scores", nargs="+", default=list(DEFAULT_SCORES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds: mean ± std table")
@@ -146,6 +148,7 @@ def report_runs(args) -> dict[str, list[dict]]:
             r = json.loads(line) if line.strip() else None
             if (r is None or r.get("benchmark") != "ood_demo" or r["pretrained"] != pretrained
                     or r["image_size"] != args.image_size or r["epochs"] != args.epochs
+                    or bool(r.get("recipe")) != bool(pretrained and not (args.lr or args.optim))
                     or (seeds is not None and r["seed"] not in seeds)):
                 continue
             results = {"seed": r["seed"], "in_distribution": {"accuracy": r["accuracy"]},
@@ -163,6 +166,8 @@ def run_seed(args, seed: int) -> dict[str, dict]:
         out = Path(args.output_dir) / f"seed{seed}" / spec.replace(":", "-")
         t0 = time.perf_counter()
         job = {"optim": args.optim} if args.optim else {}
+        if args.lr is not None or not args.pretrained:
+            job["learning_rate"] = args.lr if args.lr is not None else 0.05
         run_finetune(*parse_finetune_args({
             **job,
             "model": args.model,
@@ -171,7 +176,6 @@ def run_seed(args, seed: int) -> dict[str, dict]:
             "preset": preset or "paper",
             "num_train_epochs": args.epochs,
             "per_device_train_batch_size": args.batch_size,
-            "learning_rate": args.lr,
             "image_size": args.image_size,
             "pretrained": args.pretrained,
             "seed": seed,
@@ -187,7 +191,8 @@ def run_seed(args, seed: int) -> dict[str, dict]:
         if args.results:
             line = {"benchmark": "ood_demo", "method": spec, "seed": seed, "model": args.model, "optim": args.optim,
                     "pretrained": args.pretrained, "image_size": args.image_size, "epochs": args.epochs,
-                    "lr": args.lr, "batch_size": args.batch_size, "seconds": round(time.perf_counter() - t0, 1),
+                    "lr": args.lr, "recipe": not (args.lr or args.optim) and args.pretrained,
+                    "batch_size": args.batch_size, "seconds": round(time.perf_counter() - t0, 1),
                     "method_config": create_method(method, {"preset": preset or "paper"}).config.to_dict(),
                     "accuracy": results["in_distribution"]["accuracy"],
                     "metrics": {s: results["results"][s]["metrics"] for s in OOD_SETS}}

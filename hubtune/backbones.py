@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from hubtune.errors import BackboneError, PretrainedWeightsError
+from hubtune.errors import BackboneError, PretrainedWeightsError, WeightsFileError
+from hubtune.offline import hub_offline, not_in_cache
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -134,8 +135,74 @@ def _looks_like_timm_config(cfg: dict[str, Any]) -> bool:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsFileError(f"{path} is not valid JSON ({type(e).__name__}); the file is corrupt or was written by "
+                               "something else: restore or re-create it.") from e
+    if not isinstance(value, dict):
+        raise WeightsFileError(f"{path} holds a JSON {type(value).__name__}, not an object; it is not a model "
+                               "configuration.")
+    return value
+
+
+def timm_config_error(source: str, problem: str) -> WeightsFileError:
+    """The error for a timm config.json (of the folder or Hub repo ``source``) with a wrong entry."""
+    return WeightsFileError(
+        f"config.json of {source!r}: {problem}; it is not a timm config as timm's save_for_hf writes it. Fix or "
+        "restore the file (or re-save the model)."
+    )
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return f"{text[:60]}{'...' if len(text) > 60 else ''} ({type(value).__name__})"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_timm_config(source: str, config: dict[str, Any]) -> None:
+    """WeightsFileError naming config.json and the value when a timm config.json has a wrongly typed entry."""
+    architecture = config.get("architecture")
+    if not isinstance(architecture, str) or not architecture:
+        raise timm_config_error(source, f"architecture must be a timm model name, not {_describe(architecture)}")
+    for key in ("model_args", "pretrained_cfg"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise timm_config_error(source, f"{key} must be a mapping, not {_describe(config[key])}")
+    num_classes = config.get("num_classes")
+    if num_classes is not None and not (isinstance(num_classes, int) and not isinstance(num_classes, bool)
+                                        and num_classes >= 0):
+        raise timm_config_error(source, f"num_classes must be an integer >= 0, not {_describe(num_classes)}")
+    pretrained_cfg = config.get("pretrained_cfg") or {}
+    for key, value in (("label_names", config.get("label_names")), ("pretrained_cfg.label_names",
+                                                                    pretrained_cfg.get("label_names"))):
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            if not all(isinstance(k, str) and k.strip().isdigit() for k in value):
+                raise timm_config_error(source, f"{key} as a mapping must have class indices as keys, not {_describe(value)}")
+        elif not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+            raise timm_config_error(source, f"{key} must be a list of class names, not {_describe(value)}")
+    checks = {
+        "input_size": lambda v: isinstance(v, list) and len(v) == 3 and all(
+            isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v),
+        "mean": lambda v: isinstance(v, list) and len(v) >= 1 and all(_is_number(x) for x in v),
+        "std": lambda v: isinstance(v, list) and len(v) >= 1 and all(_is_number(x) and x > 0 for x in v),
+        "crop_pct": lambda v: _is_number(v) and v > 0,
+        "interpolation": lambda v: isinstance(v, str),
+    }
+    wanted = {"input_size": "[channels, height, width] (positive integers)", "mean": "a list of numbers",
+              "std": "a list of positive numbers", "crop_pct": "a positive number",
+              "interpolation": "a name such as 'bicubic'"}
+    for key, ok in checks.items():
+        value = pretrained_cfg.get(key)
+        if value is not None and not ok(value):
+            raise timm_config_error(source, f"pretrained_cfg.{key} must be {wanted[key]}, not {_describe(value)}")
+
+
 
 
 def _hub_config(repo_id: str) -> dict[str, Any] | None:
@@ -153,11 +220,19 @@ def _unknown_backbone(name: str) -> BackboneError:
 
     close = difflib.get_close_matches(name, timm.list_models(pretrained=False), n=5, cutoff=0.6)
     hint = f" Close timm names: {', '.join(close)}." if close else ""
+    if "/" in name and hub_offline():
+        return BackboneError(f"Cannot use backbone {name!r}: {not_in_cache(f'Hub repo {name!r}')}.")
     return BackboneError(
         f"Unknown backbone {name!r}. Use a timm model name (list them with timm.list_models('*resnet*')), "
         "'hf-hub:ORG/NAME' or 'local-dir:PATH' for timm weights, or a transformers vision model id or local "
         f"folder with a config.json (e.g. 'google/vit-base-patch16-224').{hint}"
     )
+
+
+def names_weights(name: str) -> bool:
+    """Whether a backbone name points at one set of weights (``hf-hub:ORG/NAME``, ``local-dir:PATH``, a local
+    folder, a transformers ``ORG/NAME`` id) rather than an architecture (a bare timm name such as ``resnet18``)."""
+    return name.startswith(("hf-hub:", "local-dir:")) or "/" in name or Path(name).is_dir()
 
 
 def resolve_library(name: str) -> str:
@@ -209,11 +284,15 @@ def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> T
         try:
             _, architecture, model_args = load_model_config_from_hf(name[len("hf-hub:"):])
         except Exception as e:  # noqa: BLE001
+            if isinstance(e, OSError) and hub_offline():
+                raise PretrainedWeightsError(
+                    f"Could not read the timm config of {name!r}: {not_in_cache('its config.json')}.") from e
             raise PretrainedWeightsError(f"Could not read the timm config of {name!r} from the Hub: {e}") from e
     elif name.startswith("local-dir:"):
         folder = name[len("local-dir:"):]
         if not (Path(folder) / "config.json").is_file():
             raise BackboneError(f"{name!r}: the folder has no config.json (timm's save_for_hf layout expected).")
+        check_timm_config(folder, _read_json(Path(folder) / "config.json"))
         _, architecture, model_args = load_model_config_from_path(folder)
     else:
         if not timm.is_model(name):
@@ -226,6 +305,10 @@ def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> T
         try:
             model = timm.create_model(name, pretrained=True, num_classes=0, **model_kwargs)
         except Exception as e:  # noqa: BLE001 - say what failed, never fall back to random weights
+            if isinstance(e, OSError) and hub_offline():
+                raise PretrainedWeightsError(
+                    f"Could not load pretrained weights for timm model {name!r}: {not_in_cache('its weights file')}, or "
+                    "pass --no-pretrained to start from random weights.") from e
             raise PretrainedWeightsError(
                 f"Could not load pretrained weights for timm model {name!r}: {type(e).__name__}: {e}. "
                 "Check the name and your connection (HF_ENDPOINT, HF_TOKEN), pass a local folder as "
@@ -306,6 +389,8 @@ def _create_transformers(name: str, pretrained: bool, model_kwargs: dict[str, An
     try:
         config = AutoConfig.from_pretrained(name, **model_kwargs)
     except Exception as e:  # noqa: BLE001
+        if not Path(name).exists() and hub_offline():
+            raise PretrainedWeightsError(f"Could not load {name!r}: {not_in_cache('its config.json')}.") from e
         if Path(name).exists() or pretrained:
             raise PretrainedWeightsError(f"Could not load the transformers config of {name!r}: {e}") from e
         raise _unknown_backbone(name) from e
@@ -315,6 +400,10 @@ def _create_transformers(name: str, pretrained: bool, model_kwargs: dict[str, An
         try:
             model = cls.from_pretrained(name, config=config)
         except Exception as e:  # noqa: BLE001
+            if isinstance(e, OSError) and not Path(name).exists() and hub_offline():
+                raise PretrainedWeightsError(
+                    f"Could not load pretrained weights for {name!r}: {not_in_cache('its weights file')}, or pass "
+                    "--no-pretrained to start from random weights.") from e
             raise PretrainedWeightsError(
                 f"Could not load pretrained weights for transformers model {name!r}: {type(e).__name__}: {e}. "
                 "Check the id and your connection (HF_ENDPOINT, HF_TOKEN), pass a local folder, or use "

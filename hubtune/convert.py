@@ -74,6 +74,21 @@ def _few(keys, limit: int = _MAX_NAMED) -> str:
 # ------------------------------------------------------------------------------------------- reading
 
 
+def _check_checkpoint_format(path: Path) -> None:
+    """WeightsFileError unless the file starts as torch.save writes: a zip archive, or (legacy) a pickle."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    is_zip = head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+    is_pickle = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    if is_zip or is_pickle:
+        return
+    what = "is empty" if not head else f"starts with bytes {head!r}"
+    raise WeightsFileError(
+        f"{str(path)!r} is not a checkpoint: it is neither a PyTorch zip file (torch.save) nor a legacy pickle "
+        f"checkpoint (it {what}). Give the .pth / .pth.tar file that torch.save wrote; a download may have failed."
+    )
+
+
 def load_checkpoint_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors of a ``.pth`` / ``.pth.tar`` checkpoint and its other top-level entries (``epoch``, ``arch`` ...).
 
@@ -83,6 +98,7 @@ def load_checkpoint_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"Checkpoint {str(path)!r} does not exist; give the path of a .pth or .pth.tar file.")
+    _check_checkpoint_format(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -84,6 +84,28 @@ def is_saved_dataset(folder: str | os.PathLike) -> bool:
     return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
 
 
+_COMMON_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def image_folder_extensions() -> tuple[str, ...]:
+    """The file extensions that ``datasets``' imagefolder reads as images (lower case; matched case-insensitively)."""
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    return tuple(ext.lower() for ext in ImageFolder.EXTENSIONS)
+
+
+def no_images_in(folder: str | os.PathLike) -> str | None:
+    """None when ``folder`` (with its sub-folders) holds an image file; else a sentence saying it holds none and
+    which extensions are read."""
+    extensions = set(image_folder_extensions())
+    for _, _, files in os.walk(folder):
+        if any(os.path.splitext(name)[1].lower() in extensions for name in files):
+            return None
+    others = len(extensions - set(_COMMON_IMAGE_EXTENSIONS))
+    return (f"{str(folder)!r} holds no images: no file in it or its sub-folders ends in {', '.join(_COMMON_IMAGE_EXTENSIONS)} "
+            f"or the {others} other image extensions that datasets' imagefolder reads (any case)")
+
+
 def _load_source(source: Any) -> tuple[dict[str, datasets.Dataset], str]:
     """The splits of ``source`` and a display name for it."""
     if isinstance(source, datasets.DatasetDict):
@@ -105,6 +127,10 @@ def _load_source(source: Any) -> tuple[dict[str, datasets.Dataset], str]:
             loaded = datasets.load_from_disk(str(path))
             splits = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
             return splits, name
+        empty = no_images_in(path)
+        if empty:
+            raise DatasetError(f"{empty}. An image folder holds one sub-folder per class with the images inside "
+                               "(optionally under train/ and validation/ folders).")
         try:
             return dict(datasets.load_dataset("imagefolder", data_dir=str(path))), name
         except Exception as e:  # noqa: BLE001 - any builder failure means "not a usable image folder"
@@ -342,6 +368,26 @@ def _subsample(dataset: datasets.Dataset, limit: int | None, seed: int) -> datas
     if limit is None or len(dataset) <= limit:
         return dataset
     return dataset.shuffle(seed=seed).select(range(limit))
+
+
+def few_shot_subset(dataset: datasets.Dataset, per_class: int, seed: int) -> datasets.Dataset:
+    """``per_class`` examples of every class, drawn with ``seed`` (the same seed gives the same subset), in a
+    seeded random order; DatasetError naming a class that has fewer."""
+    per_class = _positive_or_none(per_class, "train_samples_per_class")
+    labels = np.asarray(dataset["label"])
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        if len(idx) < per_class:
+            names = dataset.features["label"].names if isinstance(dataset.features["label"], datasets.ClassLabel) else None
+            name = names[int(label)] if names else int(label)
+            raise DatasetError(
+                f"Class {name!r} has {len(idx)} training image(s), fewer than train_samples_per_class={per_class}; "
+                "lower --train_samples_per_class or add images."
+            )
+        chosen.extend(rng.choice(idx, size=per_class, replace=False).tolist())
+    return dataset.select(rng.permutation(np.asarray(chosen)).tolist())
 
 
 def _split_by_fraction(dataset: datasets.Dataset, eval_fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:

@@ -32,6 +32,7 @@ __all__ = [
     "GatherShapeMismatchError",
     "OODError",
     "OutputDirError",
+    "Terminated",
 ]
 
 
@@ -126,3 +127,11 @@ class HubPushError(HubtuneError, RuntimeError):
 
 class HubAuthError(HubPushError):
     """No token was found, or the Hub rejected it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what a cluster scheduler sends) arrived: the run stops as on Ctrl-C; the command exits with 143.
+
+    A ``KeyboardInterrupt``, so that every ``except KeyboardInterrupt`` that says where the last checkpoint is
+    handles it too (re-raise with ``type(error)(message)`` to keep the kind).
+    """

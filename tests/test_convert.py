@@ -191,6 +191,18 @@ def test_missing_and_broken_files_are_clear_errors(encoder, tmp_path):
         convert_checkpoint(tmp_path / "list.pth", tmp_path / "out")
 
 
+@pytest.mark.parametrize("content", [bytes(range(256)) * 64, b"<html>404 Not Found</html>", b""])
+def test_a_file_that_is_not_a_checkpoint_is_named_as_such(tmp_path, capsys, content):
+    path = tmp_path / "model.pth.tar"
+    path.write_bytes(content)
+    with pytest.raises(WeightsFileError, match="is not a checkpoint: it is neither a PyTorch zip file"):
+        convert_checkpoint(path, tmp_path / "out")
+    assert main(["convert", str(path), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a checkpoint" in err and "Python objects" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_existing_model_folder_is_only_replaced_with_overwrite(encoder, images, tmp_path):
     checkpoint = moco_v2_checkpoint(encoder, tmp_path / "moco.pth.tar")
     convert_checkpoint(checkpoint, tmp_path / "out", architecture=ARCH)

@@ -86,6 +86,138 @@ def test_an_output_path_that_is_a_file(tmp_path, capsys):
     assert "is a file, not a folder" in line and target.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("command, argv, option", [
+    ("finetune", ["--learning_rate", "-1"], "--learning_rate"),
+    ("finetune", ["--learning_rate", "nan"], "--learning_rate"),
+    ("finetune", ["--weight_decay", "-0.1"], "--weight_decay"),
+    ("finetune", ["--adam_epsilon=-1e-8"], "--adam_epsilon"),
+    ("finetune", ["--adam_beta1", "1.5"], "--adam_beta1"),
+    ("finetune", ["--num_train_epochs", "-2", "--max_steps", "3"], "--num_train_epochs"),
+    ("finetune", ["--max_steps", "-3"], "--max_steps"),
+    ("finetune", ["--per_device_eval_batch_size", "0"], "--per_device_eval_batch_size"),
+    ("finetune", ["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps"),
+    ("finetune", ["--warmup_steps", "-1"], "--warmup_steps"),
+    ("finetune", ["--max_grad_norm", "-1"], "--max_grad_norm"),
+    ("finetune", ["--seed", "-1"], "--seed"),
+    ("gan", ["--lr_g", "-1"], "lr_g"),
+    ("gan", ["--lr_d", "nan"], "lr_d"),
+    ("gan", ["--adam_beta2", "1"], "adam_beta2"),
+    ("gan", ["--max_steps", "-5"], "max_steps"),
+    ("gan", ["--per_device_train_batch_size", "0"], "per_device_train_batch_size"),
+    ("gan", ["--eval_batch_size", "0"], "eval_batch_size"),
+    ("gan", ["--eval_num_samples", "-1"], "eval_num_samples"),
+    ("gan", ["--max_images", "0"], "max_images"),
+    ("gan", ["--seed", "-1"], "seed"),
+])
+def test_numeric_options_are_checked_up_front_naming_the_option(command, argv, option, tmp_path, capsys):
+    line = run([command, "--output_dir", str(tmp_path / "out"), *argv], capsys)
+    assert line.startswith(f"hubtune {command}: error: ") and option in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command, text, key, expected", [
+    ("finetune", "model: null\n", "model", "must be a string"),
+    ("finetune", "learning_rate: {a: 1}\n", "learning_rate", "must be a number"),
+    ("finetune", "max_steps: [1]\n", "max_steps", "must be an integer"),
+    ("finetune", "per_device_train_batch_size: true\n", "per_device_train_batch_size", "must be an integer"),
+    ("finetune", "pretrained: 'yes'\n", "pretrained", "true or false"),
+    ("finetune", "export_format: onnx\n", "export_format", "one of"),
+    ("ood", "batch_size: true\n", "batch_size", "must be an integer"),
+    ("gan", "diffaugment: [color, translation]\n", "diffaugment", "`diffaugment: color,translation`"),
+    ("gan", "max_steps: 1.5\n", "max_steps", "must be an integer"),
+    ("gan", "adaptivemix: 0\n", "adaptivemix", "true or false"),
+])
+def test_a_wrongly_typed_config_value_names_the_key_and_the_file(command, text, key, expected, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    line = run([command, str(config), "--output_dir", str(tmp_path / "out")], capsys)
+    assert key in line and expected in line and str(config) in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["binary", "folder", "latin-1"])
+def test_a_config_file_that_is_not_text_is_named(kind, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    if kind == "folder":
+        config.mkdir()
+    else:
+        config.write_bytes(bytes(range(256)) * 4 if kind == "binary" else "learning_rate: 0.1 # caf\xe9".encode("latin-1"))
+    line = run(["finetune", str(config), "--output_dir", str(tmp_path / "out")], capsys)
+    assert str(config) in line and ("folder" if kind == "folder" else "not a text file") in line
+
+
+def test_config_values_that_argparse_would_accept_still_work(tmp_path):
+    """YAML reads 1e-3 as a string and a lone list item as a scalar; both mean what the flag would."""
+    from hubtune.arguments import parse_command_line
+    from hubtune.commands import finetune, gan
+
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 1e-3\nnum_train_epochs: 2\nresume_from_checkpoint: false\nreport_to: none\n")
+    *_, training = parse_command_line(finetune.build_parser(), [str(config)])
+    assert training.learning_rate == 0.001 and training.num_train_epochs == 2.0
+    config.write_text("log_with: tensorboard\ndiffaugment: color,translation\nresume_from_checkpoint: true\n")
+    (gan_config,) = parse_command_line(gan.build_parser(), [str(config)])
+    assert gan_config.log_with == ["tensorboard"] and gan_config.resume_from_checkpoint == "latest"
+
+
+def _no_data_loading(monkeypatch):
+    """Fail the test if a command gets as far as loading data (an output-dir check must come first)."""
+    import hubtune.gan.loop
+    import hubtune.training.finetune
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the output folder was checked only after the run had started")
+
+    monkeypatch.setattr(hubtune.training.finetune, "load_image_classification_data", refuse)
+    monkeypatch.setattr(hubtune.gan.loop, "load_image_set", refuse)
+
+
+def _command_writing_to(command: str, out: Path) -> list[str]:
+    if command == "finetune":
+        return ["finetune", *TINY, "--method", "ce", "--max_steps", "2", "--output_dir", str(out)]
+    if command == "gan":
+        return ["gan", "--max_steps", "2", "--per_device_train_batch_size", "8", "--image_size", "16",
+                "--eval_num_samples", "0", "--no_progress_bar", "--output_dir", str(out)]
+    return ["ood", "--model", str(out.parent / "no-such-model"), "--dataset", "digits", "--ood_dataset", "noise",
+            "--output_dir", str(out)]
+
+
+@pytest.mark.parametrize("command", ["finetune", "gan", "ood"])
+@pytest.mark.parametrize("where", ["folder", "parent"])
+def test_a_read_only_output_dir_is_refused_before_anything_runs(command, where, tmp_path, capsys, monkeypatch):
+    import os
+
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    (read_only / "keep.txt").write_text("keep me")
+    out = read_only if where == "folder" else read_only / "new" / "out"
+    before = hashes(read_only)
+    read_only.chmod(0o555)
+    if os.geteuid() == 0:  # root may write anyway, so only a read-only disk would stop it: answer as one would
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, *args, **kwargs: False if (
+            Path(path) == read_only and mode & os.W_OK) else real_access(path, mode, *args, **kwargs))
+    _no_data_loading(monkeypatch)
+    try:
+        line = run(_command_writing_to(command, out), capsys)
+    finally:
+        read_only.chmod(0o755)
+    assert f"--output_dir {str(out)!r} cannot be written" in line and "read-only" in line
+    assert hashes(read_only) == before and not (read_only / "new").exists()
+
+
+@pytest.mark.parametrize("command", ["finetune", "gan", "ood"])
+@pytest.mark.parametrize("where", ["folder", "parent"])
+def test_a_dangling_symlink_output_dir_is_named(command, where, tmp_path, capsys, monkeypatch):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    out = link if where == "folder" else link / "out"
+    _no_data_loading(monkeypatch)
+    line = run(_command_writing_to(command, out), capsys)
+    assert f"{str(link)!r} is a dangling symbolic link" in line and "File exists" not in line
+    assert link.is_symlink() and not (tmp_path / "gone").exists()
+
+
 # ------------------------------------------------------------------------------------------ earlier results
 
 
@@ -144,6 +276,49 @@ def test_a_broken_config_json_is_named(finished_run, tmp_path, capsys, content):
     (folder / "config.json").write_bytes(content)
     line = run(["ood", "--model", str(folder), "--dataset", "digits", "--ood_dataset", "noise"], capsys)
     assert "config.json" in line
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("architecture", 5, "architecture must be a timm model name"),
+    ("architecture", "no_such_net", "timm cannot build architecture 'no_such_net'"),
+    ("model_args", "x", "model_args must be a mapping"),
+    ("model_args", {"in_chans": "three"}, "timm cannot build architecture"),
+    ("pretrained_cfg", [1, 2], "pretrained_cfg must be a mapping"),
+    ("num_classes", "ten", "num_classes must be an integer"),
+    ("label_names", 7, "label_names must be a list of class names"),
+    ("label_names", ["a", "b"], "label_names has 2 names but the classifier in the weights has 10 outputs"),
+    ("pretrained_cfg.input_size", "big", "pretrained_cfg.input_size must be [channels, height, width]"),
+    ("pretrained_cfg.crop_pct", "a", "pretrained_cfg.crop_pct must be a positive number"),
+])
+def test_a_wrongly_typed_timm_config_is_named(finished_run, tmp_path, capsys, key, value, message):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(finished_run, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "test_resnet"  # the timm layout
+    if key.startswith("pretrained_cfg."):
+        config["pretrained_cfg"][key.split(".")[1]] = value
+    else:
+        config[key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    before = hashes(folder)
+    line = run(["ood", "--model", str(folder), "--dataset", "digits", "--ood_dataset", "noise"], capsys)
+    assert "config.json" in line and str(folder) in line and message in line
+    assert hashes(folder) == before
+
+
+def test_weights_of_another_architecture_name_the_mismatch(finished_run, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(finished_run, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architecture": "resnet18"}))
+    line = run(["ood", "--model", str(folder), "--dataset", "digits", "--ood_dataset", "noise"], capsys)
+    assert "not those of the architecture its config.json names ('resnet18')" in line
+    assert "missing from the weights" in line and "other shapes" in line
+    assert "cannot find a single linear classifier" not in line
 
 
 def test_a_truncated_final_model_is_named(finished_run, tmp_path, capsys):
@@ -211,6 +386,53 @@ def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, capsys, monkeypatch)
     assert "checkpoint-2" in err[0] and "--resume_from_checkpoint" in err[0]
 
 
+def _sigterm_after_the_first_checkpoint(argv: list[str], out: Path, cwd: Path) -> tuple[int, str]:
+    """Run ``python -m hubtune ARGV`` (a long run) until ``out`` holds a complete checkpoint, send SIGTERM as a
+    cluster scheduler does, and return the exit code and stderr."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "hubtune", *argv], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 600
+        while not any((c / "trainer_state.json").is_file() for c in out.glob("checkpoint-*")):
+            assert proc.poll() is None, f"the run ended (code {proc.returncode}) before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 600 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("command", ["finetune", "gan"])
+def test_sigterm_says_where_the_last_checkpoint_is(command, tmp_path):
+    out = tmp_path / "out"
+    if command == "finetune":
+        argv = ["finetune", *TINY, "--method", "ce", "--max_steps", "100000", "--save_strategy", "steps",
+                "--save_steps", "2", "--eval_strategy", "no", "--output_dir", str(out)]
+    else:
+        argv = ["gan", "--max_steps", "100000", "--checkpoint_every", "2", "--per_device_train_batch_size", "8",
+                "--image_size", "16", "--eval_num_samples", "0", "--no_progress_bar", "--output_dir", str(out)]
+    code, err = _sigterm_after_the_first_checkpoint(argv, out, tmp_path)
+    lines = [line for line in err.strip().splitlines() if line.startswith("hubtune ")]
+    assert code == 143 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert lines[0] == err.strip().splitlines()[-1]
+    assert lines[0].startswith(f"hubtune {command}: terminated (SIGTERM); the last complete checkpoint is ")
+    named = Path(lines[0].split("--resume_from_checkpoint ")[1].strip())
+    assert named.parent == out and named.name.startswith("checkpoint-")
+    assert (named / "trainer_state.json").is_file()
+
+
 # ------------------------------------------------------------------------------------------ data
 
 
@@ -224,6 +446,43 @@ def test_corrupt_and_truncated_images_are_left_out_or_named(image_folder, tmp_pa
     line = run(["finetune", *TINY, "--dataset", str(image_folder), "--method", "ce", "--max_steps", "1",
                 "--strict_data", "true", "--output_dir", str(tmp_path / "b")], capsys)
     assert "Cannot read image" in line and ("truncated.png" in line or "not-an-image.png" in line)
+
+
+@pytest.mark.parametrize("layout", ["empty", "no-image-files"])
+def test_a_folder_without_images_says_so_and_which_extensions_are_read(finished_run, layout, tmp_path, capsys):
+    folder = tmp_path / "ood"
+    (folder / "sub").mkdir(parents=True)
+    if layout == "no-image-files":
+        (folder / "notes.txt").write_text("no images here")
+        (folder / "sub" / "data.csv").write_text("a,b\n1,2\n")
+    before = hashes(finished_run)
+    line = run(["ood", "--model", str(finished_run), "--dataset", "digits", "--ood_dataset", str(folder),
+                "--output_dir", str(tmp_path / "results")], capsys)
+    assert f"OOD folder {str(folder)!r} holds no images" in line and ".png, .jpg" in line
+    assert "corresponds to no data" not in line
+    assert hashes(finished_run) == before
+    line = run(["finetune", *TINY, "--dataset", str(folder), "--output_dir", str(tmp_path / "out")], capsys)
+    assert f"{str(folder)!r} holds no images" in line and ".png, .jpg" in line
+
+
+def test_ood_has_the_strict_data_flag_that_its_advice_names(finished_run, tmp_path, capsys):
+    """`hubtune ood` leaves unreadable in-distribution images out and advises --strict_data: it must have it."""
+    folder = tmp_path / "digits-folder"
+    for label in range(10):
+        (folder / str(label)).mkdir(parents=True)
+        for k in range(5):
+            Image.new("L", (8, 8), 20 * label + k).save(folder / str(label) / f"{k}.png")
+    good = (folder / "3" / "0.png").read_bytes()
+    (folder / "3" / "truncated.png").write_bytes(good[: len(good) // 2])
+    before = hashes(finished_run)
+    argv = ["ood", "--model", str(finished_run), "--dataset", str(folder), "--ood_dataset", "noise",
+            "--output_dir", str(tmp_path / "results")]
+    out = run(argv, capsys, expected_code=0)
+    advice = next(line for line in out.splitlines() if "unreadable image" in line)
+    assert "truncated.png" in advice and "--strict_data" in advice
+    line = run([*argv, "--strict_data", "true"], capsys)
+    assert "Cannot read image" in line and "truncated.png" in line and "--strict_data" in line
+    assert hashes(finished_run) == before
 
 
 def test_one_class_and_a_last_batch_of_one(image_folder, tmp_path, capsys):
@@ -266,6 +525,24 @@ def test_an_offline_push_says_so(finished_run, hub_repo_id, hub_token, capsys, m
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     line = run(["push", str(finished_run), hub_repo_id, "--hub_token", hub_token], capsys)
     assert "HF_HUB_OFFLINE=1" in line
+
+
+@pytest.mark.parametrize("argv", [
+    ["ood", "--model", "someorg/not-cached", "--dataset", "digits", "--ood_dataset", "noise"],
+    ["finetune", "--model", "someorg/not-cached"],
+    ["finetune", "--model", "someorg/not-cached", "--pretrained"],
+    ["finetune", "--model", "hf-hub:someorg/not-cached"],
+    ["finetune", "--model", "resnet18", "--pretrained"],
+])
+def test_a_hub_id_while_offline_names_the_offline_setting(argv, tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    line = run([*argv, "--output_dir", str(tmp_path / "out")], capsys)
+    assert "HF_HUB_OFFLINE=1 is set" in line and "not in the local Hugging Face cache" in line
+    assert "has no config.json" not in line and "Unknown backbone" not in line
+    assert argv[0] == "ood" or not (tmp_path / "out").exists()  # ood makes its results folder first
 
 
 def test_a_failed_gan_push_leaves_the_generator_folder_alone(tmp_path, local_hub, hub_token, hub_repo_id, capsys):

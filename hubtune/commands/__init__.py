@@ -1,4 +1,4 @@
-"""The ``hubtune`` command line: ``finetune`` (the main job), ``gan``, ``ood``, ``push`` and ``convert``.
+"""The ``hubtune`` command line: ``finetune`` (the main job), ``compare``, ``gan``, ``ood``, ``push`` and ``convert``.
 
 Commands are registered in :data:`COMMANDS`, one line each: name -> (module, one-line help). A command's module
 is imported only when that command runs, so ``hubtune --help`` imports neither torch nor transformers. Each
@@ -8,18 +8,22 @@ can cause is a :class:`~hubtune.errors.HubtuneError`; :func:`main` prints its me
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
 from hubtune import __version__, _auto_classes
-from hubtune.errors import HubtuneError
+from hubtune.errors import HubtuneError, Terminated
 
 __all__ = ["COMMANDS", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("hubtune.commands.finetune",
                  "fine-tune a timm / transformers backbone with Core-tuning (default), AdaptiveMix or cross-entropy"),
+    "compare": ("hubtune.commands.compare",
+                "does a method help on my data? train several methods over seeds, paired, and report the differences"),
     "gan": ("hubtune.commands.gan",
             "train a GAN with the AdaptiveMix discriminator regulariser and publish its generator"),
     "ood": ("hubtune.commands.ood",
@@ -55,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _auto_classes.uninstall()  # argument parsing imports transformers; a command that loads a model registers
     try:
-        return int(importlib.import_module(COMMANDS[name][0]).run(rest) or 0)
+        with _sigterm_as_interrupt():
+            return int(importlib.import_module(COMMANDS[name][0]).run(rest) or 0)
     except HubtuneError as e:
         # Known failure modes carry a message that says what to do: one line, no traceback.
         print(f"hubtune {name}: error: {_one_line(e)}", file=sys.stderr)
@@ -69,8 +74,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as e:
         detail = _one_line(e) or "completed checkpoints are kept; resume with --resume_from_checkpoint"
-        print(f"hubtune {name}: interrupted; {detail}", file=sys.stderr)
-        return 130
+        terminated = isinstance(e, Terminated)
+        print(f"hubtune {name}: {'terminated (SIGTERM)' if terminated else 'interrupted'}; {detail}", file=sys.stderr)
+        return 128 + signal.SIGTERM if terminated else 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a command runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so a
+    scheduler's stop is handled as Ctrl-C is: the message names the last checkpoint, and the exit code is 143."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(error: BaseException) -> str:

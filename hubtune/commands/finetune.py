@@ -5,8 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 
-from hubtune.commands._parsing import parse_command_line
-from hubtune.training.finetune_args import finetune_parser
+from hubtune.training.finetune_args import finetune_parser, parse_finetune_args
 
 HELP = "fine-tune a timm / transformers backbone with Core-tuning (default), AdaptiveMix or cross-entropy"
 
@@ -34,7 +33,7 @@ def expand_push_to_hub(argv: Sequence[str]) -> list[str]:
 
 
 def run(argv: Sequence[str]) -> int:
-    args = parse_command_line(build_parser(), expand_push_to_hub(argv))
+    args = parse_finetune_args(expand_push_to_hub(argv))
     # the job (model, data, Trainer) is imported once the arguments are valid: --help and errors stay fast
     importlib.import_module("hubtune.training.finetune").run_finetune(*args)
     return 0

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser
 
+from hubtune.arguments import check_output_dir
 from hubtune.commands._parsing import parse_command_line
 from hubtune.errors import ConfigError, OutputDirError
 from hubtune.hub import read_run_info, write_model_card, write_run_info
@@ -61,6 +62,9 @@ class OODArguments:
     max_ood_images: int | None = field(default=None, metadata={
         "help": "at most this many images per dataset-backed OOD set"})
     seed: int = field(default=0, metadata={"help": "split seed of --dataset (use finetune's) and OOD sampling seed"})
+    strict_data: bool = field(default=False, metadata={
+        "help": "stop at the first unreadable image of --dataset or a dataset-backed OOD set (naming it) instead of "
+        "leaving unreadable images out"})
     allow_pickle: bool = field(default=False, metadata={
         "help": "allow loading a pickle checkpoint (trusted sources only)"})
     hub_token: str | None = field(default=None, metadata={"help": "Hub token for a private model repo"})
@@ -100,6 +104,7 @@ def _output_dir(args: OODArguments) -> Path:
 
 
 def _writable(output_dir: Path) -> Path:
+    check_output_dir(output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -134,6 +139,7 @@ def run(argv: Sequence[str]) -> int:
         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         max_ood_images=args.max_ood_images,
         seed=args.seed,
+        strict_data=args.strict_data,
     )
     print(format_ood_table(results))
     entries = merge_ood_entries(existing, ood_result_entries(results, model=str(args.model), seed=args.seed))

@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from hubtune.arguments import check_number
 from hubtune.errors import ConfigError
 from hubtune.gan.presets import STYLEGAN2_PRESETS, STYLEGAN2_TRAINING
 from hubtune.trackers import check_trackers_installed
@@ -39,9 +40,10 @@ _RENAMED = {"data": "dataset", "steps": "max_steps", "batch_size": "per_device_t
 # never written to a file (checkpoints, training_config.json, model cards)
 _SECRET = ("hub_token",)
 _POSITIVE_INTS = ("max_steps", "per_device_train_batch_size", "log_every", "sample_every", "checkpoint_every",
-                  "keep_checkpoints", "num_sample_images", "pl_interval", "ada_interval", "discriminator_hidden")
+                  "keep_checkpoints", "num_sample_images", "pl_interval", "ada_interval", "discriminator_hidden",
+                  "eval_batch_size", "image_size")
 _OPTIONAL_POSITIVE_INTS = ("r1_every", "latent_dim", "w_dim", "mapping_layers", "channel_base", "channel_max",
-                           "discriminator_input_size")
+                           "discriminator_input_size", "g_channels", "d_channels", "max_images")
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -228,6 +230,8 @@ class GANTrainingConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("seed", "eval_num_samples"):
+            check_number(name, getattr(self, name), minimum=0, integer=True)
         if self.channels is not None and self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels!r}")
         for name in ("r1_gamma", "ada_weight", "ada_sigma", "pl_weight"):

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
+from hubtune.arguments import check_output_dir
 from hubtune.devices import configure_backends
 from hubtune.errors import CheckpointError, ConfigError, NonFiniteLossError, OutputDirError
 from hubtune.gan import checkpoint as ckpt
@@ -320,6 +321,7 @@ def _prepare_run(config: GANTrainingConfig, generator: Generator | None, discrim
     output_dir = Path(config.output_dir)
     resume_from = _resolve_resume(config)
     _refuse_to_overwrite(config, output_dir, resume_from)
+    check_output_dir(output_dir)  # a read-only or dangling-link folder fails before anything is built
     resume_state = _read_resume_state(config, resume_from)
     start_step = int(resume_state["step"]) if resume_state else 0
     if accelerator is None:
@@ -603,7 +605,12 @@ def train_gan(
                                           "hub_token": config.hub_token if config else None, **overrides})
     start_time = time.perf_counter()
     run = _prepare_run(config, generator, discriminator, dataset, accelerator)
-    step = _train_steps(run)
+    try:
+        step = _train_steps(run)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM from the command line (hubtune.errors.Terminated)
+        where = (f"the last complete checkpoint is {run.last_checkpoint}; resume with --resume_from_checkpoint "
+                 f"{run.last_checkpoint}" if run.last_checkpoint else "no checkpoint had been written yet")
+        raise type(e)(where) from None
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
     metrics, generator_dir = _finish(run, step)

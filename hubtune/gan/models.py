@@ -17,6 +17,7 @@ loads through the mixin's hooks (``_save_pretrained`` / ``_from_pretrained``), a
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -26,7 +27,13 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCard, PyTorchModelHubMixin, constants, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 from torch import Tensor, nn
@@ -39,6 +46,7 @@ from hubtune.errors import ConfigError, GeneratorLoadError, HubPushError
 from hubtune.gan.config import GANTrainingConfig
 from hubtune.hub.generator_card import SAMPLE_COUNT, SAMPLE_IMAGE, render_generator_card
 from hubtune.hub.push import check_online, resolve_token, validate_repo_id, wrap_hub_error
+from hubtune.offline import not_in_cache
 from hubtune.permissions import give_default_permissions
 
 PAPER_URL = "https://arxiv.org/abs/2303.01559"
@@ -317,6 +325,50 @@ class MinibatchStdDev(nn.Module):
 GENERATOR_CLASSES: dict[str, type["Generator"]] = {}
 
 
+def _read_generator_config(config_path: str | os.PathLike, source: str) -> dict[str, Any]:
+    """The JSON object in a generator's config.json; GeneratorLoadError naming the file when it is not one."""
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = config_path if os.path.isdir(source) else f"config.json of {source!r}"
+        raise GeneratorLoadError(
+            f"{where} is not valid JSON ({type(err).__name__}: {str(err).splitlines()[0][:120]}); it is corrupt or "
+            "was not written by Generator.save_pretrained: restore it, re-download it or re-save the generator"
+        ) from err
+    if not isinstance(config, dict):
+        raise GeneratorLoadError(f"{config_path} holds a JSON {type(config).__name__}, not a generator config (a JSON "
+                                 "object with 'arch', 'image_size', ...)")
+    return config
+
+
+_JSON_TYPES = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+}
+
+
+def _check_constructor_types(target: type, kwargs: dict[str, Any], config_path: str | os.PathLike) -> None:
+    """GeneratorLoadError naming the key when a config.json value does not have its constructor argument's type."""
+    parameters = inspect.signature(target.__init__).parameters
+    for name, value in kwargs.items():
+        annotation = getattr(parameters.get(name), "annotation", inspect.Parameter.empty)
+        annotation = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        options = [part.strip() for part in annotation.split("|") if part.strip()]
+        if value is None and "None" in options:
+            continue
+        kinds = [option for option in options if option != "None"]
+        if not kinds or any(kind not in _JSON_TYPES for kind in kinds):
+            continue  # a type this check does not know: the constructor checks it
+        if not any(_JSON_TYPES[kind](value) for kind in kinds):
+            raise GeneratorLoadError(
+                f"{config_path}: {name} must be {' or '.join(options)}, not {json.dumps(value)[:60]} "
+                f"({type(value).__name__}); the file is corrupt or was edited: restore it or re-save the generator"
+            )
+
+
 class Generator(
     nn.Module,
     PyTorchModelHubMixin,
@@ -432,6 +484,27 @@ class Generator(
             raise wrap_hub_error(err, repo_id, constants.ENDPOINT, "upload the generator") from err
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "Generator":
+        """Load a generator folder or Hub repo (see :meth:`_from_pretrained`); a config.json that is not a JSON
+        object raises :class:`GeneratorLoadError` naming it, before the mixin reads it."""
+        source = str(pretrained_model_name_or_path)
+        config_path = None
+        if os.path.isdir(source):
+            config_path = os.path.join(source, CONFIG_NAME) if os.path.isfile(os.path.join(source, CONFIG_NAME)) else None
+        else:
+            try:  # the mixin downloads it again from the cache; download errors are its (and the hook's) to report
+                config_path = hf_hub_download(source, CONFIG_NAME, revision=kwargs.get("revision"),
+                                              token=kwargs.get("token"), cache_dir=kwargs.get("cache_dir"),
+                                              local_files_only=bool(kwargs.get("local_files_only")))
+            except LocalEntryNotFoundError as err:  # offline or unreachable: not "not a generator repository"
+                raise GeneratorLoadError(f"cannot load generator {source!r}: {not_in_cache('its config.json')}") from err
+            except Exception:  # noqa: BLE001
+                config_path = None
+        if config_path is not None:
+            _read_generator_config(config_path, source)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
     def _from_pretrained(
         cls,
         *,
@@ -464,6 +537,8 @@ class Generator(
                     repo_id=source, filename=filename, revision=revision, token=token, cache_dir=cache_dir,
                     force_download=force_download, local_files_only=local_files_only,
                 )
+            except LocalEntryNotFoundError as err:
+                raise GeneratorLoadError(f"cannot load generator {source!r}: {not_in_cache(f'its {filename}')}") from err
             except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as err:
                 raise GeneratorLoadError(
                     f"cannot load {filename} of {source!r} ({type(err).__name__}): not a hubtune generator repository"
@@ -472,13 +547,7 @@ class Generator(
                 raise GeneratorLoadError(f"cannot download {filename} of {source!r}: {err}".splitlines()[0]) from err
 
         config_path = fetch(CONFIG_NAME)
-        try:
-            with open(config_path, encoding="utf-8") as f:
-                config = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise GeneratorLoadError(f"{config_path} is not valid JSON ({err})") from err
-        if not isinstance(config, dict):
-            raise GeneratorLoadError(f"{config_path} holds a {type(config).__name__}, not a generator config")
+        config = _read_generator_config(config_path, source)
         arch = config.get("arch")
         if arch not in GENERATOR_CLASSES:
             hint = (" (it looks like a training configuration: load the run's output folder root, or the "
@@ -494,6 +563,7 @@ class Generator(
         init_params = set(target._hub_mixin_init_parameters) - {"self"}
         kwargs = {k: v for k, v in config.items() if k in init_params}
         kwargs.update({k: v for k, v in model_kwargs.items() if k in init_params})
+        _check_constructor_types(target, kwargs, config_path)
         try:
             model = target(**kwargs)
         except (TypeError, ValueError) as err:

@@ -225,7 +225,9 @@ def render_classifier_card(
     split = run_info.get("eval_split") or "validation"
     eval_results = _eval_results(results, dataset, split)
     given = dict(run_info.get("hyperparameters") or {})
-    hyperparameters = [{"name": k, "value": _format_value(v)} for k, v in given.items() if v is not None]
+    sources = {k: v.get("source") for k, v in (run_info.get("training_settings") or {}).items() if isinstance(v, dict)}
+    hyperparameters = [{"name": k, "value": _format_value(v), "source": sources.get(k)}
+                       for k, v in given.items() if v is not None]
     ood_table = run_info.get("ood_table")
 
     template_kwargs = {
@@ -244,6 +246,7 @@ def render_classifier_card(
         "eval_split": split,
         "results": [{"name": n, "value": _format_value(v)} for n, v in results],
         "hyperparameters": hyperparameters,
+        "hyperparameter_sources": bool(sources),
         "ood_table": ood_table if isinstance(ood_table, str) and ood_table.strip() else None,
         "training_curve": training_curve,
         **_label_values(run_info),

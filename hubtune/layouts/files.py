@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hubtune.errors import ExportError, ModelFileError, PickleCheckpointError, WeightsFileError
+from hubtune.offline import not_in_cache
 from hubtune.permissions import give_default_permissions
 
 __all__ = [
@@ -63,10 +64,15 @@ def fetch(path_or_repo: str, filename: str, revision: str | None = None, token: 
     if Path(path_or_repo).is_absolute() or path_or_repo.startswith((".", "~")) or Path(path_or_repo).exists():
         raise ModelFileError(f"{path_or_repo!r} is not a folder (and not a Hub repo id 'org/name').")
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         return Path(hf_hub_download(path_or_repo, filename, revision=revision, token=token))
+    except LocalEntryNotFoundError:  # offline, or the Hub unreachable: not "the repo has no such file"
+        if not required:
+            return None
+        what = f"{filename} of Hub repo {path_or_repo!r} (revision {revision or 'main'})"
+        raise ModelFileError(f"Cannot load {path_or_repo!r}: {not_in_cache(what)}.") from None
     except EntryNotFoundError:
         if required:
             raise ModelFileError(

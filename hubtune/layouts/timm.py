@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from hubtune.backbones import PreprocessingConfig, public_name
+from hubtune.backbones import PreprocessingConfig, check_timm_config, public_name, timm_config_error
+from hubtune.errors import WeightsFileError
 from hubtune.layouts.files import is_local
 from hubtune.layouts.parts import ClassifierParts, head_keys, head_state, split_head
 
@@ -81,17 +82,61 @@ def _preprocessing(pretrained_cfg: dict[str, Any]) -> dict[str, Any]:
     ).to_dict()
 
 
-def read_timm(source: str, config: dict[str, Any], state: dict[str, torch.Tensor]) -> ClassifierParts:
-    """The parts of a timm-layout classifier from its config.json and state dict."""
+def _create(architecture: str, model_args: dict[str, Any], source: str):
     import timm
 
+    try:
+        return timm.create_model(architecture, pretrained=False, num_classes=0, **model_args)
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
+        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise timm_config_error(source, f"timm cannot build architecture {architecture!r} with model_args "
+                            f"{json.dumps(model_args, default=str)[:120]} ({type(e).__name__}: {detail})") from e
+
+
+def _check_weights_fit(source: str, architecture: str, headless: dict[str, torch.Tensor],
+                       state: dict[str, torch.Tensor]) -> None:
+    """WeightsFileError naming both when the weights are not those of config.json's architecture (beyond a head)."""
+    missing = sorted(set(headless) - set(state))
+    extra = sorted(set(state) - set(headless))
+    reshaped = sorted(k for k in set(headless) & set(state) if tuple(headless[k].shape) != tuple(state[k].shape))
+    if not missing and not reshaped and len(extra) <= 2:
+        return
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of its {len(headless)} backbone tensors are missing from the weights "
+                        f"(e.g. {', '.join(missing[:3])})")
+    if reshaped:
+        k = reshaped[0]
+        problems.append(f"{len(reshaped)} have other shapes (e.g. {k}: {tuple(state[k].shape)} in the weights, "
+                        f"{tuple(headless[k].shape)} in {architecture})")
+    if len(extra) > 2:
+        problems.append(f"the weights hold {len(extra)} tensors {architecture} does not have (e.g. "
+                        f"{', '.join(extra[:3])})")
+    raise WeightsFileError(
+        f"The weights of {source!r} are not those of the architecture its config.json names ({architecture!r}): "
+        f"{'; '.join(problems)}. The weights come from another model: set 'architecture' (and 'model_args') in "
+        "config.json to the weights' own, or restore the matching model.safetensors."
+    )
+
+
+def read_timm(source: str, config: dict[str, Any], state: dict[str, torch.Tensor]) -> ClassifierParts:
+    """The parts of a timm-layout classifier from its config.json and state dict."""
+    check_timm_config(source, config)
     model_args = {k: v for k, v in dict(config.get("model_args") or {}).items() if k != "num_classes"}
     pretrained_cfg = dict(config.get("pretrained_cfg") or {})
     architecture = config["architecture"]
     pretrained_cfg.setdefault("architecture", architecture)  # as timm's own pretrained_cfg (save_for_hf needs it)
-    headless = timm.create_model(architecture, pretrained=False, num_classes=0, **model_args)
+    headless = _create(architecture, model_args, source)
+    _check_weights_fit(source, architecture, headless.state_dict(), state)
     backbone_state, weight, bias = split_head(state, set(headless.state_dict()), source)
+    num_classes = config.get("num_classes")
+    if num_classes not in (None, 0) and num_classes != weight.shape[0]:
+        raise timm_config_error(source, f"num_classes is {num_classes} but the classifier in the weights has "
+                            f"{weight.shape[0]} outputs")
     label_names = config.get("label_names") or pretrained_cfg.get("label_names")
+    if label_names and len(label_names) != weight.shape[0]:
+        raise timm_config_error(source, f"label_names has {len(label_names)} names but the classifier in the weights has "
+                            f"{weight.shape[0]} outputs")
     if isinstance(label_names, dict):
         id2label = {int(k): str(v) for k, v in label_names.items()}
     elif label_names:

@@ -1,4 +1,5 @@
-"""What every training method is: a typed config, training-only heads, a loss, logged parts and a card section.
+"""What every training method is: a typed config, a training recipe, training-only heads, a loss, logged parts and a
+card section.
 
 A method is one :class:`TrainingMethod` subclass registered under a name (see :mod:`hubtune.methods`). The
 model, the Trainer, the callbacks, the command line and the model card ask the method; none of them
@@ -16,7 +17,22 @@ from torch import Tensor, nn
 
 from hubtune.errors import MethodError
 
-__all__ = ["MethodConfig", "MethodOutput", "TrainingMethod"]
+__all__ = ["MethodConfig", "MethodOutput", "TrainingMethod", "SGD_FINE_TUNING_RECIPE"]
+
+# The fine-tuning recipe of the Core-tuning paper (Zhang et al. 2021, section 5 and its public script), used there
+# for Core-tuning and for its cross-entropy baseline alike: SGD with Nesterov momentum 0.9, learning rate 0.01,
+# weight decay 1e-4, a cosine schedule, no warm-up and no gradient clipping. Clipping matters: the Trainer's
+# default (max_grad_norm=1.0) shrinks every few-label fine-tuning step about tenfold (gradient norms of 8-11),
+# which hides the difference between methods (see docs/methods.md, "Training recipes").
+SGD_FINE_TUNING_RECIPE: dict[str, Any] = {
+    "optim": "sgd",
+    "optim_args": "momentum=0.9,nesterov=True",
+    "learning_rate": 0.01,
+    "lr_scheduler_type": "cosine",
+    "weight_decay": 1e-4,
+    "warmup_steps": 0,
+    "max_grad_norm": 0.0,
+}
 
 
 @dataclass
@@ -82,6 +98,13 @@ class TrainingMethod:
     and the card text ``title``, ``description``, ``citation`` and ``tags``. ``weight_attribute`` names the
     loss module's weight that :class:`~hubtune.training.callbacks.LossWeightWarmupCallback` may ramp, and
     ``warmup_knob`` the config field holding its warm-up ratio (None when the method has none).
+
+    ``recipe`` is the training recipe of the method's paper or public script: ``transformers.TrainingArguments``
+    names (``optim``, ``optim_args``, ``learning_rate``, ``lr_scheduler_type``, ``weight_decay``,
+    ``max_grad_norm``, ``warmup_steps`` ...) and, where a knob's value depends on them, knob names, mapped to
+    values; ``recipe_source`` says where it comes from. ``hubtune finetune``, config files, ``run_finetune`` and
+    ``hubtune compare`` apply it under what the user gave and over hubtune's general defaults
+    (:mod:`hubtune.training.recipes`); ``HubtuneTrainer`` warns when plain ``TrainingArguments`` contradict it.
     """
 
     name: ClassVar[str] = ""
@@ -92,6 +115,8 @@ class TrainingMethod:
     tags: ClassVar[tuple[str, ...]] = ()
     weight_attribute: ClassVar[str | None] = None
     warmup_knob: ClassVar[str | None] = None
+    recipe: ClassVar[dict[str, Any]] = {}
+    recipe_source: ClassVar[str] = ""
 
     def __init__(self, config: MethodConfig | dict[str, Any] | None = None):
         if not isinstance(config, MethodConfig):

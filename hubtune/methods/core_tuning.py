@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from hubtune.errors import ConfigError
 from hubtune.losses.core_tuning import CoreTuningLoss
-from hubtune.methods.base import MethodConfig, MethodOutput, TrainingMethod
+from hubtune.methods.base import SGD_FINE_TUNING_RECIPE, MethodConfig, MethodOutput, TrainingMethod
 from hubtune.methods.registry import register_method
 
 __all__ = ["CoreTuningConfig", "CoreTuningMethod"]
@@ -85,6 +85,8 @@ class CoreTuningMethod(TrainingMethod):
     tags = ("core-tuning",)
     weight_attribute = "eta"
     warmup_knob = "eta_warmup_ratio"
+    recipe = dict(SGD_FINE_TUNING_RECIPE)
+    recipe_source = "the Core-tuning paper and its public script (Zhang et al., NeurIPS 2021)"
 
     def model_defaults(self) -> dict[str, Any]:
         return {"classifier_bias": False} if self.config.preset == "reference" else {}

@@ -227,12 +227,13 @@ def _check_batch_size(batch_size: Any) -> None:
         raise OODError(f"batch_size must be a positive integer, got {batch_size!r}.")
 
 
-def _in_distribution_splits(in_data: Any, train_data: Any, seed: int) -> tuple[datasets.Dataset, str, Any]:
+def _in_distribution_splits(in_data: Any, train_data: Any, seed: int,
+                            strict_data: bool = False) -> tuple[datasets.Dataset, str, Any]:
     """(eval dataset, its name, train dataset or None) from whatever the caller passed."""
     name = "in-distribution"
     if isinstance(in_data, (str, os.PathLike, datasets.DatasetDict)):
         name = str(in_data) if isinstance(in_data, (str, os.PathLike)) else name
-        in_data = load_image_classification_data(in_data, seed=seed)
+        in_data = load_image_classification_data(in_data, seed=seed, strict_data=strict_data)
     if isinstance(in_data, ImageClassificationData):
         name = in_data.name if name == "in-distribution" else name
         train = in_data.train if train_data is None else train_data
@@ -240,7 +241,7 @@ def _in_distribution_splits(in_data: Any, train_data: Any, seed: int) -> tuple[d
     else:
         train = train_data
     if isinstance(train, (str, os.PathLike, datasets.DatasetDict)):
-        train = load_image_classification_data(train, seed=seed).train
+        train = load_image_classification_data(train, seed=seed, strict_data=strict_data).train
     elif isinstance(train, ImageClassificationData):
         train = train.train
     if not isinstance(in_data, datasets.Dataset):
@@ -268,6 +269,7 @@ def load_ood_sets(
     *,
     max_ood_images: int | None = None,
     seed: int = 0,
+    strict_data: bool = False,
 ) -> dict[str, datasets.Dataset]:
     """Load every OOD set and check that each image decodes, before any model runs.
 
@@ -284,7 +286,7 @@ def load_ood_sets(
             sets[name] = load_ood_data(source, image_size=first.size, mode=first.mode, num_images=len(reference),
                                        seed=seed)
             continue
-        dataset = load_ood_data(source, num_images=max_ood_images, seed=seed)
+        dataset = load_ood_data(source, num_images=max_ood_images, seed=seed, strict_data=strict_data)
         check_ood_images(dataset, name)
         sets[name] = dataset
     return sets
@@ -345,6 +347,7 @@ def evaluate_ood(
     preprocessing: Any = None,
     max_ood_images: int | None = None,
     seed: int = 0,
+    strict_data: bool = False,
 ) -> dict[str, Any]:
     """Score in-distribution and OOD images with a model and report OOD metrics per OOD set and score.
 
@@ -365,6 +368,8 @@ def evaluate_ood(
         preprocessing: a ``PreprocessingConfig`` (or dict) overriding the one found on the model.
         max_ood_images: keep at most this many images of each dataset-backed OOD source.
         seed: seed of the built-in OOD sources and of subsampling (and of the split of a source string).
+        strict_data: for sources read with ``load_image_classification_data`` (``in_data``, ``train_data``,
+            dataset-backed OOD sets), stop at the first unreadable image instead of leaving unreadable images out.
 
     Returns:
         ``{"in_distribution": {...}, "train_images": n or None, "scores": [...], "results": {ood_name:
@@ -381,9 +386,9 @@ def evaluate_ood(
     sources = _named_sources(out_data)
     outputs = _ModelOutputs(model)
     outputs.check_supports(specs)
-    in_eval, in_name, train = _in_distribution_splits(in_data, train_data, seed)
+    in_eval, in_name, train = _in_distribution_splits(in_data, train_data, seed, strict_data)
     _check_in_distribution(in_eval, in_name, train, specs)
-    ood_sets = load_ood_sets(sources, in_eval, max_ood_images=max_ood_images, seed=seed)
+    ood_sets = load_ood_sets(sources, in_eval, max_ood_images=max_ood_images, seed=seed, strict_data=strict_data)
     transform = build_transforms(_find_preprocessing(model, preprocessing), train=False)
     need_features = any(spec.reads == "features" for spec in specs)
     runner = _Runner(outputs, transform, batch_size, device, need_features)

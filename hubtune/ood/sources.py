@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hubtune.data import load_image_classification_data
+from hubtune.data import load_image_classification_data, no_images_in
 from hubtune.errors import DatasetError, OODError
 
 __all__ = [
@@ -114,7 +114,8 @@ def _looks_like_path(source: str | os.PathLike) -> bool:
     return text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text or text.count("/") > 1
 
 
-def _load_dataset_source(source: str | os.PathLike | datasets.DatasetDict, seed: int) -> datasets.Dataset:
+def _load_dataset_source(source: str | os.PathLike | datasets.DatasetDict, seed: int,
+                         strict_data: bool = False) -> datasets.Dataset:
     if isinstance(source, (str, os.PathLike)) and _looks_like_path(source) and not Path(source).expanduser().exists():
         raise OODError(
             f"OOD source {str(source)!r} does not exist. Give an existing image folder, a folder written by "
@@ -123,11 +124,14 @@ def _load_dataset_source(source: str | os.PathLike | datasets.DatasetDict, seed:
     if isinstance(source, (str, os.PathLike)):
         source = str(Path(source).expanduser()) if _looks_like_path(source) else str(source)
     try:
-        return load_image_classification_data(source, seed=seed).eval
+        return load_image_classification_data(source, seed=seed, strict_data=strict_data).eval
     except DatasetError:
         if not (isinstance(source, str) and Path(source).is_dir()):
             raise
     # A folder of images without class sub-folders: OOD images need no labels.
+    empty = no_images_in(source)
+    if empty:
+        raise OODError(f"OOD folder {empty}; give a folder of images (sub-folders are searched too).")
     try:
         loaded = datasets.load_dataset("imagefolder", data_dir=str(source))
     except Exception as e:  # noqa: BLE001 - any builder failure means "not a usable image folder"
@@ -142,6 +146,7 @@ def load_ood_data(
     mode: str | None = None,
     num_images: int | None = None,
     seed: int = 0,
+    strict_data: bool = False,
 ) -> datasets.Dataset:
     """An OOD dataset (a ``datasets.Dataset`` with an ``"image"`` column) from a source.
 
@@ -154,6 +159,7 @@ def load_ood_data(
         num_images: images in a built-in source (default 500), or the most to keep from a dataset (a seeded
             random subset).
         seed: random seed of the built-in sources and of subsampling.
+        strict_data: a dataset source stops at its first unreadable image instead of leaving it out.
 
     Raises:
         OODError: an unsupported source, a local path that does not exist, a bad ``num_images``.
@@ -166,7 +172,7 @@ def load_ood_data(
     if isinstance(source, datasets.Dataset):
         dataset = source
     elif isinstance(source, (str, os.PathLike, datasets.DatasetDict)):
-        dataset = _load_dataset_source(source, seed)
+        dataset = _load_dataset_source(source, seed, strict_data)
     else:
         raise OODError(
             f"Unsupported OOD source {source!r}: pass {' or '.join(map(repr, BUILTIN_OOD_SOURCES))}, a "

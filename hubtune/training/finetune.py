@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from transformers import set_seed
 
+from hubtune.arguments import check_output_dir
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
 from hubtune.errors import ConfigError, OutputDirError
 from hubtune.hub import push_folder, write_model_card, write_run_info
 from hubtune.layouts import detect_layout
+from hubtune.methods import get_method
 from hubtune.modeling import HubtuneForImageClassification
 from hubtune.devices import configure_backends
 from hubtune.training.callbacks import LossWeightWarmupCallback
@@ -39,6 +42,13 @@ from hubtune.training.finetune_args import (
     finetune_parser,
     method_arguments_class,
     parse_finetune_args,
+)
+from hubtune.training.recipes import (
+    SOURCE_RECIPE,
+    apply_settings,
+    describe_settings,
+    resolve_knobs,
+    resolve_training_settings,
 )
 from hubtune.training.trainer import HubtuneTrainer, compute_accuracy, last_checkpoint_in
 
@@ -70,6 +80,7 @@ def _check_output_dir(args: FinetuneTrainingArguments) -> str | bool | None:
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"output_dir {str(out)!r} is a file, not a folder; choose another --output_dir.")
+    check_output_dir(out)  # a read-only or dangling-link folder fails now, not after training
     holds_run = out.is_dir() and (any((out / name).exists() for name in _RUN_FILES) or last_checkpoint_in(out))
     if holds_run and resume is None and not args.overwrite_output_dir:
         raise OutputDirError(
@@ -101,8 +112,13 @@ def run_finetune(
     method_args: Any,
     training_args: FinetuneTrainingArguments,
 ) -> dict[str, float]:
-    """Fine-tune, evaluate, save a Hub-ready folder (and push it when asked); returns the final metrics."""
-    method_config = method_args.to_method_config()
+    """Fine-tune, evaluate, save a Hub-ready folder (and push it when asked); returns the final metrics.
+
+    The method's training recipe fills the training arguments the user did not set (``training_args.given_options``,
+    recorded by :func:`parse_finetune_args`; for arguments built in Python, those still at hubtune's defaults).
+    """
+    training_args, settings, knob_sources = resolve_recipe(method_args, training_args, pretrained=model_args.pretrained)
+    method_config = method_args.to_method_config({k: s.value for k, s in knob_sources.items() if s.source == SOURCE_RECIPE})
     resume = _check_output_dir(training_args)
     set_seed(training_args.seed)
     configure_backends(training_args.tf32)
@@ -123,18 +139,21 @@ def run_finetune(
     trainer = HubtuneTrainer(
         model=model, args=_trainer_args(training_args), train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=collate_image_batch, compute_metrics=compute_accuracy, callbacks=_trainer_callbacks(model),
-        dataset_name=data.name, export_format=model_args.export_format,
+        dataset_name=data.name, export_format=model_args.export_format, training_settings=settings,
+        knob_sources=knob_sources,
     )
+    if trainer.is_world_process_zero():
+        print(recipe_summary(method_args.method, {**settings, **knob_sources}, pretrained=model_args.pretrained))
     if not model_args.pretrained and trainer.is_world_process_zero():
         print(f"Note: backbone {model_args.model!r} starts from random weights (pass --pretrained to load pretrained "
               "weights).")
     try:
         train_result = trainer.train(resume_from_checkpoint=resume)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM from the command line (hubtune.errors.Terminated)
         last = last_checkpoint_in(training_args.output_dir)
         where = (f"the last complete checkpoint is {last}; resume with --resume_from_checkpoint {last}" if last
                  else "no checkpoint had been written yet")
-        raise KeyboardInterrupt(where) from None
+        raise type(e)(where) from None
     repo_id = training_args.hub_model_id if training_args.push_to_hub else None
     metrics = _save_results(trainer, train_result, len(train_ds), len(eval_ds), repo_id)
     out = Path(training_args.output_dir)
@@ -164,6 +183,51 @@ def next_steps(folder: str | Path, repo_id: str | None = None) -> str:
         load = f'HubtuneForImageClassification.from_pretrained("{repo}"); locally from_pretrained("{folder}")'
     push = "" if repo_id else f"publish with `hubtune push {folder} ORG/NAME`, then "
     return f"Next: {push}load with {load}."
+
+
+def resolve_recipe(method_args: Any, training_args: FinetuneTrainingArguments, pretrained: bool = True,
+                   recipe_method: str | None = None):
+    """(training arguments with the recipe applied, their settings and sources, the knobs' sources).
+
+    A method's recipe is a fine-tuning recipe: it applies to pretrained backbones only (a randomly initialised one
+    trains with hubtune's general defaults). ``recipe_method`` takes the training settings from another method's
+    recipe (``hubtune compare`` trains every method with the first one's); the knobs always come from the method's
+    own recipe.
+    """
+    method = get_method(method_args.method)
+    settings = resolve_training_settings(get_method(recipe_method or method_args.method), training_args,
+                                         training_args.given_options, use_recipe=pretrained)
+    _, knob_sources = resolve_knobs(method, method_args.given_knobs(), use_recipe=pretrained)
+    return apply_settings(training_args, settings), settings, knob_sources
+
+
+def resolve_recipe(method_args: Any, training_args: FinetuneTrainingArguments, pretrained: bool = True,
+                   recipe_method: str | None = None):
+    """(training arguments with the recipe applied, their settings and sources, the knobs' sources).
+
+    A method's recipe is a fine-tuning recipe: it applies to pretrained backbones only (a randomly initialised one
+    trains with hubtune's general defaults). ``recipe_method`` takes the training settings from another method's
+    recipe (``hubtune compare`` trains every method with the first one's); the knobs always come from the method's
+    own recipe.
+    """
+    method = get_method(method_args.method)
+    settings = resolve_training_settings(get_method(recipe_method or method_args.method), training_args,
+                                         training_args.given_options, use_recipe=pretrained)
+    _, knob_sources = resolve_knobs(method, method_args.given_knobs(), use_recipe=pretrained)
+    return apply_settings(training_args, settings), settings, knob_sources
+
+
+def recipe_summary(method_name: str, settings: Mapping[str, Any], pretrained: bool = True) -> str:
+    """One line: which values came from which recipe (and that given options win)."""
+    from_recipe = describe_settings(settings)
+    if not pretrained and get_method(method_name).recipe:
+        return (f"Training from random weights: the fine-tuning recipe of {method_name} does not apply, hubtune's "
+                "general defaults do (AdamW, learning rate 1e-3, cosine, clipping at 1.0) unless you give options.")
+    if not from_recipe:
+        return f"Training settings: no recipe value used for {method_name} (see hubtune_run.json for each source)."
+    owners = sorted({s.recipe_of for s in settings.values() if s.source == SOURCE_RECIPE})
+    return (f"Training recipe of {', '.join(owners)}: {from_recipe} (options you give override it; each value's "
+            "source is in hubtune_run.json and the model card).")
 
 
 def _trainer_args(args: FinetuneTrainingArguments) -> FinetuneTrainingArguments:

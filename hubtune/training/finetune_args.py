@@ -18,7 +18,8 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
-from hubtune.arguments import parse_command_line
+from hubtune.arguments import check_file_values, check_number, given_options, parse_command_line
+from hubtune.backbones import names_weights
 from hubtune.errors import ConfigError, MethodError
 from hubtune.hub.push import validate_repo_id
 from hubtune.methods import MethodConfig, available_methods, get_method
@@ -46,13 +47,17 @@ class ModelArguments:
 
     model: str = field(default="resnet18", metadata={
         "help": "timm name, hf-hub:ORG/NAME or local-dir:PATH (timm weights), or a transformers id / folder"})
-    pretrained: bool = field(default=False, metadata={
-        "help": "load pretrained backbone weights through timm / transformers (default: random init)"})
+    pretrained: bool | None = field(default=None, metadata={
+        "help": "load the backbone's pretrained weights; default: yes when --model names weights (hf-hub:, "
+        "local-dir:, a transformers id or folder), no for a bare timm architecture name such as resnet18",
+        "nargs": "?", "const": True})
     image_size: int | None = field(default=32, metadata={"help": "input size (default 32); none = the backbone's own"})
     export_format: ExportFormat = field(default="auto", metadata={
         "help": "layout of the final model: auto = the backbone library's own (loads in plain timm / transformers)"})
 
     def __post_init__(self) -> None:
+        if self.pretrained is None:
+            self.pretrained = names_weights(str(self.model))
         if self.export_format not in typing.get_args(ExportFormat):
             raise ConfigError(f"export_format must be one of {typing.get_args(ExportFormat)}, not {self.export_format!r}.")
         if self.image_size is not None and self.image_size < 8:
@@ -88,6 +93,10 @@ class FinetuneTrainingArguments(TrainingArguments):
     pipeline reads the ``image`` column on the fly), no trackers. ``--optim sgd`` defaults to Nesterov momentum
     0.9 (Core-tuning's recipe) unless ``--optim_args`` says otherwise. ``overwrite_output_dir`` allows writing
     into a folder that holds another run's results.
+
+    These are hubtune's *general* defaults: :func:`run_finetune` replaces those you did not set with the training
+    recipe of the chosen method (``TrainingMethod.recipe``; every built-in method has one: SGD with Nesterov
+    momentum, learning rate 0.01, cosine, no gradient clipping), and records each value's source.
     """
 
     _argument_group_name = "training: transformers.TrainingArguments (hubtune's defaults)"
@@ -112,6 +121,9 @@ class FinetuneTrainingArguments(TrainingArguments):
     seed: int = 0
     dataloader_num_workers: int = field(default=-1, metadata={
         "help": "data-loading processes; -1 (default) = min(8, CPU cores) when CUDA is present, else 0"})
+    # The option names the user set (flags, config-file or dict keys), recorded by parse_finetune_args so that the
+    # method's training recipe fills only the others; None when the arguments were built in Python.
+    given_options: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.dataloader_num_workers == -1:
@@ -125,10 +137,24 @@ class FinetuneTrainingArguments(TrainingArguments):
                 raise ConfigError(f"num_train_epochs must be > 0 (got {self.num_train_epochs}), or set max_steps.")
         if self.per_device_train_batch_size < 1:
             raise ConfigError(f"per_device_train_batch_size must be at least 1, got {self.per_device_train_batch_size}.")
+        self._check_numbers()
         if self.push_to_hub and self.hub_model_id is not None:
             validate_repo_id(self.hub_model_id)
         super().__post_init__()
         check_trackers_installed(self.report_to, "--report_to")  # before data or model load, not at Trainer start
+
+    def _check_numbers(self) -> None:
+        """The numeric options, each named, before the optimizer or the Trainer meets them."""
+        check_number("max_steps", self.max_steps, minimum=1, integer=True, allow=(-1,))
+        check_number("num_train_epochs", self.num_train_epochs, minimum=0)
+        for name in ("learning_rate", "weight_decay", "adam_epsilon", "max_grad_norm", "warmup_steps"):
+            check_number(name, getattr(self, name), minimum=0)
+        for name in ("adam_beta1", "adam_beta2"):
+            check_number(name, getattr(self, name), minimum=0, below=1)
+        check_number("label_smoothing_factor", self.label_smoothing_factor, minimum=0, below=1)
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            check_number(name, getattr(self, name), minimum=1, integer=True)
+        check_number("seed", self.seed, minimum=0, maximum=2**32 - 1, integer=True)
 
 
 # ------------------------------------------------------------------------------------------ method arguments
@@ -148,7 +174,7 @@ def _knob_fields() -> dict[str, tuple[Any, list[str]]]:
     return knobs
 
 
-def method_arguments_class() -> type:
+def method_arguments_class(with_method: bool = True) -> type:
     """A dataclass with ``method``, ``preset`` and one optional field per knob of every registered method.
 
     Built from the registry when called, so a method registered at run time gets its flags. A knob left unset
@@ -157,6 +183,8 @@ def method_arguments_class() -> type:
     fields_: list[tuple] = [
         ("method", str, field(default="core-tuning", metadata={
             "help": f"training method: {', '.join(available_methods())}"})),
+    ] if with_method else []
+    fields_ += [
         ("preset", str, field(default="paper", metadata={
             "help": "the method's preset: paper (as published) or reference (the public script's semantics)"})),
     ]
@@ -164,10 +192,9 @@ def method_arguments_class() -> type:
         annotation = kind if type(None) in typing.get_args(kind) else kind | None
         fields_.append((knob, annotation, field(default=None, metadata={"help": f"knob of {', '.join(owners)}"})))
 
-    def to_method_config(self) -> MethodConfig:
-        """The chosen method's validated config; MethodError for a knob that belongs to another method."""
-        method = get_method(self.method)
-        own = set(method.config_class.knob_names())
+    def given_knobs(self) -> dict[str, Any]:
+        """The knobs set (not None); MethodError for a knob that belongs to another method."""
+        own = set(get_method(self.method).config_class.knob_names())
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                  if f.name not in ("method", "preset") and getattr(self, f.name) is not None}
         foreign = sorted(set(given) - own)
@@ -176,14 +203,22 @@ def method_arguments_class() -> type:
                 f"--{foreign[0]} does not apply to --method {self.method} (its knobs: "
                 f"{', '.join(sorted(own)) or 'none'}); remove it or choose the method it belongs to."
             )
-        return method.config_class.from_dict({"preset": self.preset, **given}, self.method)
+        return given
+
+    def to_method_config(self, defaults: dict[str, Any] | None = None) -> MethodConfig:
+        """The chosen method's validated config: the knobs set over ``defaults`` (e.g. the recipe's knobs) over the
+        method's own defaults; MethodError for a knob that belongs to another method."""
+        values = {**(defaults or {}), **given_knobs(self)}
+        return get_method(self.method).config_class.from_dict({"preset": self.preset, **values}, self.method)
 
     def post_init(self) -> None:
-        get_method(self.method)  # an unknown method fails here, naming the valid ones
+        if with_method:
+            get_method(self.method)  # an unknown method fails here, naming the valid ones
 
     return dataclasses.make_dataclass(
-        "MethodArguments", fields_, namespace={"to_method_config": to_method_config, "__post_init__": post_init,
-                                               "_argument_group_name": "method (each knob belongs to the methods named)"}
+        "MethodArguments" if with_method else "MethodKnobArguments", fields_,
+        namespace={"given_knobs": given_knobs, "to_method_config": to_method_config, "__post_init__": post_init,
+                   "_argument_group_name": "method (each knob belongs to the methods named)"},
     )
 
 
@@ -201,12 +236,12 @@ Core-tuning of a randomly initialised resnet18 on scikit-learn's digits, offline
 
 most used options:
   --model NAME            timm name, hf-hub:ORG/NAME, local-dir:PATH, or a transformers id / folder (resnet18)
-  --pretrained            start from the backbone's pretrained weights (default: random init)
+  --pretrained [BOOL]     load pretrained weights (default: yes when --model names weights, no for resnet18)
   --dataset DATA          digits, an image folder (one sub-folder per class), a saved dataset or a Hub name
   --image_size PX         input size in pixels (32)
   --method NAME           {methods} (core-tuning); knobs: --eta, --temperature, --alpha, ...
   --num_train_epochs N    epochs (5); also --epochs
-  --learning_rate LR      peak learning rate (0.001); also --lr
+  --learning_rate LR      peak learning rate (the method's recipe when pretrained, else 0.001); also --lr
   --output_dir DIR        model, card, metrics and checkpoints (hubtune-output)
   --report_to NAME        tensorboard, wandb, ... (pip install 'hubtune[tensorboard]')
 
@@ -247,14 +282,20 @@ def parse_finetune_args(source: Mapping[str, Any] | Sequence[str] | str | Path |
     """(model, data, method, training) arguments from a dict, command-line strings or a YAML / JSON file path."""
     parser = finetune_parser()
     if source is None:
-        return parse_command_line(parser, [])
-    if isinstance(source, (str, Path)):
-        return parse_command_line(parser, [str(source)])
-    if isinstance(source, Mapping):
+        argv, given = [], set()
+    elif isinstance(source, (str, Path)):
+        argv = [str(source)]
+        given = given_options(parser, argv)
+    elif isinstance(source, Mapping):
         known = {a.dest for a in parser._actions}
         unknown = sorted(set(source) - known)
         if unknown:
             raise ConfigError(f"Unknown finetune option(s) {', '.join(unknown)}; see `hubtune finetune --help`.")
-        parser.set_defaults(**source)
-        return parse_command_line(parser, [])
-    return parse_command_line(parser, list(source))
+        parser.set_defaults(**check_file_values(parser.dataclass_types, source, "finetune options"))
+        argv, given = [], set(source)
+    else:
+        argv = list(source)
+        given = given_options(parser, argv)
+    parsed = parse_command_line(parser, argv)
+    parsed[-1].given_options = frozenset(given)
+    return parsed

@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import shutil
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from hubtune.errors import CheckpointError, NonFiniteLossError, WeightsFileError
 from hubtune.hub import write_model_card
 from hubtune.layouts import read_config
+from hubtune.training.recipes import Setting, recipe_conflicts, resolve_training_settings, settings_to_json
 
 __all__ = ["HubtuneTrainer", "compute_accuracy", "last_checkpoint_in", "resolve_resume"]
 
@@ -135,14 +138,23 @@ class HubtuneTrainer(Trainer):
       works) and the final model (``save_model()``, ``push_to_hub()``) in ``export_format`` (default: the
       backbone library's own layout); writes hubtune's model card instead of Trainer's generic one.
 
+    * warns once when an argument left at its transformers default contradicts the training recipe of the model's
+      method (``max_grad_norm=1.0`` under Core-tuning's unclipped SGD, for example): ``hubtune finetune`` and
+      ``run_finetune`` apply the recipe, plain ``TrainingArguments`` do not (see :mod:`hubtune.training.recipes`).
+
     Args:
         dataset_name: recorded in the model card.
         export_format: layout of the final model, see ``HubtuneForImageClassification.save_pretrained``.
+        training_settings: the effective training settings and their sources, when the caller resolved the
+            method's recipe (``run_finetune`` does); recorded in ``hubtune_run.json`` and the card.
+        knob_sources: where the method's knobs came from (given / recipe), recorded beside them.
     """
 
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args: Any, dataset_name: str | None = None, export_format: str = "auto", **kwargs: Any):
+    def __init__(self, *args: Any, dataset_name: str | None = None, export_format: str = "auto",
+                 training_settings: Mapping[str, Setting] | None = None,
+                 knob_sources: Mapping[str, Setting] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._staging_dir: Path | None = None
         self.dataset_name = dataset_name
@@ -150,6 +162,27 @@ class HubtuneTrainer(Trainer):
         self._component_sums: dict[str, torch.Tensor] = {}
         self._component_count = 0
         self._resumed_at_step = 0
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        method = getattr(unwrapped, "method", None)
+        if training_settings is None and method is not None:
+            pretrained = bool(getattr(getattr(unwrapped, "config", None), "backbone_spec", {}).get("pretrained", True))
+            if pretrained:  # a fine-tuning recipe says nothing about training from random weights
+                self._warn_about_recipe_conflicts(method)
+            training_settings = resolve_training_settings(method, self.args, None, use_recipe=False)
+        self.training_settings = dict(training_settings or {})
+        self.knob_sources = dict(knob_sources or {})
+
+    def _warn_about_recipe_conflicts(self, method: Any) -> None:
+        conflicts = recipe_conflicts(method, self.args)
+        if conflicts and self.is_world_process_zero():
+            listed = "; ".join(f"{name}={now!r} (the recipe uses {wanted!r})" for name, (now, wanted) in conflicts.items())
+            warnings.warn(
+                f"These TrainingArguments are still at transformers' defaults and contradict the training recipe of "
+                f"{method.name!r} ({method.recipe_source or 'its recipe'}): {listed}. Set them as the recipe does, or "
+                "set them explicitly to keep them; `hubtune finetune` and `run_finetune` apply the recipe for you "
+                "(docs/methods.md, 'Training recipes').",
+                UserWarning, stacklevel=3,
+            )
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         """Trainer's ``train``; ``resume_from_checkpoint=True`` takes the last COMPLETE checkpoint, and a
@@ -259,24 +292,14 @@ class HubtuneTrainer(Trainer):
 
     def run_info(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
         """What the model card needs to know about this run (plain values)."""
-        args = self.args
-        return self.accelerator.unwrap_model(self.model).run_info(
+        info = self.accelerator.unwrap_model(self.model).run_info(
             dataset=self.dataset_name,
-            hyperparameters={
-                "epochs": args.num_train_epochs,
-                "max_steps": args.max_steps,
-                "per_device_train_batch_size": args.per_device_train_batch_size,
-                "gradient_accumulation_steps": args.gradient_accumulation_steps,
-                "learning_rate": args.learning_rate,
-                "weight_decay": args.weight_decay,
-                "lr_scheduler_type": getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
-                "optimizer": getattr(args.optim, "value", args.optim),
-                "seed": args.seed,
-                "bf16": args.bf16,
-            },
+            hyperparameters={name: setting.value for name, setting in self.training_settings.items()},
             metrics=metrics if metrics is not None else _last_eval_metrics(self.state.log_history),
             log_history=self.state.log_history,
         )
+        info["training_settings"] = settings_to_json({**self.training_settings, **self.knob_sources})
+        return info
 
     def create_model_card(self, *args: Any, **kwargs: Any) -> None:
         if not self.is_world_process_zero():

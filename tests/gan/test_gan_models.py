@@ -206,6 +206,45 @@ def test_unloadable_folders_raise_generator_load_error_naming_the_file(tmp_path)
     assert isinstance(GeneratorLoadError("x"), ValueError)
 
 
-def test_from_pretrained_goes_through_the_mixin_hook():
-    assert "from_pretrained" not in Generator.__dict__, "the public classmethod stays the mixin's"
+def test_from_pretrained_goes_through_the_mixin_hook(tmp_path, monkeypatch):
+    """The public classmethod only checks that config.json is a JSON object, then is the mixin's (whose
+    json.load would raise a bare JSONDecodeError); the loading itself is the hook's."""
+    from huggingface_hub import ModelHubMixin
+
     assert "_from_pretrained" in Generator.__dict__ and "_save_pretrained" in Generator.__dict__
+    DCGANGenerator(latent_dim=8, image_size=16, channels=1, base_channels=8).save_pretrained(tmp_path)
+    original, called = ModelHubMixin.from_pretrained.__func__, []
+
+    def spy(cls, *args, **kwargs):
+        called.append(cls)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(ModelHubMixin, "from_pretrained", classmethod(spy))
+    assert isinstance(Generator.from_pretrained(tmp_path), DCGANGenerator) and called == [Generator]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x00\x01\x02 garbage {{", "config.json is not valid JSON"),
+    (b"not json at all", "config.json is not valid JSON"),
+    (b"[1, 2, 3]", "config.json holds a JSON list"),
+    (None, "latent_dim must be int"),
+])
+def test_a_garbage_generator_config_is_one_error_naming_the_file(tmp_path, content, message):
+    folder = tmp_path / "gen"
+    DCGANGenerator(latent_dim=8, image_size=16, channels=1, base_channels=8).save_pretrained(folder)
+    config = folder / "config.json"
+    if content is None:
+        content = json.dumps({**json.loads(config.read_text()), "latent_dim": "big"}).encode()
+    config.write_bytes(content)
+    with pytest.raises(GeneratorLoadError, match=message) as caught:
+        Generator.from_pretrained(folder)
+    assert str(config) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_hub_generator_while_offline_names_the_offline_setting(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(GeneratorLoadError, match="HF_HUB_OFFLINE=1 is set and its config.json is not in the local"):
+        Generator.from_pretrained("someorg/not-cached-generator")

@@ -1,0 +1,429 @@
+"""``hubtune compare``: does a method help on MY data? Several methods, several seeds, paired by seed.
+
+For each seed every method gets the same labelled subset (``train_samples_per_class`` images per class drawn with
+the seed), the same evaluation split, the same initial classifier and the same data order (the Trainer's seedable
+sampler draws each epoch's order from the seed and the epoch, whatever the methods draw in between); the random
+augmentations and the methods' own random draws (mixing weights, partners) differ. By default every method trains
+with the same settings, the first method's training recipe under the options you give, so that only the method
+differs, as in the papers' tables; ``method_recipes`` gives each method its own recipe instead.
+
+Each finished run is appended to ``compare.jsonl`` in the output folder: a rerun of the same command skips the
+finished runs, and an interruption loses at most the run in progress. The report (``compare.md``, ``compare.json``
+and ``compare_differences.png``) gives accuracy mean ± std, the paired difference to the first method, wins, an exact
+sign-flip p-value and the time per optimizer step relative to the first method::
+
+    hubtune compare --dataset ./my_images --model hf-hub:timm/resnet50.a1_in1k --image_size 224 \\
+        --methods ce core-tuning adaptivemix --seeds 5 --train_samples_per_class 10
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import HfArgumentParser, set_seed
+
+from hubtune.arguments import given_options, parse_command_line
+from hubtune.data import build_transforms, collate_image_batch, few_shot_subset, load_image_classification_data, with_transforms
+from hubtune.devices import configure_backends
+from hubtune.errors import ConfigError, MethodError, OutputDirError
+from hubtune.methods import get_method
+from hubtune.modeling import HubtuneForImageClassification
+from hubtune.stats import paired_sign_flip_p
+from hubtune.training.finetune import (
+    DataArguments,
+    FinetuneTrainingArguments,
+    ModelArguments,
+    _avoid_a_last_batch_of_one,
+    _trainer_callbacks,
+    method_arguments_class,
+    resolve_recipe,
+)
+from hubtune.training.recipes import SOURCE_RECIPE, settings_to_json
+from hubtune.training.trainer import HubtuneTrainer, compute_accuracy
+
+__all__ = ["CompareArguments", "compare_parser", "parse_compare_args", "run_compare", "summarize"]
+
+RUNS_FILE = "compare.jsonl"
+DEFAULT_OUTPUT_DIR = "hubtune-compare"
+# Options that change what is measured: rows of a comparison must agree on them.
+_RUN_SCOPED = ("output_dir", "seed", "overwrite_output_dir", "logging_dir", "run_name", "disable_tqdm",
+               "logging_steps", "logging_strategy", "report_to", "given_options", "dataloader_num_workers",
+               "save_strategy", "eval_strategy", "save_total_limit", "push_to_hub", "hub_token", "hub_model_id")
+
+
+@dataclass
+class CompareArguments:
+    """Which methods to compare, over how many seeds, on how many labelled images per class."""
+
+    methods: list[str] = field(default_factory=lambda: ["ce", "core-tuning", "adaptivemix"], metadata={
+        "help": "methods to compare, the first one is the baseline; NAME or NAME:knob=value,knob=value (e.g. "
+        "core-tuning:eta=0.03) to compare settings of one method"})
+    seeds: int = field(default=5, metadata={"help": "number of seeds: --seed, --seed + 1, ..."})
+    train_samples_per_class: int | None = field(default=None, metadata={
+        "help": "labelled training images per class, drawn with each seed (default: the whole training split)"})
+    method_recipes: bool = field(default=False, metadata={
+        "help": "train each method with its own training recipe instead of the first method's for all"})
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            raise ConfigError("--methods needs at least one method, e.g. --methods ce core-tuning.")
+        if not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError(f"--seeds must be a positive integer, not {self.seeds!r}.")
+        labels = [m.strip() for m in self.methods]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"--methods names a method twice ({' '.join(labels)}); give each method once.")
+        for label in labels:
+            parse_method_label(label)
+
+
+def parse_method_label(label: str) -> tuple[str, dict[str, Any]]:
+    """``"core-tuning:eta=0.1,temperature=0.1"`` -> ``("core-tuning", {"eta": 0.1, "temperature": 0.1})``."""
+    import yaml
+
+    name, _, spec = label.partition(":")
+    method = get_method(name.strip())
+    knobs: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key.strip() not in method.config_class.knob_names():
+            raise MethodError(
+                f"In --methods {label}: {item!r} is not knob=value for a knob of {method.name} (its knobs: "
+                f"{', '.join(method.config_class.knob_names()) or 'none'})."
+            )
+        knobs[key.strip()] = yaml.safe_load(value.strip())
+    return method.name, knobs
+
+
+# ------------------------------------------------------------------------------------------ parsing
+
+
+def compare_parser() -> HfArgumentParser:
+    return HfArgumentParser(
+        [ModelArguments, DataArguments, method_arguments_class(with_method=False), CompareArguments,
+         FinetuneTrainingArguments],
+        prog="hubtune compare",
+        description="Compare training methods on your data over several seeds, paired by seed (every finetune "
+        "option applies; a knob applies to the methods that have it). Writes compare.md, compare.json, "
+        "compare_differences.png and compare.jsonl (one line per finished run) to --output_dir.",
+    )
+
+
+def parse_compare_args(source: Sequence[str] | str | Path | None = None) -> tuple:
+    """(model, data, knobs, compare, training) arguments from command-line strings or a YAML / JSON file."""
+    parser = compare_parser()
+    argv = [] if source is None else [str(source)] if isinstance(source, (str, Path)) else list(source)
+    given = given_options(parser, argv)
+    parsed = parse_command_line(parser, argv)
+    training = parsed[-1]
+    if "output_dir" not in given:
+        training.output_dir = DEFAULT_OUTPUT_DIR
+    training.given_options = frozenset(given)
+    return parsed
+
+
+# ------------------------------------------------------------------------------------------ the runs
+
+
+def _method_arguments(label: str, knobs_args: Any, preset: str) -> Any:
+    """A MethodArguments for one entry of --methods: the given knobs it owns, then the entry's own knobs."""
+    name, own = parse_method_label(label)
+    method = get_method(name)
+    knob_names = set(method.config_class.knob_names())
+    shared = {f.name: getattr(knobs_args, f.name) for f in dataclasses.fields(knobs_args)
+              if f.name in knob_names and getattr(knobs_args, f.name) is not None}
+    preset = preset if preset in method.config_class.PRESETS else "paper"
+    return method_arguments_class()(method=name, preset=preset, **{**shared, **own})
+
+
+def _check_knobs_apply(labels: list[str], knobs_args: Any) -> None:
+    owned = set()
+    for label in labels:
+        owned |= set(get_method(parse_method_label(label)[0]).config_class.knob_names())
+    for f in dataclasses.fields(knobs_args):
+        if f.name != "preset" and getattr(knobs_args, f.name) is not None and f.name not in owned:
+            raise MethodError(f"--{f.name} applies to none of --methods {' '.join(labels)}; remove it.")
+    preset = knobs_args.preset
+    if preset != "paper" and not any(preset in get_method(parse_method_label(x)[0]).config_class.PRESETS for x in labels):
+        raise MethodError(f"--preset {preset} is offered by none of --methods {' '.join(labels)}.")
+
+
+def _fingerprint(model_args: Any, data_args: Any, compare_args: Any, settings: Mapping[str, Any]) -> str:
+    described = {
+        "model": dataclasses.asdict(model_args), "data": dataclasses.asdict(data_args),
+        "train_samples_per_class": compare_args.train_samples_per_class, "method_recipes": compare_args.method_recipes,
+        "settings": {k: v for k, v in settings.items() if k not in _RUN_SCOPED},
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_runs(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """The finished runs recorded in ``folder/compare.jsonl`` (a line cut short by a kill is ignored)."""
+    path = Path(folder) / RUNS_FILE
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and "label" in row and "seed" in row:
+                rows.append(row)
+    return rows
+
+
+def _append_run(folder: Path, row: dict[str, Any]) -> None:
+    with open(folder / RUNS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _run_one(label: str, method_args: Any, model_args: Any, data_args: Any, compare_args: Any,
+             training_args: FinetuneTrainingArguments, seed: int, data, work_dir: Path) -> dict[str, Any]:
+    recipe_of = None if compare_args.method_recipes else parse_method_label(compare_args.methods[0])[0]
+    args, settings, knob_sources = resolve_recipe(method_args, training_args, pretrained=model_args.pretrained,
+                                                  recipe_method=recipe_of)
+    args = dataclasses.replace(args, seed=seed, output_dir=str(work_dir), save_strategy="no", eval_strategy="no",
+                               push_to_hub=False, report_to="none", load_best_model_at_end=False)
+    method_config = method_args.to_method_config(
+        {k: s.value for k, s in knob_sources.items() if s.source == SOURCE_RECIPE})
+    set_seed(seed)
+    model = HubtuneForImageClassification.from_backbone(
+        model_args.model, id2label=data.id2label, pretrained=model_args.pretrained, method=method_args.method,
+        method_config=method_config, image_size=model_args.image_size,
+    )
+    _avoid_a_last_batch_of_one(args, len(data.train))
+    trainer = HubtuneTrainer(
+        model=model, args=args, train_dataset=with_transforms(data.train, build_transforms(model.preprocessing, True)),
+        eval_dataset=with_transforms(data.eval, build_transforms(model.preprocessing, False)),
+        data_collator=collate_image_batch, compute_metrics=compute_accuracy, callbacks=_trainer_callbacks(model),
+        dataset_name=data.name, training_settings=settings, knob_sources=knob_sources,
+    )
+    started = time.perf_counter()
+    result = trainer.train()
+    train_seconds = time.perf_counter() - started
+    metrics = trainer.evaluate()
+    steps = max(int(trainer.state.global_step), 1)
+    return {
+        "label": label, "method": method_args.method, "method_config": model.method.config.to_dict(), "seed": seed,
+        "accuracy": float(metrics["eval_accuracy"]), "eval_loss": float(metrics["eval_loss"]),
+        "train_loss": float(result.training_loss), "steps": steps, "train_seconds": round(train_seconds, 3),
+        "seconds_per_step": train_seconds / steps, "train_samples": len(data.train), "eval_samples": len(data.eval),
+        "settings": settings_to_json({**settings, **knob_sources}),
+    }
+
+
+def run_compare(model_args: Any, data_args: Any, knobs_args: Any, compare_args: CompareArguments,
+                training_args: FinetuneTrainingArguments) -> dict[str, Any]:
+    """Train every method on every seed (skipping runs already in the output folder); write and return the report."""
+    labels = [m.strip() for m in compare_args.methods]
+    _check_knobs_apply(labels, knobs_args)
+    if training_args.push_to_hub:
+        raise ConfigError("hubtune compare publishes nothing; drop --push_to_hub (train the chosen method with "
+                          "`hubtune finetune --push_to_hub`).")
+    out = Path(training_args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"output_dir {str(out)!r} is a file, not a folder; choose another --output_dir.")
+    out.mkdir(parents=True, exist_ok=True)
+    method_args = {label: _method_arguments(label, knobs_args, knobs_args.preset) for label in labels}
+    baseline_settings = resolve_recipe(method_args[labels[0]], training_args, pretrained=model_args.pretrained)[1]
+    fingerprint = _fingerprint(model_args, data_args, compare_args,
+                               {k: s.value for k, s in baseline_settings.items()}
+                               | {f.name: getattr(training_args, f.name) for f in dataclasses.fields(training_args)
+                                  if f.init and f.name not in baseline_settings})
+    previous = read_runs(out)
+    other = [r for r in previous if r.get("fingerprint") != fingerprint]
+    if other and not training_args.overwrite_output_dir:
+        raise OutputDirError(
+            f"{out / RUNS_FILE} holds {len(other)} run(s) of a comparison with other settings (model, data, "
+            "samples per class or training options); choose another --output_dir, or pass --overwrite_output_dir to "
+            "set those runs aside and start over."
+        )
+    if other:
+        os.replace(out / RUNS_FILE, out / f"{RUNS_FILE}.replaced-{int(time.time())}")
+        previous = []
+    done = {(r["label"], int(r["seed"])) for r in previous}
+    seeds = list(range(training_args.seed, training_args.seed + compare_args.seeds))
+    total, position = len(seeds) * len(labels), 0
+    configure_backends(training_args.tf32)
+    print(f"Comparing {', '.join(labels)} over seeds {seeds[0]}-{seeds[-1]}: {len(done & {(l, s) for l in labels for s in seeds})} "
+          f"of {total} runs already finished in {out}.")
+    work_dir = out / ".run-in-progress"
+    for seed in seeds:
+        todo = [label for label in labels if (label, seed) not in done]
+        position += len(labels) - len(todo)
+        if not todo:
+            continue
+        data = load_image_classification_data(
+            data_args.dataset, image_column=data_args.image_column, label_column=data_args.label_column,
+            eval_split=data_args.eval_split, eval_fraction=data_args.eval_fraction, seed=seed,
+            max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
+            strict_data=data_args.strict_data,
+        )
+        if compare_args.train_samples_per_class:
+            data.train = few_shot_subset(data.train, compare_args.train_samples_per_class, seed)
+        for label in todo:
+            position += 1
+            shutil.rmtree(work_dir, ignore_errors=True)
+            try:
+                row = _run_one(label, method_args[label], model_args, data_args, compare_args, training_args, seed,
+                               data, work_dir)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(
+                    f"the run of {label} with seed {seed} was lost; {position - 1} of {total} runs are saved in "
+                    f"{out / RUNS_FILE}; rerun the same command to continue") from None
+            finally:
+                shutil.rmtree(work_dir, ignore_errors=True)
+            row.update(fingerprint=fingerprint, dataset=data.name, model=model_args.model,
+                       train_samples_per_class=compare_args.train_samples_per_class)
+            _append_run(out, row)
+            print(f"[{position}/{total}] {label}, seed {seed}: accuracy {100 * row['accuracy']:.2f}% "
+                  f"({row['seconds_per_step'] * 1000:.0f} ms/step)", flush=True)
+    rows = [r for r in read_runs(out) if r.get("fingerprint") == fingerprint and r["label"] in labels
+            and int(r["seed"]) in seeds]
+    report = summarize(rows, labels, compare_args, model_args, data_args)
+    write_report(out, report)
+    print(report["markdown"])
+    print(f"Report: {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare_differences.png'}")
+    return report
+
+
+# ------------------------------------------------------------------------------------------ the report
+
+
+def _pct(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * sd:.2f}"
+
+
+def summarize(rows: list[dict[str, Any]], labels: list[str], compare_args: Any = None, model_args: Any = None,
+              data_args: Any = None) -> dict[str, Any]:
+    """The comparison's numbers (``compare.json``) and its Markdown table, from the recorded runs."""
+    by_label: dict[str, dict[int, dict[str, Any]]] = {label: {} for label in labels}
+    for row in rows:
+        by_label.setdefault(row["label"], {})[int(row["seed"])] = row
+    baseline = by_label[labels[0]]
+    methods = []
+    for label in labels:
+        runs = by_label[label]
+        seeds = sorted(runs)
+        entry: dict[str, Any] = {"label": label, "seeds": seeds, "accuracy": [runs[s]["accuracy"] for s in seeds]}
+        if seeds:
+            entry["mean"] = statistics.fmean(entry["accuracy"])
+            entry["std"] = statistics.stdev(entry["accuracy"]) if len(seeds) > 1 else 0.0
+        paired = [s for s in seeds if s in baseline]
+        if label != labels[0] and paired:
+            diffs = [runs[s]["accuracy"] - baseline[s]["accuracy"] for s in paired]
+            entry.update(
+                paired_seeds=paired, differences=diffs, delta=statistics.fmean(diffs),
+                wins=sum(d > 0 for d in diffs), losses=sum(d < 0 for d in diffs), p=paired_sign_flip_p(diffs),
+                time_ratio=statistics.median(runs[s]["seconds_per_step"] / baseline[s]["seconds_per_step"]
+                                             for s in paired),
+            )
+        methods.append(entry)
+    first_rows = [r for by in by_label.values() for r in by.values()]
+    settings = first_rows[0]["settings"] if first_rows else {}
+    per_method_settings = {label: next(iter(by_label[label].values()))["settings"] for label in labels if by_label[label]}
+    report = {
+        "baseline": labels[0], "methods": methods,
+        "method_recipes": bool(getattr(compare_args, "method_recipes", False)),
+        "train_samples_per_class": getattr(compare_args, "train_samples_per_class", None),
+        "model": getattr(model_args, "model", None), "pretrained": getattr(model_args, "pretrained", None),
+        "image_size": getattr(model_args, "image_size", None), "dataset": getattr(data_args, "dataset", None),
+        "train_samples": first_rows[0]["train_samples"] if first_rows else None,
+        "eval_samples": first_rows[0]["eval_samples"] if first_rows else None,
+        "settings": settings if not getattr(compare_args, "method_recipes", False) else per_method_settings,
+    }
+    report["markdown"] = _markdown(report)
+    return report
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    base = report["baseline"]
+    lines = [
+        f"# hubtune compare: {', '.join(m['label'] for m in report['methods'])}",
+        "",
+        f"Data: {report['dataset']}, {report['train_samples']} training images"
+        + (f" ({report['train_samples_per_class']} per class, drawn with each seed)" if report["train_samples_per_class"] else "")
+        + f", {report['eval_samples']} evaluation images. Model: {report['model']}"
+        + (" (pretrained)" if report["pretrained"] else " (random initialisation)")
+        + (f", {report['image_size']} px." if report["image_size"] else "."),
+        "",
+        "| method | seeds | accuracy % (mean ± std) | Δ vs " + base + " (points) | wins | paired p | time / step vs "
+        + base + " |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in report["methods"]:
+        if not m["seeds"]:
+            lines.append(f"| {m['label']} | 0 | - | - | - | - | - |")
+            continue
+        if m["label"] == base:
+            lines.append(f"| {m['label']} | {len(m['seeds'])} | {_pct(m['accuracy'])} | - | - | - | 1.00 |")
+            continue
+        if "delta" not in m:
+            lines.append(f"| {m['label']} | {len(m['seeds'])} | {_pct(m['accuracy'])} | - | - | - | - |")
+            continue
+        p = "-" if m["p"] is None else f"{m['p']:.3f}"
+        lines.append(f"| {m['label']} | {len(m['seeds'])} | {_pct(m['accuracy'])} | {100 * m['delta']:+.2f} | "
+                     f"{m['wins']}/{len(m['paired_seeds'])} | {p} | {m['time_ratio']:.2f} |")
+    lines += ["", "Δ: mean over seeds of (method − " + base + ") in the same seed; wins: seeds in which the method was "
+              "more accurate; paired p: exact two-sided sign-flip test of the per-seed differences; time / step: wall "
+              "time of the training loop per optimizer step, median of the per-seed ratios (runs are sequential, so "
+              "machine load adds noise).", ""]
+    if report["method_recipes"]:
+        lines.append("Each method trained with its own training recipe (`--method_recipes`):")
+        for label, settings in report["settings"].items():
+            lines.append(f"- {label}: " + ", ".join(f"{k}={v['value']} ({v['source']})" for k, v in settings.items()))
+    else:
+        lines += [f"Every method trained with the same settings ({base}'s recipe under the options given):", "",
+                  "| setting | value | source |", "|---|---|---|"]
+        lines += [f"| {k} | {v['value']} | {v['source']} |" for k, v in report["settings"].items()
+                  if k in _SHARED_SHOWN]
+    return "\n".join(lines) + "\n"
+
+
+_SHARED_SHOWN = ("optim", "optim_args", "learning_rate", "lr_scheduler_type", "weight_decay", "warmup_steps",
+                 "max_grad_norm", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                 "gradient_accumulation_steps", "bf16")
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    """compare.md, compare.json and compare_differences.png (per-seed paired differences)."""
+    (out / "compare.md").write_text(report["markdown"], encoding="utf-8")
+    data = {k: v for k, v in report.items() if k != "markdown"}
+    (out / "compare.json").write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    _plot_differences(out / "compare_differences.png", report)
+
+
+def _plot_differences(path: Path, report: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    others = [m for m in report["methods"] if "differences" in m]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * max(len(others), 1), 3.6))
+    for i, m in enumerate(others):
+        diffs = [100 * d for d in m["differences"]]
+        offsets = [(j - (len(diffs) - 1) / 2) * 0.25 / max(len(diffs), 1) for j in range(len(diffs))]
+        ax.scatter([i + o for o in offsets], diffs, s=18, alpha=0.8)
+        ax.hlines(statistics.fmean(diffs), i - 0.3, i + 0.3, color="black")
+    ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(others)), [m["label"] for m in others], rotation=15)
+    ax.set_ylabel(f"accuracy − {report['baseline']} (points)")
+    ax.set_title("per-seed paired differences (bar: mean)")
+    if not others:
+        ax.text(0.5, 0.5, "one method: nothing to compare", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
