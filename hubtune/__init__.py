@@ -10,18 +10,24 @@ The public API:
 * errors: :class:`HubtuneError` and its subclasses (:mod:`hubtune.errors`)
 
 Importing hubtune registers ``model_type="hubtune"`` with transformers' ``AutoConfig`` and
-``AutoModelForImageClassification``, so a hubtune-layout folder (a ``checkpoint-*`` folder, say) loads
-through them. The other names are imported on first use.
+``AutoModelForImageClassification`` (when transformers is imported, see :mod:`hubtune._auto_classes`), so a
+hubtune-layout folder (a ``checkpoint-*`` folder, say) loads through them. Every other name is imported on first
+use: ``import hubtune`` imports neither torch nor transformers.
 """
 
 import importlib
+import importlib.util
 
 __version__ = "0.2.0"
 
+from hubtune import _auto_classes  # noqa: E402
 from hubtune.errors import HubtuneError  # noqa: E402
-from hubtune.modeling import HubtuneConfig, HubtuneForImageClassification  # noqa: E402  (registers the Auto classes)
+
+_auto_classes.install()
 
 _EXPORTS = {
+    "HubtuneConfig": "hubtune.modeling",
+    "HubtuneForImageClassification": "hubtune.modeling",
     "create_backbone": "hubtune.backbones",
     "Backbone": "hubtune.backbones",
     "create_method": "hubtune.methods",
@@ -43,4 +49,6 @@ __all__ = ["__version__", "HubtuneError", "HubtuneConfig", "HubtuneForImageClass
 def __getattr__(name):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # hubtune.modeling etc., as an eager import allowed
     raise AttributeError(f"module 'hubtune' has no attribute {name!r}")

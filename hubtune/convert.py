@@ -34,6 +34,7 @@ import torch
 
 from hubtune.errors import ConfigError, ModelFileError, OutputDirError, WeightsFileError
 from hubtune.layouts.timm import drop_num_classes_from_model_args
+from hubtune.permissions import give_default_permissions
 
 __all__ = [
     "SOURCE_FORMATS",
@@ -200,6 +201,7 @@ def save_timm_folder(
     model.pretrained_cfg = {**{k: v for k, v in own.items() if k in _STRUCTURAL_CFG_KEYS}, **dict(pretrained_cfg or {})}
     save_for_hf(model, str(folder), model_config=dict(model_config or {}), safe_serialization=True)
     drop_num_classes_from_model_args(folder / "config.json")
+    give_default_permissions(folder)  # safetensors writes 0600 files
     return folder
 
 

@@ -1,30 +1,44 @@
 """The ``hubtune`` command line: ``finetune`` (the main job), ``compare``, ``gan``, ``ood``, ``push`` and ``convert``.
 
-Commands are registered here, statically. Each command module has ``HELP`` (one line), ``build_parser()``
-(an ``HfArgumentParser``) and ``run(argv) -> int``. Every failure a user can cause is a
-:class:`~hubtune.errors.HubtuneError`; :func:`main` prints its message on one line and returns 1.
+Commands are registered in :data:`COMMANDS`, one line each: name -> (module, one-line help). A command's module
+is imported only when that command runs, so ``hubtune --help`` imports neither torch nor transformers. Each
+command module has ``build_parser()`` (an ``HfArgumentParser``) and ``run(argv) -> int``. Every failure a user
+can cause is a :class:`~hubtune.errors.HubtuneError`; :func:`main` prints its message on one line and returns 1.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import signal
 import sys
 from collections.abc import Sequence
 
-from hubtune import __version__
-from hubtune.commands import compare, convert, finetune, gan, ood, push
+from hubtune import __version__, _auto_classes
 from hubtune.errors import HubtuneError, Terminated
 
 __all__ = ["COMMANDS", "main"]
 
-COMMANDS = {"finetune": finetune, "compare": compare, "gan": gan, "ood": ood, "push": push, "convert": convert}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "finetune": ("hubtune.commands.finetune",
+                 "fine-tune a timm / transformers backbone with Core-tuning (default), AdaptiveMix or cross-entropy"),
+    "compare": ("hubtune.commands.compare",
+                "does a method help on my data? train several methods over seeds, paired, and report the differences"),
+    "gan": ("hubtune.commands.gan",
+            "train a GAN with the AdaptiveMix discriminator regulariser and publish its generator"),
+    "ood": ("hubtune.commands.ood",
+            "out-of-distribution detection: score in-distribution and OOD images, print AUROC / FPR95 / AUPR"),
+    "push": ("hubtune.commands.push", "publish a finished output folder (model, card) to the Hugging Face Hub"),
+    "convert": ("hubtune.commands.convert",
+                "convert a MoCo v1/v2/v3 or torchvision checkpoint into a timm local-dir: backbone folder "
+                "(safetensors)"),
+}
 
 
 def _usage() -> str:
     lines = ["usage: hubtune [--version] COMMAND [CONFIG.yaml|CONFIG.json] [--option value ...]", "", "commands:"]
     width = max(map(len, COMMANDS))
-    lines += [f"  {name.ljust(width)}  {module.HELP}" for name, module in COMMANDS.items()]
+    lines += [f"  {name.ljust(width)}  {help_line}" for name, (_, help_line) in COMMANDS.items()]
     lines += ["", "`hubtune COMMAND --help` lists a command's options. With no options, `hubtune finetune` runs",
               "Core-tuning on scikit-learn's digits, offline."]
     return "\n".join(lines)
@@ -40,13 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hubtune {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
-    command = COMMANDS.get(name)
-    if command is None:
+    if name not in COMMANDS:
         print(f"hubtune: error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
+    _auto_classes.uninstall()  # argument parsing imports transformers; a command that loads a model registers
     try:
         with _sigterm_as_interrupt():
-            return int(command.run(rest) or 0)
+            return int(importlib.import_module(COMMANDS[name][0]).run(rest) or 0)
     except HubtuneError as e:
         # Known failure modes carry a message that says what to do: one line, no traceback.
         print(f"hubtune {name}: error: {_one_line(e)}", file=sys.stderr)

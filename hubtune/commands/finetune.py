@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 
-from hubtune.training.finetune import finetune_parser, parse_finetune_args, run_finetune
+from hubtune.training.finetune_args import finetune_parser, parse_finetune_args
 
 HELP = "fine-tune a timm / transformers backbone with Core-tuning (default), AdaptiveMix or cross-entropy"
 
@@ -32,5 +33,7 @@ def expand_push_to_hub(argv: Sequence[str]) -> list[str]:
 
 
 def run(argv: Sequence[str]) -> int:
-    run_finetune(*parse_finetune_args(expand_push_to_hub(argv)))
+    args = parse_finetune_args(expand_push_to_hub(argv))
+    # the job (model, data, Trainer) is imported once the arguments are valid: --help and errors stay fast
+    importlib.import_module("hubtune.training.finetune").run_finetune(*args)
     return 0

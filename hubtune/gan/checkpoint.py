@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hubtune.errors import CheckpointError
+from hubtune.permissions import give_default_permissions
 
 STATE_FILE = "trainer_state.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -195,6 +196,7 @@ def read_trainer_state(folder: str | Path) -> dict[str, Any]:
 
 def replace_folder(partial: Path, final: Path) -> None:
     """Move a completely written ``partial`` folder into place (the old one, if any, only once the new is ready)."""
+    give_default_permissions(partial)  # safetensors writes 0600 files
     if final.exists():
         old = final.with_name(final.name + ".old")
         shutil.rmtree(old, ignore_errors=True)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from hubtune.arguments import check_number
 from hubtune.errors import ConfigError
 from hubtune.gan.presets import STYLEGAN2_PRESETS, STYLEGAN2_TRAINING
+from hubtune.trackers import check_trackers_installed
 
 __all__ = ["GANTrainingConfig", "ADA_PRESETS", "ARCHS", "ARCH_PRESETS", "RESUME_KEYS", "TRAINING_CONFIG_NAME"]
 
@@ -209,6 +210,7 @@ class GANTrainingConfig:
     def __post_init__(self) -> None:
         self.resume_from_checkpoint = self._normalise_resume(self.resume_from_checkpoint)
         self.log_with = list(self.log_with or [])
+        check_trackers_installed(self.log_with, "--log_with")
         self.discriminator_stages = [int(i) for i in (self.discriminator_stages or [])]
         self.diffaugment = ",".join(name.strip() for name in (self.diffaugment or "").split(",") if name.strip())
         self._check_choice("arch", ARCHS)

@@ -293,9 +293,8 @@ def build_feature_extractor(name: str = "auto") -> nn.Module:
                 return build_feature_extractor(candidate)
             except FeatureExtractorError as err:
                 logger.info("FID: %s", err)
-        message = RANDOM_FEATURES_WARNING.format(name=FALLBACK_EXTRACTOR)
-        warnings.warn(message, stacklevel=2)
-        logger.warning(message)
+        # one warning (not also a log record: both print, so the message appeared twice)
+        warnings.warn(RANDOM_FEATURES_WARNING.format(name=FALLBACK_EXTRACTOR), stacklevel=2)
         return build_feature_extractor(FALLBACK_EXTRACTOR)
     if name == "inception":
         try:

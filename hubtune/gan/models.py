@@ -47,6 +47,7 @@ from hubtune.gan.config import GANTrainingConfig
 from hubtune.hub.generator_card import SAMPLE_COUNT, SAMPLE_IMAGE, render_generator_card
 from hubtune.hub.push import check_online, resolve_token, validate_repo_id, wrap_hub_error
 from hubtune.offline import not_in_cache
+from hubtune.permissions import give_default_permissions
 
 PAPER_URL = "https://arxiv.org/abs/2303.01559"
 REPO_URL = "https://github.com/hubtune/hubtune"
@@ -412,6 +413,7 @@ class Generator(
         """Write model.safetensors, config.json (with ``arch``) and samples.png; the mixin then writes README.md."""
         save_directory = Path(save_directory)
         save_model(self, str(save_directory / WEIGHTS_NAME))
+        give_default_permissions(save_directory / WEIGHTS_NAME)  # safetensors writes 0600 files
         # written here so that the mixin keeps it (it only writes config.json when absent)
         (save_directory / CONFIG_NAME).write_text(json.dumps(self.config_dict(), sort_keys=True, indent=2))
         self.save_card_images(save_directory)

@@ -306,7 +306,7 @@ def _preprocessing_from_folder(folder: Path) -> dict[str, Any] | None:
         proc = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    size = proc.get("size") or {}
+    size = (proc.get("crop_size") if proc.get("do_center_crop") else proc.get("size")) or {}
     if "height" in size:
         channels = int(config.get("num_channels", 3))
         return {"input_size": [channels, size["height"], size["width"]], "mean": proc.get("image_mean"),

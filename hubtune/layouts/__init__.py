@@ -33,6 +33,7 @@ from hubtune.layouts.files import (
 from hubtune.layouts.parts import ClassifierParts
 from hubtune.layouts.timm import read_timm, reload_timm_logits, write_timm
 from hubtune.layouts.transformers import read_transformers, reload_transformers_logits, write_transformers
+from hubtune.permissions import give_default_permissions
 
 __all__ = [
     "LIBRARY_LAYOUTS",
@@ -74,6 +75,7 @@ def write_library_layout(parts: ClassifierParts, layout: str, save_directory: st
     with tempfile.TemporaryDirectory(prefix="hubtune-export-") as tmp:
         staging = Path(tmp)
         _WRITERS[layout](parts, staging)
+        give_default_permissions(staging)  # safetensors writes 0600 files
         actual = _RELOADERS[layout](staging, probe_input(parts.preprocessing))
         expected = expected_logits.detach().float()
         if actual.shape != expected.shape:

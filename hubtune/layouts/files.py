@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from hubtune.errors import ExportError, ModelFileError, PickleCheckpointError, WeightsFileError
 from hubtune.offline import not_in_cache
+from hubtune.permissions import give_default_permissions
 
 __all__ = [
     "CONFIG_NAME",
@@ -214,6 +215,7 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> Path:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"format": "pt"})
+        give_default_permissions(tmp)  # mkstemp and safetensors create 0600 files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

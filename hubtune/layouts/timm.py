@@ -28,7 +28,9 @@ def _library_model(parts: ClassifierParts):
     model_args = {k: v for k, v in dict(spec.get("model_args") or {}).items() if k != "num_classes"}
     model = timm.create_model(spec["architecture"], pretrained=False, num_classes=parts.num_labels, **model_args)
     if spec.get("pretrained_cfg"):
-        model.pretrained_cfg = dict(spec["pretrained_cfg"])
+        # A pretrained_cfg read back from a timm-layout config.json lacks "architecture" (save_for_hf moves it to
+        # the top level, and needs it there)
+        model.pretrained_cfg = {**dict(spec["pretrained_cfg"]), "architecture": spec["architecture"]}
     weight_key, bias_key = head_keys(model.state_dict(), parts.backbone_state, parts.num_labels,
                                      int(parts.head_weight.shape[1]), spec["architecture"])
     model.load_state_dict({**parts.backbone_state, **head_state(parts, weight_key, bias_key)}, strict=True)
@@ -41,7 +43,7 @@ def write_timm(parts: ClassifierParts, folder: Path) -> None:
 
     pre = PreprocessingConfig.from_dict(parts.preprocessing)
     data_config = {"input_size": tuple(pre.input_size), "mean": tuple(pre.mean), "std": tuple(pre.std),
-                   "interpolation": pre.interpolation, "crop_pct": pre.crop_pct}
+                   "interpolation": pre.interpolation, "crop_pct": pre.crop_pct, "crop_mode": "center"}
     save_for_hf(_library_model(parts), str(folder), model_config={"label_names": parts.label_names()},
                 safe_serialization=True, data_config=data_config)
     drop_num_classes_from_model_args(folder / "config.json")
@@ -123,6 +125,7 @@ def read_timm(source: str, config: dict[str, Any], state: dict[str, torch.Tensor
     model_args = {k: v for k, v in dict(config.get("model_args") or {}).items() if k != "num_classes"}
     pretrained_cfg = dict(config.get("pretrained_cfg") or {})
     architecture = config["architecture"]
+    pretrained_cfg.setdefault("architecture", architecture)  # as timm's own pretrained_cfg (save_for_hf needs it)
     headless = _create(architecture, model_args, source)
     _check_weights_fit(source, architecture, headless.state_dict(), state)
     backbone_state, weight, bias = split_head(state, set(headless.state_dict()), source)

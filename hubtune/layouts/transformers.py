@@ -41,18 +41,29 @@ def write_transformers(parts: ClassifierParts, folder: Path) -> None:
 
 
 def _image_processor(preprocessing: dict[str, Any]):
-    """A ViT-style image processor (resize, rescale, normalise) with hubtune's preprocessing."""
-    from transformers import ViTImageProcessor
+    """An image processor doing what hubtune's eval transform does (:func:`hubtune.data.build_transforms`):
+    resize by 1 / crop_pct (the shorter edge for a square input size), centre-crop the input size, rescale,
+    normalise. A BiT processor, as ViT's cannot centre-crop. Its PIL backend gives hubtune's tensors exactly;
+    the torchvision backend (transformers' default) resizes with its own kernel (a grey level apart at most)."""
+    from transformers import BitImageProcessor
     from transformers.image_utils import PILImageResampling
 
     pre = PreprocessingConfig.from_dict(preprocessing)
     resample = {"bilinear": PILImageResampling.BILINEAR, "nearest": PILImageResampling.NEAREST}.get(
         pre.interpolation, PILImageResampling.BICUBIC
     )
-    return ViTImageProcessor(
-        do_resize=True, size={"height": int(pre.input_size[1]), "width": int(pre.input_size[2])}, resample=resample,
-        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=list(pre.mean), image_std=list(pre.std),
+    channels, height, width = (int(x) for x in pre.input_size)
+    if height == width:
+        size = {"shortest_edge": int(height / pre.crop_pct)}
+    else:
+        size = {"height": int(height / pre.crop_pct), "width": int(width / pre.crop_pct)}
+    processor = BitImageProcessor(
+        do_resize=True, size=size, resample=resample, do_center_crop=True,
+        crop_size={"height": height, "width": width}, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        image_mean=list(pre.mean), image_std=list(pre.std), do_convert_rgb=channels == 3,
     )
+    processor.crop_pct = float(pre.crop_pct)  # written to preprocessor_config.json, read back by _preprocessing
+    return processor
 
 
 def reload_transformers_logits(folder: Path, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -78,9 +89,24 @@ def _preprocessing(processor: dict[str, Any] | None, config: dict[str, Any]) -> 
         elif isinstance(shape, dict) and "shortest_edge" in shape:
             height = width = int(shape["shortest_edge"])
         interpolation = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(processor.get("resample"), interpolation)
+        crop_pct = _crop_pct(processor, height) if processor.get("do_center_crop") else default.crop_pct
+    else:
+        crop_pct = default.crop_pct
     in_chans = int(config.get("num_channels", 3))
     return PreprocessingConfig(input_size=(in_chans, height, width), mean=mean, std=std, interpolation=interpolation,
-                               crop_pct=default.crop_pct).to_dict()
+                               crop_pct=crop_pct).to_dict()
+
+
+def _crop_pct(processor: dict[str, Any], crop_height: int) -> float:
+    """The crop_pct of a resize-then-centre-crop processor: hubtune's own (written by :func:`_image_processor`), or
+    one that resizes to the processor's size (int(crop / crop_pct) == resized size, as the eval transform computes)."""
+    if isinstance(processor.get("crop_pct"), (int, float)) and processor["crop_pct"] > 0:
+        return float(processor["crop_pct"])
+    size = processor.get("size") or {}
+    resized = (size.get("shortest_edge") or size.get("height")) if isinstance(size, dict) else None
+    if not isinstance(resized, int) or resized <= 0:
+        return PreprocessingConfig().crop_pct
+    return crop_height / (resized + 0.5)
 
 
 def read_transformers(source: str, config: dict[str, Any], processor: dict[str, Any] | None, *, revision: str | None,

@@ -7,6 +7,7 @@ resumable hubtune layout and the final model in the backbone library's layout, a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -160,6 +161,7 @@ class HubtuneTrainer(Trainer):
         self.export_format = export_format
         self._component_sums: dict[str, torch.Tensor] = {}
         self._component_count = 0
+        self._resumed_at_step = 0
         unwrapped = self.accelerator.unwrap_model(self.model)
         method = getattr(unwrapped, "method", None)
         if training_settings is None and method is not None:
@@ -187,6 +189,7 @@ class HubtuneTrainer(Trainer):
         checkpoint of another model is refused with a message naming both."""
         model_config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
         resume = resolve_resume(self.args.output_dir, resume_from_checkpoint, model_config)
+        self._resumed_at_step = _checkpoint_step(resume)
         return super().train(resume, *args, **kwargs)
 
     def _get_output_dir(self, trial) -> str:
@@ -259,6 +262,11 @@ class HubtuneTrainer(Trainer):
         )
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "train_loss" in logs and "train_runtime" in logs and self._resumed_at_step:
+            # the end-of-training metrics: one train_loss (the whole run's) in the printed line, trainer_state.json,
+            # train_results.json and all_results.json (the dict logged here is train()'s metrics)
+            logs["train_loss"] = whole_run_train_loss(logs["train_loss"], self._resumed_at_step,
+                                                      self.state.global_step, self.state.log_history)
         if "loss" in logs and self._component_count:
             for key, total in self._component_sums.items():
                 mean = self.accelerator.reduce(total / self._component_count, reduction="mean")
@@ -298,6 +306,30 @@ class HubtuneTrainer(Trainer):
             return
         repo_id = self.hub_model_id if getattr(self, "hub_model_id", None) else None
         write_model_card(self.args.output_dir, self.run_info(), repo_id=repo_id)
+
+
+def _checkpoint_step(checkpoint: str | None) -> int:
+    """The global step a checkpoint was saved at (0 for none)."""
+    if not checkpoint:
+        return 0
+    try:
+        return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def whole_run_train_loss(resumed_loss: float, resumed_at: int, end: int, log_history: list[dict[str, Any]]) -> float:
+    """The mean training loss of a resumed run's steps 1..end: Trainer's ``train_loss`` covers the steps after
+    ``resumed_at`` only; the steps before it are taken from the logged losses up to ``resumed_at`` (each weighted
+    by the steps it covers; steps after the last log before the checkpoint count at that mean)."""
+    previous, total, covered = 0, 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry and previous < entry["step"] <= resumed_at:
+            steps = entry["step"] - previous
+            total, covered, previous = total + float(entry["loss"]) * steps, covered + steps, entry["step"]
+    if not covered or end <= resumed_at:
+        return resumed_loss
+    return (total / covered * resumed_at + resumed_loss * (end - resumed_at)) / end
 
 
 def _last_eval_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:

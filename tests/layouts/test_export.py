@@ -243,3 +243,58 @@ def test_no_local_path_and_no_borrowed_weight_provenance_in_what_is_published(tm
         if not pretrained:  # a random init does not claim test_resnet's default pretrained tag or licence
             assert not {"tag", "license", "hf_hub_id", "url"} & set(config["pretrained_cfg"])
             assert "randomly initialised" in config["pretrained_cfg"]["description"]
+
+
+@pytest.mark.parametrize("which, export_format", [("timm", "auto"), ("transformers", "auto"), ("timm", "hubtune"),
+                                                  ("transformers", "hubtune")])
+def test_load_save_load_round_trips_keep_the_logits(which, export_format, timm_model, vit_model, tmp_path):
+    """The README's publishing snippet on a loaded model: from_pretrained(out).save_pretrained(...) twice over,
+    each generation loading with the first one's logits (re-saving a timm layout raised KeyError: 'architecture')."""
+    model = timm_model if which == "timm" else vit_model
+    x = _pixels()
+    expected = _logits(model, x)
+    save_export(model, tmp_path / "gen0", export_format)
+    for generation in (1, 2):
+        loaded = load_export(str(tmp_path / f"gen{generation - 1}")).eval()
+        torch.testing.assert_close(_logits(loaded, x), expected, atol=TOL, rtol=0)
+        save_export(loaded, tmp_path / f"gen{generation}", export_format)
+        expected_layout = which if export_format == "auto" else "hubtune"
+        assert detect_layout(tmp_path / f"gen{generation}") == expected_layout
+    torch.testing.assert_close(_logits(load_export(str(tmp_path / "gen2")).eval(), x), expected, atol=TOL, rtol=0)
+
+
+def test_a_timm_layout_loaded_then_kept_as_a_hubtune_checkpoint_exports_to_timm_again(timm_model, tmp_path):
+    x = _pixels()
+    expected = _logits(timm_model, x)
+    timm_model.save_pretrained(tmp_path / "timm")
+    HubtuneForImageClassification.from_pretrained(str(tmp_path / "timm")).save_pretrained(
+        tmp_path / "ckpt", export_format="hubtune")
+    # a checkpoint written before the fix holds a pretrained_cfg without "architecture": strip it to be sure
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    config["backbone_spec"]["pretrained_cfg"].pop("architecture", None)
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    HubtuneForImageClassification.from_pretrained(str(tmp_path / "ckpt")).save_pretrained(tmp_path / "again")
+    again = timm.create_model(f"local-dir:{tmp_path / 'again'}", pretrained=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), expected, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+@pytest.mark.parametrize("export_format", ["auto", "hubtune"])
+def test_weights_are_written_with_the_umask_permissions(timm_model, tmp_path, umask, export_format):
+    """Weights (and the hubtune-layout checkpoints the Trainer writes) get what open() would give, 0644 under
+    umask 022, not mkstemp's 0600."""
+    import os
+    import stat
+
+    from hubtune.layouts import save_weights
+
+    old = os.umask(umask)
+    try:
+        save_export(timm_model, tmp_path / "out", export_format)
+        save_weights({"w": torch.ones(2)}, tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "out" / "model.safetensors", tmp_path / "w.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert not list(tmp_path.rglob("*.tmp"))
