@@ -201,22 +201,6 @@ def resolve_recipe(method_args: Any, training_args: FinetuneTrainingArguments, p
     return apply_settings(training_args, settings), settings, knob_sources
 
 
-def resolve_recipe(method_args: Any, training_args: FinetuneTrainingArguments, pretrained: bool = True,
-                   recipe_method: str | None = None):
-    """(training arguments with the recipe applied, their settings and sources, the knobs' sources).
-
-    A method's recipe is a fine-tuning recipe: it applies to pretrained backbones only (a randomly initialised one
-    trains with hubtune's general defaults). ``recipe_method`` takes the training settings from another method's
-    recipe (``hubtune compare`` trains every method with the first one's); the knobs always come from the method's
-    own recipe.
-    """
-    method = get_method(method_args.method)
-    settings = resolve_training_settings(get_method(recipe_method or method_args.method), training_args,
-                                         training_args.given_options, use_recipe=pretrained)
-    _, knob_sources = resolve_knobs(method, method_args.given_knobs(), use_recipe=pretrained)
-    return apply_settings(training_args, settings), settings, knob_sources
-
-
 def recipe_summary(method_name: str, settings: Mapping[str, Any], pretrained: bool = True) -> str:
     """One line: which values came from which recipe (and that given options win)."""
     from_recipe = describe_settings(settings)
