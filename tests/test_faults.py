@@ -518,6 +518,27 @@ def test_hub_failures_are_one_line_and_leave_the_folder_alone(finished_run, loca
     assert hashes(finished_run) == before
 
 
+def test_a_push_of_nan_weights_is_refused_and_the_good_model_on_the_hub_stays(finished_run, local_hub, hub_token,
+                                                                             hub_repo_id, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run(["push", str(finished_run), hub_repo_id, "--hub_token", hub_token], capsys, expected_code=0)
+    remote = local_hub.files(hub_repo_id)
+    folder = tmp_path / "diverged"
+    shutil.copytree(finished_run, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    state = load_file(folder / "model.safetensors")
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name].clone().fill_(float("nan"))
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    before = hashes(folder)
+    line = run(["push", str(folder), hub_repo_id, "--hub_token", hub_token], capsys)
+    assert line.startswith("hubtune push: error: Refusing to upload") and "model.safetensors" in line and name in line
+    assert "NaN or inf" in line and "nothing was uploaded" in line
+    assert local_hub.files(hub_repo_id) == remote and hashes(folder) == before
+
+
 def test_an_offline_push_says_so(finished_run, hub_repo_id, hub_token, capsys, monkeypatch):
     import huggingface_hub.constants
 

@@ -46,6 +46,7 @@ from hubtune.errors import ConfigError, GeneratorLoadError, HubPushError
 from hubtune.gan.config import GANTrainingConfig
 from hubtune.hub.generator_card import SAMPLE_COUNT, SAMPLE_IMAGE, render_generator_card
 from hubtune.hub.push import check_online, resolve_token, validate_repo_id, wrap_hub_error
+from hubtune.layouts.files import check_finite
 from hubtune.offline import not_in_cache
 from hubtune.permissions import give_default_permissions
 
@@ -53,6 +54,8 @@ PAPER_URL = "https://arxiv.org/abs/2303.01559"
 REPO_URL = "https://github.com/hubtune/hubtune"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+_NON_FINITE_GENERATOR = ("Use a generator saved before training diverged (Generator.from_pretrained of a good folder, or "
+                         "resume from the last good checkpoint-* with lower learning rates or R1).")
 
 __all__ = [
     "Discriminator",
@@ -412,6 +415,7 @@ class Generator(
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write model.safetensors, config.json (with ``arch``) and samples.png; the mixin then writes README.md."""
         save_directory = Path(save_directory)
+        check_finite(self.state_dict(), str(save_directory / WEIGHTS_NAME), advice=_NON_FINITE_GENERATOR)
         save_model(self, str(save_directory / WEIGHTS_NAME))
         give_default_permissions(save_directory / WEIGHTS_NAME)  # safetensors writes 0600 files
         # written here so that the mixin keeps it (it only writes config.json when absent)
@@ -468,10 +472,13 @@ class Generator(
         """Upload this generator (config.json, model.safetensors, README.md card naming ``repo_id``, samples.png).
 
         The files are written to a temporary folder (nothing local is modified); the token is only handed to
-        the client. Raises :class:`~hubtune.errors.HubPushError` (:class:`~hubtune.errors.HubAuthError` for a
+        the client. A generator whose weights hold NaN or inf is refused before any request
+        (:class:`~hubtune.errors.ExportError`). Raises :class:`~hubtune.errors.HubPushError` (:class:`~hubtune.errors.HubAuthError` for a
         missing or rejected token) with a one-line message on any Hub or connection failure.
         """
         validate_repo_id(repo_id)
+        check_finite(self.state_dict(), f"the generator to {repo_id}", refusing="upload",
+                     advice=f"nothing was uploaded. {_NON_FINITE_GENERATOR}")
         check_online()
         token = resolve_token(token)
         card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
