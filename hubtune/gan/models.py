@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -80,6 +81,22 @@ def _num_stages(image_size: int, what: str) -> int:
     if not isinstance(image_size, int) or image_size < 16 or image_size > 256 or image_size & (image_size - 1):
         raise ConfigError(f"{what}: image_size must be a power of two between 16 and 256, got {image_size!r}")
     return int(math.log2(image_size)) - 2
+
+
+def check_count(value: Any, name: str) -> int:
+    """``value`` as an int if it is a positive whole number (not a bool); ConfigError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_seed(value: Any, allow_none: bool = False) -> int | None:
+    """``value`` as an int seed (``None`` too when allowed); ConfigError otherwise."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"seed must be an int{' or None' if allow_none else ''}, got {value!r}")
+    return int(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -594,6 +611,7 @@ class Generator(
 
     def sample_latents(self, num_images: int, seed: int | None = None, device: torch.device | str | None = None) -> Tensor:
         """Standard normal latents; drawn on the CPU from ``seed`` (device-independent), else from the global RNG."""
+        num_images, seed = check_count(num_images, "num_images"), check_seed(seed, allow_none=True)
         device = device if device is not None else next(self.parameters()).device
         if seed is None:
             return torch.randn(num_images, self.latent_dim, device=device)
@@ -606,15 +624,24 @@ class Generator(
         """Sample ``num_images`` images, the same for the same ``seed``, in evaluation mode.
 
         ``sample_kwargs`` go to the architecture's sampler (StyleGAN2: ``truncation_psi``, ``truncation_cutoff``,
-        ``noise_mode``).
+        ``noise_mode``). A bad argument raises :class:`~hubtune.errors.ConfigError` (a ValueError) naming it.
 
         Returns:
             ``output_type="pt"``: a float tensor (N, C, H, W) in [0, 1]; ``"pil"``: a list of PIL images.
         """
-        if num_images < 1:
-            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        num_images, batch_size = check_count(num_images, "num_images"), check_count(batch_size, "batch_size")
+        seed = check_seed(seed)
         if output_type not in ("pt", "pil"):
-            raise ValueError(f"output_type must be 'pt' or 'pil', got {output_type!r}")
+            raise ConfigError(f"output_type must be 'pt' or 'pil', got {output_type!r}")
+        accepted = [name for name in inspect.signature(self._sample).parameters
+                    if name not in ("num_images", "seed", "batch_size")]
+        unknown = sorted(set(sample_kwargs) - set(accepted))
+        if unknown:
+            raise ConfigError(
+                f"{type(self).__name__}.generate does not take {', '.join(unknown)}"
+                + (f" (it takes {', '.join(accepted)})" if accepted else " (only StyleGAN2 generators take truncation "
+                   "and noise options)")
+            )
         was_training = self.training
         self.eval()
         try:
