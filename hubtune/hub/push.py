@@ -24,6 +24,7 @@ from huggingface_hub.errors import (
 
 from hubtune.errors import ConfigError, HubAuthError, HubPushError, ModelFileError
 from hubtune.layouts.files import check_finite_file
+from hubtune.locking import LOCK_NAME
 
 __all__ = [
     "DEFAULT_COMMIT_MESSAGE",
@@ -204,7 +205,7 @@ def _empty_repo_note(repo_id: str, url: str) -> str:
 def _is_pushed(rel: str) -> bool:
     """Whether a file (path relative to the output folder) belongs in the published repo."""
     top = rel.split("/")[0]
-    if top.startswith("checkpoint-") or top in ("runs", ".git", ".cache"):
+    if top.startswith("checkpoint-") or top in ("runs", ".git", ".cache", LOCK_NAME):
         return False
     return not rel.endswith(PUSH_IGNORED_SUFFIXES)
 
