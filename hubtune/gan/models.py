@@ -490,8 +490,9 @@ class Generator(
 
         The files are written to a temporary folder (nothing local is modified); the token is only handed to
         the client. A generator whose weights hold NaN or inf is refused before any request
-        (:class:`~hubtune.errors.ExportError`). Raises :class:`~hubtune.errors.HubPushError` (:class:`~hubtune.errors.HubAuthError` for a
-        missing or rejected token) with a one-line message on any Hub or connection failure.
+        (:class:`~hubtune.errors.ExportError`). Raises :class:`~hubtune.errors.HubPushError`
+        (:class:`~hubtune.errors.HubAuthError` for a missing or rejected token) with a one-line message on any Hub or
+        connection failure.
         """
         validate_repo_id(repo_id)
         check_finite(self.state_dict(), f"the generator to {repo_id}", refusing="upload",
