@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from hubtune.arguments import check_output_dir
 from hubtune.errors import OutputDirError
 
 __all__ = ["LOCK_NAME", "OutputDirLock", "output_dir_lock"]
@@ -62,7 +63,7 @@ class OutputDirLock:
 
     Raises:
         OutputDirError: another run holds the folder (the message names it), or the folder cannot be created or
-        written (a file, a dangling symbolic link, a read-only place).
+        written (a file, a dangling symbolic link, a read-only place: :func:`hubtune.arguments.check_output_dir`).
     """
 
     def __init__(self, output_dir: str | os.PathLike, command: str) -> None:
@@ -70,27 +71,25 @@ class OutputDirLock:
         self.path = self.folder / LOCK_NAME
         self.command = command
         self._record: dict[str, Any] | None = None
-        self._created_folder = False
+        self._created: list[Path] = []
 
     # ------------------------------------------------------------------------------------------ acquire
 
     def _prepare_folder(self) -> None:
-        folder = self.folder
-        if folder.is_symlink() and not folder.exists():
-            raise OutputDirError(f"output_dir {str(folder)!r} is a symbolic link to {os.readlink(folder)!r}, which does "
-                                 "not exist; create that folder or choose another --output_dir.")
-        if folder.exists() and not folder.is_dir():
-            raise OutputDirError(f"output_dir {str(folder)!r} is a file, not a folder; choose another --output_dir.")
-        if folder.is_dir():
+        check_output_dir(self.folder)  # a file, a dangling link, a read-only place: named before anything is made
+        if self.folder.is_dir():
             return
+        existing = self.folder
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
         try:
-            folder.mkdir(parents=True)
+            self.folder.mkdir(parents=True)
         except FileExistsError:  # created by a run started at the same moment
             return
         except OSError as e:
-            raise OutputDirError(f"Cannot create output_dir {str(folder)!r} ({e.strerror or e}); choose a folder you "
-                                 "can write to (--output_dir).") from e
-        self._created_folder = True
+            raise OutputDirError(f"Cannot create output_dir {str(self.folder)!r} ({e.strerror or e}); choose a folder "
+                                 "you can write to (--output_dir).") from e
+        self._created = [self.folder, *[p for p in self.folder.parents if p != existing and existing in p.parents]]
 
     def _is_stale(self, record: dict[str, Any] | None) -> bool:
         if record is None:
@@ -151,12 +150,13 @@ class OutputDirLock:
     # ------------------------------------------------------------------------------------------ release
 
     def _remove_created_folder(self) -> None:
-        if self._created_folder:
+        """Remove the folders this lock created, if the run left nothing in them."""
+        for folder in self._created:
             try:
-                self.folder.rmdir()  # only if the run left nothing in it
+                folder.rmdir()
             except OSError:
-                pass
-            self._created_folder = False
+                break
+        self._created = []
 
     def release(self) -> None:
         """Remove the lock if this run holds it (a lock another run took over is left alone)."""

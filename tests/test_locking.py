@@ -49,6 +49,9 @@ def test_the_lock_names_its_run_and_is_removed_on_exit_even_on_an_error(tmp_path
         assert "in use by hubtune finetune" in message and "\n" not in message
     assert not (out / LOCK_NAME).exists()
     assert not out.exists(), "a folder the lock created and the run left empty is removed"
+    with OutputDirLock(tmp_path / "new" / "deeper" / "out", "gan"):
+        assert (tmp_path / "new" / "deeper" / "out" / LOCK_NAME).is_file()
+    assert not (tmp_path / "new").exists()
     (out / "keep").mkdir(parents=True)
     for error in (RuntimeError, KeyboardInterrupt):
         with pytest.raises(error):
