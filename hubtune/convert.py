@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from hubtune.errors import ConfigError, ModelFileError, OutputDirError, WeightsFileError
+from hubtune.layouts.files import check_finite
 from hubtune.layouts.timm import drop_num_classes_from_model_args
 from hubtune.permissions import give_default_permissions
 
@@ -270,6 +271,8 @@ def convert_checkpoint(
         ModelFileError: the checkpoint does not exist.
         WeightsFileError: it cannot be read with ``weights_only=True`` (needs full unpickling, or is broken).
         ConfigError: unknown format or architecture, or keys / shapes that do not match the architecture.
+        ExportError: tensors of the checkpoint hold NaN or inf (the message says how many and names some);
+            nothing is written.
         OutputDirError: ``output_dir`` already holds a model and ``overwrite`` is false.
     """
     if source_format not in SOURCE_FORMATS:
@@ -292,6 +295,9 @@ def convert_checkpoint(
         if key.endswith(".num_batches_tracked") and key not in converted and key.rsplit(".", 1)[0] + ".weight" in converted:
             converted[key] = torch.zeros_like(target[key])
     _check_keys(converted, target, architecture, path.name, fmt, metadata)
+    check_finite(converted, path.name, refusing="convert", advice=(
+        f"the checkpoint is broken (its training diverged, or the file was damaged); nothing was written to "
+        f"{str(output_dir)!r}. Convert an earlier checkpoint of that run."))
     model.load_state_dict(converted, strict=True)
     model.eval()
     pretrained_cfg = {

@@ -251,3 +251,31 @@ def test_command_errors_are_one_line_with_exit_code_1(encoder, tmp_path, capsys)
     assert len(err.splitlines()) == 1 and ("missing key(s)" in err or "unexpected key(s)" in err)
     assert main(["convert", str(checkpoint)]) == 1
     assert "output folder" in capsys.readouterr().err
+
+
+def test_a_checkpoint_with_nan_tensors_is_refused_and_nothing_is_written(encoder, images, tmp_path, capsys):
+    """Issue 17: a checkpoint whose tensors are NaN converted to a backbone, exit 0. Now: refused, counted, named."""
+    import hashlib
+
+    broken = timm.create_model(ARCH, pretrained=False, num_classes=0)
+    broken.load_state_dict(encoder.state_dict())
+    with torch.no_grad():
+        for name, param in broken.named_parameters():
+            if name.startswith("layer"):
+                param.fill_(float("nan"))
+        broken.conv1[0].weight[0, 0, 0, 0] = float("inf")
+    checkpoint = moco_v2_checkpoint(broken, tmp_path / "diverged.pth.tar")
+    assert main(["convert", str(checkpoint), str(tmp_path / "out"), "--architecture", ARCH]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("hubtune convert: error:")
+    n_bad = sum(1 for name, _ in broken.named_parameters() if name.startswith("layer")) + 1
+    n_float = sum(1 for v in encoder.state_dict().values() if v.is_floating_point())
+    assert f"{n_bad} of {n_float} weight tensor(s) hold NaN or inf" in err and "diverged.pth.tar" in err
+    assert "conv1.0.weight" in err and "nothing was written" in err
+    assert not (tmp_path / "out").exists()
+    # --overwrite does not replace a good folder with the broken one
+    good = convert_checkpoint(moco_v2_checkpoint(encoder, tmp_path / "good.pth.tar"), tmp_path / "good", architecture=ARCH)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in good.iterdir()}
+    with pytest.raises(HubtuneError, match="NaN or inf"):
+        convert_checkpoint(checkpoint, good, architecture=ARCH, overwrite=True)
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in good.iterdir()} == before

@@ -255,6 +255,106 @@ def test_kill_during_a_checkpoint_save_then_resume(finished_run, tmp_path, capsy
     assert results["train_loss"] > 0.5  # the whole run's mean loss, not only the resumed steps'
 
 
+@pytest.mark.parametrize("limit, message", [
+    (["--max_steps", "3"], "is at step 4, past --max_steps 3: pass --max_steps 4 or more"),
+    (["--num_train_epochs", "0.5"], "is at step 4 (epoch 1), past --num_train_epochs 0.5: pass --num_train_epochs 1 or more"),
+])
+def test_resuming_with_fewer_steps_than_the_checkpoint_is_refused(finished_run, capsys, limit, message):
+    """Issue 17: resuming with --max_steps below the checkpoint's step was accepted without a word."""
+    before = hashes(finished_run)
+    line = run(["finetune", *TINY, "--method", "ce", *limit, "--output_dir", str(finished_run),
+                "--resume_from_checkpoint", "true"], capsys)
+    assert "checkpoint-4" in line and message in line
+    assert hashes(finished_run) == before
+
+
+def test_resuming_a_gan_with_fewer_steps_than_the_checkpoint_is_refused(tmp_path, capsys):
+    from accelerate.state import AcceleratorState
+
+    out = tmp_path / "gan"
+    argv = ["gan", "--per_device_train_batch_size", "8", "--image_size", "16", "--eval_num_samples", "0",
+            "--no_progress_bar", "--output_dir", str(out)]
+    AcceleratorState._reset_state(True)
+    assert main([*argv, "--max_steps", "2"]) == 0
+    before = hashes(out)
+    AcceleratorState._reset_state(True)
+    line = run([*argv, "--max_steps", "1", "--resume_from_checkpoint", "true"], capsys)
+    AcceleratorState._reset_state(True)
+    assert "checkpoint-2 is at step 2, past --max_steps 1: pass --max_steps 2 or more" in line
+    assert hashes(out) == before
+
+
+def _overwrite_inside(path: Path, count: int = 21) -> None:
+    """Overwrite ``count`` bytes in the middle of a file, keeping its size (silent corruption)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + count] = bytes((b + 1) % 256 for b in data[middle:middle + count])
+    path.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_changed_without_changing_its_size_is_refused_or_skipped(finished_run, tmp_path, capsys):
+    """Issue 17: 21 bytes overwritten inside a checkpoint's weights resumed silently. SHA256SUMS, written last, is
+    checked: a named checkpoint is refused naming the file and the last good one; `true` falls back to it."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    assert (run_dir / "checkpoint-4" / "SHA256SUMS").is_file()
+    weights = run_dir / "checkpoint-4" / "model.safetensors"
+    size = weights.stat().st_size
+    _overwrite_inside(weights)
+    assert weights.stat().st_size == size
+    before = hashes(run_dir)
+    argv = ["finetune", *TINY, "--method", "ce", "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2",
+            "--output_dir", str(run_dir)]
+    line = run([*argv, "--resume_from_checkpoint", str(run_dir / "checkpoint-4")], capsys)
+    assert "checkpoint-4: model.safetensors changed after it was written" in line
+    assert f"the last good checkpoint is {run_dir / 'checkpoint-2'}" in line and "steps trained since it are lost" in line
+    assert hashes(run_dir) == before
+    out = run([*argv, "--resume_from_checkpoint", "true"], capsys, expected_code=0)
+    assert f"Skipping {run_dir / 'checkpoint-4'}: model.safetensors changed" in out
+    assert f"resuming from {run_dir / 'checkpoint-2'}" in out
+    assert json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())["global_step"] == 6
+
+
+def test_a_checkpoint_without_sha256sums_still_resumes(finished_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    for checkpoint in run_dir.glob("checkpoint-*"):
+        (checkpoint / "SHA256SUMS").unlink()  # as an older hubtune wrote them
+    run(["finetune", *TINY, "--method", "ce", "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2",
+         "--output_dir", str(run_dir), "--resume_from_checkpoint", str(run_dir / "checkpoint-4")], capsys,
+        expected_code=0)
+    assert (run_dir / "checkpoint-6" / "SHA256SUMS").is_file()
+
+
+def test_a_gan_checkpoint_changed_without_changing_its_size_is_refused_or_skipped(tmp_path, capsys):
+    from accelerate.state import AcceleratorState
+
+    out = tmp_path / "gan"
+    argv = ["gan", "--per_device_train_batch_size", "8", "--image_size", "16", "--eval_num_samples", "0",
+            "--no_progress_bar", "--checkpoint_every", "2", "--log_every", "1", "--output_dir", str(out)]
+    AcceleratorState._reset_state(True)
+    assert main([*argv, "--max_steps", "4"]) == 0
+    capsys.readouterr()
+    for name in ("generator", "discriminator", "ema"):
+        _overwrite_inside(out / "checkpoint-4" / f"{name}.safetensors")
+    before = hashes(out)
+    AcceleratorState._reset_state(True)
+    line = run([*argv, "--max_steps", "6", "--resume_from_checkpoint", str(out / "checkpoint-4")], capsys)
+    assert "checkpoint-4: discriminator.safetensors changed after it was written" in line
+    assert f"the last good checkpoint is {out / 'checkpoint-2'}" in line and hashes(out) == before
+    AcceleratorState._reset_state(True)
+    printed = run([*argv, "--max_steps", "6", "--resume_from_checkpoint", "true"], capsys, expected_code=0)
+    AcceleratorState._reset_state(True)
+    assert f"Skipping {out / 'checkpoint-4'}: discriminator.safetensors changed" in printed
+    assert f"resuming from {out / 'checkpoint-2'}" in printed
+    steps = [json.loads(line)["step"] for line in (out / "logs.jsonl").read_text().splitlines() if "loss_d" in line]
+    assert steps[-4:] == [3, 4, 5, 6], "steps 3 and 4 are trained again"
+
+
 def test_a_truncated_checkpoint_is_named(finished_run, tmp_path, capsys):
     import shutil
 
@@ -384,6 +484,102 @@ def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, capsys, monkeypatch)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 130 and len(err) == 1
     assert "checkpoint-2" in err[0] and "--resume_from_checkpoint" in err[0]
+    assert not (out / ".hubtune.lock").exists(), "Ctrl-C releases the output folder"
+
+
+# ------------------------------------------------------------------------------------------ two runs, one folder
+
+
+def test_a_second_finetune_into_a_running_ones_folder_is_refused(tmp_path, capsys, monkeypatch):
+    """Issue 17: two runs started together into one --output_dir both exited 0. The second now names the first."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from transformers import TrainerCallback
+
+    from hubtune.locking import LOCK_NAME
+    from hubtune.training import trainer as trainer_module
+
+    out = tmp_path / "out"
+    argv = ["finetune", *TINY, "--method", "ce", "--max_steps", "3", "--save_strategy", "no", "--output_dir", str(out)]
+    second = {}
+
+    class StartAnotherRun(TrainerCallback):
+        """The same command in another process while this run trains."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 1 and not second:
+                second["before"] = hashes(out)
+                done = subprocess.run([sys.executable, "-m", "hubtune", *argv], capture_output=True, text=True,
+                                      timeout=300)
+                second["code"], second["err"] = done.returncode, done.stderr
+                second["after"] = hashes(out)
+
+    original_init = trainer_module.HubtuneTrainer.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.add_callback(StartAnotherRun())
+
+    monkeypatch.setattr(trainer_module.HubtuneTrainer, "__init__", init)
+    assert main(argv) == 0
+    lines = [line for line in second["err"].strip().splitlines() if line.startswith("hubtune ")]
+    assert second["code"] == 1 and len(lines) == 1 and "Traceback" not in second["err"]
+    assert lines[0].startswith("hubtune finetune: error: output_dir")
+    assert f"in use by hubtune finetune (pid {os.getpid()} on {socket.gethostname()}, started " in lines[0]
+    assert second["after"] == second["before"]
+    assert (out / "model.safetensors").is_file() and not (out / LOCK_NAME).exists()
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block_the_next(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from hubtune.locking import LOCK_NAME
+
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    killed.kill()
+    killed.wait()
+    out = tmp_path / "out"
+    out.mkdir()
+    import socket
+
+    (out / LOCK_NAME).write_text(json.dumps({"pid": killed.pid, "host": socket.gethostname(),
+                                             "started": "2026-12-03T18:00:00+00:00", "command": "hubtune finetune"}))
+    printed = run(["finetune", *TINY, "--method", "ce", "--max_steps", "1", "--save_strategy", "no",
+                   "--output_dir", str(out)], capsys, expected_code=0)
+    assert f"pid {killed.pid}" in printed and "no longer running" in printed
+    assert (out / "model.safetensors").is_file() and not (out / LOCK_NAME).exists()
+
+
+def test_a_second_gan_into_a_running_ones_folder_is_refused(tmp_path, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    from accelerate.state import AcceleratorState
+
+    from hubtune.locking import LOCK_NAME
+
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        out = tmp_path / "gan"
+        out.mkdir()
+        (out / LOCK_NAME).write_text(json.dumps({"pid": running.pid, "host": socket.gethostname(),
+                                                 "started": "2026-12-03T18:00:00+00:00", "command": "hubtune gan"}))
+        before = hashes(out)
+        AcceleratorState._reset_state(True)
+        line = run(["gan", "--max_steps", "1", "--per_device_train_batch_size", "8", "--image_size", "16",
+                    "--eval_num_samples", "0", "--no_progress_bar", "--output_dir", str(out)], capsys)
+        AcceleratorState._reset_state(True)
+        assert line.startswith("hubtune gan: error: output_dir") and f"pid {running.pid}" in line
+        assert "started 2026-12-03T18:00:00" in line and socket.gethostname() in line
+        assert hashes(out) == before
+    finally:
+        running.kill()
+        running.wait()
 
 
 def _sigterm_after_the_first_checkpoint(argv: list[str], out: Path, cwd: Path) -> tuple[int, str]:
@@ -503,6 +699,15 @@ def test_one_class_and_a_last_batch_of_one(image_folder, tmp_path, capsys):
     assert "last batch of one" in out
 
 
+def test_ood_with_a_dataset_of_other_classes_is_refused_naming_both(finished_run, image_folder, tmp_path, capsys):
+    """Issue 17: `hubtune ood --model M --dataset D` with D's classes not M's printed an accuracy."""
+    line = run(["ood", "--model", str(finished_run), "--dataset", str(image_folder), "--ood_dataset", "noise",
+                "--output_dir", str(tmp_path / "ood")], capsys)
+    assert "The model's classes are not those of" in line
+    assert "[0, 1, 2, 3, 4, 5, 6, 7, ... (10 in all)]" in line and "[blue, red]" in line
+    assert not (tmp_path / "ood" / "ood_results.json").exists()
+
+
 # ------------------------------------------------------------------------------------------ the Hub
 
 
@@ -516,6 +721,27 @@ def test_hub_failures_are_one_line_and_leave_the_folder_alone(finished_run, loca
     line = run(["push", str(finished_run), hub_repo_id, "--hub_token", hub_token], capsys)
     assert message.lower() in line.lower() and hub_token not in line
     assert hashes(finished_run) == before
+
+
+def test_a_push_of_nan_weights_is_refused_and_the_good_model_on_the_hub_stays(finished_run, local_hub, hub_token,
+                                                                             hub_repo_id, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run(["push", str(finished_run), hub_repo_id, "--hub_token", hub_token], capsys, expected_code=0)
+    remote = local_hub.files(hub_repo_id)
+    folder = tmp_path / "diverged"
+    shutil.copytree(finished_run, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    state = load_file(folder / "model.safetensors")
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name].clone().fill_(float("nan"))
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    before = hashes(folder)
+    line = run(["push", str(folder), hub_repo_id, "--hub_token", hub_token], capsys)
+    assert line.startswith("hubtune push: error: Refusing to upload") and "model.safetensors" in line and name in line
+    assert "NaN or inf" in line and "nothing was uploaded" in line
+    assert local_hub.files(hub_repo_id) == remote and hashes(folder) == before
 
 
 def test_an_offline_push_says_so(finished_run, hub_repo_id, hub_token, capsys, monkeypatch):

@@ -7,9 +7,11 @@ A checkpoint is a folder ``checkpoint-<step>`` holding::
     rng_state_<rank>.safetensors / .json                                     torch (CPU, CUDA), numpy, python
     trainer_state.json                                                       step, config, scaler, manifest
 
-``trainer_state.json`` is written last and lists every file with its size: a folder without it, or whose files
-are missing or of another size, is incomplete, and loading it raises :class:`CheckpointError`. Folders are
-written under a temporary name and renamed once complete, so an interrupted save never replaces a good one.
+``trainer_state.json`` lists every file with its size: a folder without it, or whose files are missing or of
+another size, is incomplete, and loading it raises :class:`CheckpointError`. ``SHA256SUMS`` comes last
+(:mod:`hubtune.manifest`): a file changed after it was written, even without changing its size, refuses the
+checkpoint (a folder of an older hubtune without it still loads). Folders are written under a temporary name and
+renamed once complete, so an interrupted save never replaces a good one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hubtune.errors import CheckpointError
+from hubtune.manifest import manifest_mismatch, write_manifest
 from hubtune.permissions import give_default_permissions
 
 STATE_FILE = "trainer_state.json"
@@ -39,6 +42,7 @@ __all__ = [
     "checkpoint_dir",
     "list_checkpoints",
     "latest_checkpoint",
+    "last_good_checkpoint",
     "save_module",
     "load_module",
     "save_optimizer",
@@ -169,13 +173,24 @@ def load_rng_state(stem: Path) -> None:
 
 
 def write_trainer_state(folder: Path, state: dict[str, Any]) -> None:
-    """Write ``trainer_state.json`` last, with a manifest of every file's size."""
+    """Write ``trainer_state.json``, with a manifest of every file's size, then ``SHA256SUMS`` (last)."""
     manifest = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != STATE_FILE}
     (folder / STATE_FILE).write_text(json.dumps({**state, "files": manifest}, indent=2))
+    write_manifest(folder)
+
+
+def last_good_checkpoint(output_dir: str | Path, excluding: str | Path | None = None) -> Path | None:
+    """The newest complete checkpoint of ``output_dir`` whose files match their SHA256SUMS (other than ``excluding``)."""
+    for folder in reversed(list_checkpoints(output_dir)):
+        if excluding is not None and folder.resolve() == Path(excluding).resolve():
+            continue
+        if manifest_mismatch(folder) is None:
+            return folder
+    return None
 
 
 def read_trainer_state(folder: str | Path) -> dict[str, Any]:
-    """Read and verify a checkpoint folder's trainer_state.json and manifest."""
+    """Read and verify a checkpoint folder's trainer_state.json, its sizes and its SHA256SUMS (when it has one)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"no checkpoint at {folder}: the folder does not exist")
@@ -191,6 +206,12 @@ def read_trainer_state(folder: str | Path) -> dict[str, Any]:
                 f"{path} is truncated or was modified: {path.stat().st_size} bytes instead of {size}; "
                 "resume from an earlier checkpoint"
             )
+    mismatch = manifest_mismatch(folder)
+    if mismatch is not None:
+        last = last_good_checkpoint(folder.parent, excluding=folder)
+        where = (f"the last good checkpoint is {last}: resume from it (--resume_from_checkpoint {last}); the steps "
+                 "trained since it are lost" if last else "no other checkpoint passes its check: start the run again")
+        raise CheckpointError(f"{folder}: {mismatch}; {where}")
     return state
 
 

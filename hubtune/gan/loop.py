@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import set_seed
 from torch import Tensor, nn
@@ -67,6 +67,8 @@ from hubtune.gan.models import (
     build_timm_discriminator,
 )
 from hubtune.gan.stylegan2 import PathLengthPenalty
+from hubtune.locking import output_dir_lock
+from hubtune.manifest import MANIFEST_NAME, manifest_mismatch
 from hubtune.losses.adaptive_mix import AdaptiveMix
 
 logger = logging.getLogger(__name__)
@@ -247,8 +249,25 @@ def _resolve_resume(config: GANTrainingConfig) -> Path | None:
                 f"--resume_from_checkpoint: no complete checkpoint in {config.output_dir} (looked for checkpoint-<step>/"
                 f"{ckpt.STATE_FILE}); start without it or point it at a checkpoint folder"
             )
-        return found
+        return _last_unchanged(config.output_dir)
     return Path(config.resume_from_checkpoint)
+
+
+def _last_unchanged(output_dir: str) -> Path:
+    """The newest complete checkpoint whose files match their SHA256SUMS, saying which newer ones were skipped."""
+    good = ckpt.last_good_checkpoint(output_dir)
+    for folder in reversed(ckpt.list_checkpoints(output_dir)):
+        if good is not None and folder.name == good.name:
+            break
+        message = (f"Skipping {folder}: {manifest_mismatch(folder)}; resuming from {good or 'nothing'} instead (the "
+                   "steps trained since it are trained again).")
+        logger.warning(message)
+        if PartialState().is_main_process:
+            print(message)
+    if good is None:
+        raise CheckpointError(f"--resume_from_checkpoint: no checkpoint in {output_dir} passes its content check "
+                              f"({MANIFEST_NAME}); start without --resume_from_checkpoint.")
+    return good
 
 
 def _read_resume_state(config: GANTrainingConfig, resume_from: Path | None) -> dict[str, Any] | None:
@@ -263,6 +282,13 @@ def _read_resume_state(config: GANTrainingConfig, resume_from: Path | None) -> d
         raise CheckpointError(
             f"{resume_from} was written by a run with other settings: "
             + ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in mismatched.items())
+        )
+    step = int(state.get("step", 0))
+    if config.max_steps < step:
+        raise CheckpointError(
+            f"{resume_from} is at step {step}, past --max_steps {config.max_steps}: pass --max_steps {step} or more "
+            "(the total number of steps, counting the ones already trained) to continue that run, or resume from an "
+            "earlier checkpoint."
         )
     return state
 
@@ -600,9 +626,17 @@ def train_gan(
         CheckpointError: ``resume_from_checkpoint`` points at a missing, incomplete or mismatching checkpoint.
         DatasetTooSmallError: fewer images than one step's batch.
         HubPushError: the push failed (the local output folder is complete).
+        OutputDirError: another run is writing into ``output_dir`` (its lock file names it).
     """
     config = GANTrainingConfig.from_dict({**(config.to_dict() if config else {}),
                                           "hub_token": config.hub_token if config else None, **overrides})
+    is_main = accelerator.is_main_process if accelerator is not None else PartialState().is_main_process
+    with output_dir_lock(config.output_dir, "gan", enabled=is_main):  # a second run into the folder is refused
+        return _train_gan(config, generator, discriminator, dataset, accelerator)
+
+
+def _train_gan(config: GANTrainingConfig, generator: Generator | None, discriminator: nn.Module | None,
+               dataset: ImageSet | None, accelerator: Accelerator | None) -> GANTrainingResult:
     start_time = time.perf_counter()
     run = _prepare_run(config, generator, discriminator, dataset, accelerator)
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -46,6 +47,7 @@ from hubtune.errors import ConfigError, GeneratorLoadError, HubPushError
 from hubtune.gan.config import GANTrainingConfig
 from hubtune.hub.generator_card import SAMPLE_COUNT, SAMPLE_IMAGE, render_generator_card
 from hubtune.hub.push import check_online, resolve_token, validate_repo_id, wrap_hub_error
+from hubtune.layouts.files import check_finite
 from hubtune.offline import not_in_cache
 from hubtune.permissions import give_default_permissions
 
@@ -53,6 +55,8 @@ PAPER_URL = "https://arxiv.org/abs/2303.01559"
 REPO_URL = "https://github.com/hubtune/hubtune"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+_NON_FINITE_GENERATOR = ("Use a generator saved before training diverged (Generator.from_pretrained of a good folder, or "
+                         "resume from the last good checkpoint-* with lower learning rates or R1).")
 
 __all__ = [
     "Discriminator",
@@ -77,6 +81,22 @@ def _num_stages(image_size: int, what: str) -> int:
     if not isinstance(image_size, int) or image_size < 16 or image_size > 256 or image_size & (image_size - 1):
         raise ConfigError(f"{what}: image_size must be a power of two between 16 and 256, got {image_size!r}")
     return int(math.log2(image_size)) - 2
+
+
+def check_count(value: Any, name: str) -> int:
+    """``value`` as an int if it is a positive whole number (not a bool); ConfigError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_seed(value: Any, allow_none: bool = False) -> int | None:
+    """``value`` as an int seed (``None`` too when allowed); ConfigError otherwise."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"seed must be an int{' or None' if allow_none else ''}, got {value!r}")
+    return int(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -412,6 +432,7 @@ class Generator(
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write model.safetensors, config.json (with ``arch``) and samples.png; the mixin then writes README.md."""
         save_directory = Path(save_directory)
+        check_finite(self.state_dict(), str(save_directory / WEIGHTS_NAME), advice=_NON_FINITE_GENERATOR)
         save_model(self, str(save_directory / WEIGHTS_NAME))
         give_default_permissions(save_directory / WEIGHTS_NAME)  # safetensors writes 0600 files
         # written here so that the mixin keeps it (it only writes config.json when absent)
@@ -468,10 +489,14 @@ class Generator(
         """Upload this generator (config.json, model.safetensors, README.md card naming ``repo_id``, samples.png).
 
         The files are written to a temporary folder (nothing local is modified); the token is only handed to
-        the client. Raises :class:`~hubtune.errors.HubPushError` (:class:`~hubtune.errors.HubAuthError` for a
-        missing or rejected token) with a one-line message on any Hub or connection failure.
+        the client. A generator whose weights hold NaN or inf is refused before any request
+        (:class:`~hubtune.errors.ExportError`). Raises :class:`~hubtune.errors.HubPushError`
+        (:class:`~hubtune.errors.HubAuthError` for a missing or rejected token) with a one-line message on any Hub or
+        connection failure.
         """
         validate_repo_id(repo_id)
+        check_finite(self.state_dict(), f"the generator to {repo_id}", refusing="upload",
+                     advice=f"nothing was uploaded. {_NON_FINITE_GENERATOR}")
         check_online()
         token = resolve_token(token)
         card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
@@ -587,6 +612,7 @@ class Generator(
 
     def sample_latents(self, num_images: int, seed: int | None = None, device: torch.device | str | None = None) -> Tensor:
         """Standard normal latents; drawn on the CPU from ``seed`` (device-independent), else from the global RNG."""
+        num_images, seed = check_count(num_images, "num_images"), check_seed(seed, allow_none=True)
         device = device if device is not None else next(self.parameters()).device
         if seed is None:
             return torch.randn(num_images, self.latent_dim, device=device)
@@ -599,15 +625,24 @@ class Generator(
         """Sample ``num_images`` images, the same for the same ``seed``, in evaluation mode.
 
         ``sample_kwargs`` go to the architecture's sampler (StyleGAN2: ``truncation_psi``, ``truncation_cutoff``,
-        ``noise_mode``).
+        ``noise_mode``). A bad argument raises :class:`~hubtune.errors.ConfigError` (a ValueError) naming it.
 
         Returns:
             ``output_type="pt"``: a float tensor (N, C, H, W) in [0, 1]; ``"pil"``: a list of PIL images.
         """
-        if num_images < 1:
-            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        num_images, batch_size = check_count(num_images, "num_images"), check_count(batch_size, "batch_size")
+        seed = check_seed(seed)
         if output_type not in ("pt", "pil"):
-            raise ValueError(f"output_type must be 'pt' or 'pil', got {output_type!r}")
+            raise ConfigError(f"output_type must be 'pt' or 'pil', got {output_type!r}")
+        accepted = [name for name in inspect.signature(self._sample).parameters
+                    if name not in ("num_images", "seed", "batch_size")]
+        unknown = sorted(set(sample_kwargs) - set(accepted))
+        if unknown:
+            raise ConfigError(
+                f"{type(self).__name__}.generate does not take {', '.join(unknown)}"
+                + (f" (it takes {', '.join(accepted)})" if accepted else " (only StyleGAN2 generators take truncation "
+                   "and noise options)")
+            )
         was_training = self.training
         self.eval()
         try:

@@ -47,6 +47,7 @@ What the training loop (:mod:`hubtune.gan.loop`, ``hubtune gan --arch stylegan2`
 from __future__ import annotations
 
 import math
+import numbers
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -56,7 +57,7 @@ from torch import Tensor, nn
 from torchvision.utils import save_image
 
 from hubtune.errors import ConfigError
-from hubtune.gan.models import GAN_BUILDERS, Discriminator, Generator, MinibatchStdDev
+from hubtune.gan.models import GAN_BUILDERS, Discriminator, Generator, MinibatchStdDev, check_count, check_seed
 from hubtune.gan.presets import STYLEGAN2_PRESETS, STYLEGAN2_TRAINING
 from hubtune.hub.generator_card import TRUNCATION_IMAGE
 
@@ -107,6 +108,30 @@ def _check_positive_int(value: Any, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def check_truncation(truncation_psi: Any, truncation_cutoff: Any) -> tuple[float, int | None]:
+    """(psi as a float, cutoff) if psi is one finite real number and cutoff a non-negative int or None; else a
+    ConfigError naming the parameter."""
+    psi = truncation_psi
+    if torch.is_tensor(psi):
+        if psi.numel() != 1:
+            raise ConfigError(f"truncation_psi must be one number, got a tensor of shape {tuple(psi.shape)}")
+        psi = psi.item()
+    if isinstance(psi, bool) or not isinstance(psi, numbers.Real) or not math.isfinite(psi):
+        raise ConfigError(f"truncation_psi must be a finite real number (1 = no truncation, e.g. 0.7 pulls w towards "
+                          f"its average), got {truncation_psi!r}")
+    cutoff = truncation_cutoff
+    if cutoff is not None and (isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Integral) or cutoff < 0):
+        raise ConfigError(f"truncation_cutoff must be a non-negative int (how many of the first ws to truncate) or "
+                          f"None (all of them), got {truncation_cutoff!r}")
+    return float(psi), None if cutoff is None else int(cutoff)
+
+
+def check_noise_mode(noise_mode: Any) -> str:
+    if noise_mode not in ("random", "none"):
+        raise ConfigError(f"noise_mode must be 'random' or 'none', got {noise_mode!r}")
+    return noise_mode
 
 
 def _width(resolution: int, channel_base: int, channel_max: int) -> int:
@@ -476,8 +501,8 @@ class StyleGAN2Generator(Generator):
                 ``synthesis.noise_resolutions()``), overriding ``noise_mode``.
             return_ws: also return the ws (B, num_ws, w_dim) the synthesis read (for the path length penalty).
         """
-        if noise_mode not in ("random", "none"):
-            raise ValueError(f"noise_mode must be 'random' or 'none', got {noise_mode!r}")
+        check_noise_mode(noise_mode)
+        truncation_psi, truncation_cutoff = check_truncation(truncation_psi, truncation_cutoff)
         ws = self.mapping(z, truncation_psi, truncation_cutoff, update_w_avg=self.training)
         if self.training and self.style_mixing_prob > 0:
             ws = self._style_mix(z, ws)
@@ -490,6 +515,7 @@ class StyleGAN2Generator(Generator):
     def sample_noise(self, num_images: int, seed: int, device: torch.device | str | None = None) -> list[Tensor]:
         """Noise inputs for ``num_images`` images of ``seed``: image i's noise comes from its own CPU generator
         (seeded from ``seed`` and i), so it does not depend on the device, the batch size or ``num_images``."""
+        num_images, seed = check_count(num_images, "num_images"), check_seed(seed)
         device = device if device is not None else self.synthesis.const.device
         per_layer: list[list[Tensor]] = [[] for _ in self.synthesis.convs]
         for i in range(num_images):
@@ -503,11 +529,14 @@ class StyleGAN2Generator(Generator):
                  truncation_psi: float = 1.0, truncation_cutoff: int | None = None, noise_mode: NoiseMode = "random"):
         """Sample ``num_images`` images in evaluation mode, the same for the same ``seed`` (latents as
         :meth:`sample_latents`, noise from :meth:`sample_noise`; image i does not depend on ``num_images`` or
-        ``batch_size``). ``truncation_psi`` < 1 pulls w towards its average (1 = no truncation).
+        ``batch_size``). ``truncation_psi`` < 1 pulls w towards its average (1 = no truncation); it must be a finite
+        real number, ``truncation_cutoff`` a non-negative int or None (a ConfigError names a bad one).
 
         Returns:
             ``output_type="pt"``: a float tensor (N, C, H, W) in [0, 1]; ``"pil"``: a list of PIL images.
         """
+        truncation_psi, truncation_cutoff = check_truncation(truncation_psi, truncation_cutoff)
+        check_noise_mode(noise_mode)
         return super().generate(num_images, seed, batch_size, output_type, truncation_psi=truncation_psi,
                                 truncation_cutoff=truncation_cutoff, noise_mode=noise_mode)
 

@@ -23,6 +23,8 @@ from huggingface_hub.errors import (
 )
 
 from hubtune.errors import ConfigError, HubAuthError, HubPushError, ModelFileError
+from hubtune.layouts.files import check_finite_file
+from hubtune.locking import LOCK_NAME
 
 __all__ = [
     "DEFAULT_COMMIT_MESSAGE",
@@ -44,6 +46,10 @@ DEFAULT_COMMIT_MESSAGE = "Upload model trained with hubtune"
 # A push never uploads resumable checkpoint-* folders, tensorboard runs/ or pickles.
 PUSH_IGNORED_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl", ".pickle")
 REPO_ID_RE = re.compile(r"^(?P<org>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)$")
+_NON_FINITE_ADVICE = (
+    "nothing was uploaded. Publish a model saved before training diverged (e.g. the last good checkpoint-*), or "
+    "train again with a lower learning rate."
+)
 _RETRY = "Nothing was committed by this step; fix the cause and re-run the push (it is safe to repeat)."
 
 
@@ -76,10 +82,12 @@ def _weights_present(folder: Path) -> bool:
 
 
 def check_push_folder(folder: str | Path) -> Path:
-    """``folder`` if it holds a complete model (config.json, safetensors weights, README.md).
+    """``folder`` if it holds a complete model (config.json, safetensors weights, README.md) with finite weights.
 
     Raises:
         ModelFileError: the folder does not exist or lacks one of those files (the message names them).
+        ExportError: a safetensors file that would be uploaded holds NaN or inf (the message names it and a tensor);
+        WeightsFileError: one cannot be read.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -96,6 +104,9 @@ def check_push_folder(folder: str | Path) -> Path:
             f"{str(folder)!r} is not a complete model folder: missing {', '.join(missing)}. Run the training to the "
             "end (or save_pretrained + write_model_card) before pushing; nothing was uploaded."
         )
+    for path in sorted(folder.rglob("*.safetensors")):
+        if path.is_file() and _is_pushed(path.relative_to(folder).as_posix()):
+            check_finite_file(path, refusing="upload", advice=_NON_FINITE_ADVICE)
     return folder
 
 
@@ -194,7 +205,7 @@ def _empty_repo_note(repo_id: str, url: str) -> str:
 def _is_pushed(rel: str) -> bool:
     """Whether a file (path relative to the output folder) belongs in the published repo."""
     top = rel.split("/")[0]
-    if top.startswith("checkpoint-") or top in ("runs", ".git", ".cache"):
+    if top.startswith("checkpoint-") or top in ("runs", ".git", ".cache", LOCK_NAME):
         return False
     return not rel.endswith(PUSH_IGNORED_SUFFIXES)
 
@@ -245,7 +256,8 @@ def push_folder(
         commit_message: the commit's summary.
 
     Raises:
-        ConfigError: a malformed repo id. ModelFileError: an incomplete folder. HubPushError: offline mode
+        ConfigError: a malformed repo id. ModelFileError: an incomplete folder. ExportError: weights holding
+        NaN or inf (nothing is uploaded). HubPushError: offline mode
         (``HF_HUB_OFFLINE=1``), or any Hub or connection failure; HubAuthError: no token, or the Hub rejected it.
     Every check runs before the first request; the local folder is only read; re-running after a failure
     is safe. When this push created the repo and a later step failed, the message says an empty repo was

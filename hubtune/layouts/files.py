@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from hubtune.errors import ExportError, ModelFileError, PickleCheckpointError, WeightsFileError
@@ -36,7 +36,10 @@ __all__ = [
     "detect_layout",
     "load_weights",
     "weights_kind",
+    "DIVERGED_ADVICE",
+    "nonfinite_tensors",
     "check_finite",
+    "check_finite_file",
     "save_weights",
 ]
 
@@ -196,14 +199,48 @@ def weights_kind(source: str, revision: str | None, token: Any, allow_pickle: bo
     return "pickle"
 
 
-def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
-    """ExportError when any floating tensor holds NaN or inf: a diverged model is never written."""
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+DIVERGED_ADVICE = "training diverged. Lower the learning rate and train again from the last good checkpoint."
+
+
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating tensors of ``state`` that hold NaN or inf."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _nonfinite_message(refusing: str, where: str, bad: list[str], total: int, advice: str) -> str:
+    return (f"Refusing to {refusing} {where}: {len(bad)} of {total} weight tensor(s) hold NaN or inf (e.g. "
+            f"{', '.join(bad[:3])}); {advice}")
+
+
+def check_finite(state: dict[str, torch.Tensor], where: str, *, refusing: str = "write",
+                 advice: str = DIVERGED_ADVICE) -> None:
+    """ExportError when any floating tensor holds NaN or inf: a diverged model is never written (nor uploaded).
+
+    The message reads "Refusing to {refusing} {where}: N of M weight tensor(s) hold NaN or inf (e.g. ...); {advice}".
+    """
+    bad = nonfinite_tensors(state)
     if bad:
-        raise ExportError(
-            f"Refusing to write {where}: {len(bad)} weight tensor(s) hold NaN or inf (e.g. {', '.join(bad[:3])}); "
-            "training diverged. Lower the learning rate and train again from the last good checkpoint."
-        )
+        total = sum(1 for v in state.values() if v.is_floating_point())
+        raise ExportError(_nonfinite_message(refusing, where, bad, total, advice))
+
+
+def check_finite_file(path: str | Path, *, refusing: str, advice: str = DIVERGED_ADVICE) -> None:
+    """:func:`check_finite` for a safetensors file, read one tensor at a time; WeightsFileError when unreadable."""
+    path = Path(path)
+    bad, total = [], 0
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                tensor = f.get_tensor(key)
+                if tensor.is_floating_point():
+                    total += 1
+                    if not bool(torch.isfinite(tensor).all()):
+                        bad.append(key)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise WeightsFileError(f"{path} is truncated or corrupt and cannot be read ({type(e).__name__}); refusing to "
+                               f"{refusing} it. Restore it or save the model again.") from e
+    if bad:
+        raise ExportError(_nonfinite_message(refusing, str(path), bad, total, advice))
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -263,6 +264,60 @@ def _check_in_distribution(in_eval: datasets.Dataset, in_name: str, train: Any, 
         raise OODError(f"The in-distribution dataset {in_name!r} is empty; it needs at least one image.")
 
 
+_GENERIC_LABEL = re.compile(r"^LABEL_\d+$")  # transformers' default names: the classes are not named
+
+
+def _model_labels(model: Any) -> list[str] | None:
+    """The model's class names in id order (config.id2label), or None when it has none."""
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    if not isinstance(id2label, Mapping) or not id2label:
+        return None
+    by_id = {int(k): str(v) for k, v in id2label.items() if str(k).lstrip("-").isdigit()}
+    if sorted(by_id) != list(range(len(id2label))):
+        return None
+    return [by_id[i] for i in range(len(by_id))]
+
+
+def _dataset_labels(dataset: Any) -> list[str] | None:
+    if not isinstance(dataset, datasets.Dataset) or "label" not in dataset.column_names:
+        return None
+    feature = dataset.features["label"]
+    return [str(name) for name in feature.names] if isinstance(feature, datasets.ClassLabel) else None
+
+
+def _few_names(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return f"[{shown}, ... ({len(names)} in all)]" if len(names) > limit else f"[{shown}]"
+
+
+def match_labels(model: Any, dataset: Any, name: str) -> Any:
+    """``dataset`` with its labels as the model's class ids: unchanged when the class names agree, mapped by name
+    when they are the model's in another order (said in a note); OODError naming both label sets when they differ.
+
+    A model without class names (``LABEL_0`` ...) only needs as many classes; a set without class labels (an OOD
+    set) is returned as it is.
+    """
+    model_labels, data_labels = _model_labels(model), _dataset_labels(dataset)
+    if model_labels is None or data_labels is None or model_labels == data_labels:
+        return dataset
+    if all(_GENERIC_LABEL.match(label) for label in model_labels):
+        if len(model_labels) == len(data_labels):
+            return dataset
+        raise OODError(
+            f"The model has {len(model_labels)} classes and {name!r} has {len(data_labels)} "
+            f"({_few_names(data_labels)}): it is not the dataset the model was fine-tuned on. Pass that dataset as "
+            "--dataset (in_data); the OOD sets go to --ood_dataset."
+        )
+    if sorted(model_labels) != sorted(data_labels):
+        raise OODError(
+            f"The model's classes are not those of {name!r}: the model has {_few_names(model_labels)}, {name!r} has "
+            f"{_few_names(data_labels)}; its accuracy and the fitted scores would compare mismatched labels. Pass the "
+            "dataset the model was fine-tuned on as --dataset (in_data); the OOD sets go to --ood_dataset."
+        )
+    print(f"Note: {name!r} has the model's classes in another order; its labels are mapped to the model's by name.")
+    return dataset.align_labels_with_mapping({label: i for i, label in enumerate(model_labels)}, "label")
+
+
 def load_ood_sets(
     sources: Mapping[str, Any],
     reference: datasets.Dataset,
@@ -379,7 +434,8 @@ def evaluate_ood(
     Raises:
         OODError (a ValueError): an unknown score, no or an empty OOD set, an OOD image that cannot be read
             (checked before the model runs), a model without the logits / features a score needs, fitted
-            scores without labelled training data.
+            scores without labelled training data, an in-distribution set whose class names are not the model's
+            (``config.id2label``; the same names in another order are mapped by name).
     """
     specs = resolve_scores(scores)
     _check_batch_size(batch_size)
@@ -388,6 +444,9 @@ def evaluate_ood(
     outputs.check_supports(specs)
     in_eval, in_name, train = _in_distribution_splits(in_data, train_data, seed, strict_data)
     _check_in_distribution(in_eval, in_name, train, specs)
+    in_eval = match_labels(model, in_eval, in_name)
+    if any(spec.fitted for spec in specs):
+        train = match_labels(model, train, f"{in_name} (training split)")
     ood_sets = load_ood_sets(sources, in_eval, max_ood_images=max_ood_images, seed=seed, strict_data=strict_data)
     transform = build_transforms(_find_preprocessing(model, preprocessing), train=False)
     need_features = any(spec.reads == "features" for spec in specs)

@@ -31,6 +31,7 @@ from hubtune.data import build_transforms, collate_image_batch, load_image_class
 from hubtune.errors import ConfigError, OutputDirError
 from hubtune.hub import push_folder, write_model_card, write_run_info
 from hubtune.layouts import detect_layout
+from hubtune.locking import output_dir_lock
 from hubtune.methods import get_method
 from hubtune.modeling import HubtuneForImageClassification
 from hubtune.devices import configure_backends
@@ -116,7 +117,18 @@ def run_finetune(
 
     The method's training recipe fills the training arguments the user did not set (``training_args.given_options``,
     recorded by :func:`parse_finetune_args`; for arguments built in Python, those still at hubtune's defaults).
+    The output folder is locked for the run (``hubtune.locking``): a second run into it is refused.
     """
+    with output_dir_lock(training_args.output_dir, "finetune", enabled=training_args.process_index == 0):
+        return _run_finetune(model_args, data_args, method_args, training_args)
+
+
+def _run_finetune(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    method_args: Any,
+    training_args: FinetuneTrainingArguments,
+) -> dict[str, float]:
     training_args, settings, knob_sources = resolve_recipe(method_args, training_args, pretrained=model_args.pretrained)
     method_config = method_args.to_method_config({k: s.value for k, s in knob_sources.items() if s.source == SOURCE_RECIPE})
     resume = _check_output_dir(training_args)

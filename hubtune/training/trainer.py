@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import warnings
@@ -23,7 +24,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from hubtune.errors import CheckpointError, NonFiniteLossError, WeightsFileError
 from hubtune.hub import write_model_card
-from hubtune.layouts import read_config
+from hubtune.layouts import read_config, read_json_file
+from hubtune.manifest import manifest_mismatch, write_manifest
 from hubtune.training.recipes import Setting, recipe_conflicts, resolve_training_settings, settings_to_json
 
 __all__ = ["HubtuneTrainer", "compute_accuracy", "last_checkpoint_in", "resolve_resume"]
@@ -75,8 +77,9 @@ def _check_weights_readable(checkpoint: Path) -> None:
 
 
 def resolve_resume(output_dir: str | os.PathLike, resume: str | bool | None, model_config: Any = None) -> str | None:
-    """The checkpoint folder to resume from: the last complete one for ``True`` (incomplete ones are skipped,
-    with a warning), or the given folder after checking that it is complete, readable and of this model."""
+    """The checkpoint folder to resume from: the last complete one for ``True`` (incomplete ones, and ones whose
+    files no longer match their SHA256SUMS, are skipped with a warning), or the given folder after checking that it
+    is complete, readable, unchanged since it was written and of this model."""
     if resume in (None, False):
         return None
     if resume is True:
@@ -90,6 +93,7 @@ def resolve_resume(output_dir: str | os.PathLike, resume: str | bool | None, mod
         if checkpoint is None:
             raise CheckpointError(f"No complete checkpoint-* folder in {output_dir}: nothing to resume; start without "
                                   "--resume_from_checkpoint.")
+        checkpoint = _last_unchanged(output_dir)
     else:
         checkpoint = Path(resume)
         if not checkpoint.is_dir():
@@ -99,9 +103,58 @@ def resolve_resume(output_dir: str | os.PathLike, resume: str | bool | None, mod
             raise CheckpointError(f"{checkpoint} is incomplete (no trainer_state.json: its save was interrupted); "
                                   f"the last complete checkpoint is {last or 'none'}.")
     _check_weights_readable(checkpoint)
+    mismatch = manifest_mismatch(checkpoint)
+    if mismatch is not None:
+        last = _last_good(checkpoint.parent, excluding=checkpoint)
+        where = (f"the last good checkpoint is {last}: resume from it (--resume_from_checkpoint {last}); the steps "
+                 "trained since it are lost" if last else "no other checkpoint passes its check: train again")
+        raise CheckpointError(f"{checkpoint}: {mismatch}; {where}.")
     if model_config is not None:
         _check_same_model(checkpoint, model_config)
     return str(checkpoint)
+
+
+def _last_good(output_dir: str | os.PathLike, excluding: Path | None = None) -> Path | None:
+    """The newest complete checkpoint whose files match their SHA256SUMS (other than ``excluding``)."""
+    for checkpoint in reversed([c for c in _checkpoints(output_dir) if _is_complete(c)]):
+        if checkpoint != excluding and manifest_mismatch(checkpoint) is None:
+            return checkpoint
+    return None
+
+
+def _last_unchanged(output_dir: str | os.PathLike) -> Path:
+    """The newest complete checkpoint that passes its content check, saying which newer ones were skipped."""
+    good = _last_good(output_dir)
+    for checkpoint in reversed([c for c in _checkpoints(output_dir) if _is_complete(c)]):
+        if checkpoint == good:
+            break
+        message = (f"Skipping {checkpoint}: {manifest_mismatch(checkpoint)}; resuming from {good or 'nothing'} "
+                   "instead (the steps trained since it are trained again).")
+        logger.warning(message)
+        print(message)
+    if good is None:
+        raise CheckpointError(f"No checkpoint-* folder in {output_dir} passes its content check (SHA256SUMS): nothing "
+                              "to resume; start without --resume_from_checkpoint.")
+    return good
+
+
+def check_not_past_the_end(checkpoint: str | os.PathLike, args: Any) -> None:
+    """CheckpointError when ``args`` (``max_steps``, else ``num_train_epochs``) end before ``checkpoint``'s step."""
+    state = read_json_file(Path(checkpoint) / "trainer_state.json", "trainer_state.json")
+    step, epoch = int(state.get("global_step") or 0), float(state.get("epoch") or 0.0)
+    if args.max_steps is not None and args.max_steps > 0:
+        if args.max_steps < step:
+            raise CheckpointError(
+                f"{checkpoint} is at step {step}, past --max_steps {args.max_steps}: pass --max_steps {step} or more "
+                "(the total number of steps, counting the ones already trained) to continue that run, or resume from "
+                "an earlier checkpoint."
+            )
+    elif args.num_train_epochs < epoch - 1e-6:
+        raise CheckpointError(
+            f"{checkpoint} is at step {step} (epoch {epoch:g}), past --num_train_epochs {args.num_train_epochs:g}: pass "
+            f"--num_train_epochs {math.ceil(epoch - 1e-6)} or more (the total, counting the epochs already trained) or "
+            f"--max_steps above {step} to continue that run, or resume from an earlier checkpoint."
+        )
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -190,6 +243,8 @@ class HubtuneTrainer(Trainer):
         model_config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
         resume = resolve_resume(self.args.output_dir, resume_from_checkpoint, model_config)
         self._resumed_at_step = _checkpoint_step(resume)
+        if resume is not None:
+            check_not_past_the_end(resume, self.args)
         return super().train(resume, *args, **kwargs)
 
     def _get_output_dir(self, trial) -> str:
@@ -197,9 +252,14 @@ class HubtuneTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial) -> None:
         """Write ``checkpoint-N`` under a temporary name and rename it once complete (one process); a save that is
-        interrupted (kill -9, full disk) leaves the earlier checkpoints as they were and no half-written one."""
+        interrupted (kill -9, full disk) leaves the earlier checkpoints as they were and no half-written one.
+        ``SHA256SUMS`` (the SHA-256 of every file, :mod:`hubtune.manifest`) is written last and checked on resume."""
         if self.args.world_size > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            return super()._save_checkpoint(model, trial)  # every rank writes its part in place
+            super()._save_checkpoint(model, trial)  # every rank writes its part in place
+            self.accelerator.wait_for_everyone()
+            if self.is_world_process_zero():
+                write_manifest(Path(super()._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            return None
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging = run_dir / f".{name}.partial"
@@ -211,13 +271,14 @@ class HubtuneTrainer(Trainer):
         finally:
             self._staging_dir = None
         final = run_dir / name
+        if self.state.best_model_checkpoint and str(staging) in self.state.best_model_checkpoint:
+            self.state.best_model_checkpoint = str(final)
+            self.state.save_to_json(str(staging / name / "trainer_state.json"))
+        write_manifest(staging / name)  # last: the SHA-256 of every file, checked on resume
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging / name, final)
         shutil.rmtree(staging, ignore_errors=True)
-        if self.state.best_model_checkpoint and str(staging) in self.state.best_model_checkpoint:
-            self.state.best_model_checkpoint = str(final)
-            self.state.save_to_json(str(final / "trainer_state.json"))
         if self.args.should_save:
             rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)

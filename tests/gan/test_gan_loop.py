@@ -232,6 +232,39 @@ def test_failing_push_raises_hub_push_error_and_leaves_local_files_alone(tmp_pat
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before, "a failed push modifies no local file"
 
 
+def test_a_generator_with_nan_weights_is_never_pushed_nor_saved(tmp_path, local_hub, hub_token, hub_repo_id,
+                                                                monkeypatch):
+    """Issue 17: Generator.push_to_hub and --push_to_hub check the weights before any request."""
+    from hubtune.errors import ExportError
+    from hubtune.gan import loop
+
+    g = DCGANGenerator(latent_dim=8, image_size=16, channels=1, base_channels=8)
+    with torch.no_grad():
+        next(g.parameters()).view(-1)[0] = float("nan")
+    seen = len(local_hub.requests)
+    with pytest.raises(ExportError, match="Refusing to upload the generator to .*NaN or inf.*nothing was uploaded"):
+        g.push_to_hub(hub_repo_id, token=hub_token)
+    with pytest.raises(ExportError, match="NaN or inf"):
+        g.save_pretrained(tmp_path / "gen")
+    assert len(local_hub.requests) == seen and hub_repo_id not in local_hub.repos
+    assert not (tmp_path / "gen" / "model.safetensors").exists()
+
+    # a run whose EMA generator ends with NaN weights (training itself checks only the losses)
+    original = loop._ema_update
+
+    def nan_ema(ema, G, decay):
+        original(ema, G, decay)
+        with torch.no_grad():
+            next(ema.parameters()).view(-1)[0] = float("nan")
+
+    monkeypatch.setattr(loop, "_ema_update", nan_ema)
+    with pytest.raises(ExportError, match="NaN or inf"):
+        train_gan(tiny(tmp_path, max_steps=2, export_generator=True, push_to_hub=True, hub_model_id=hub_repo_id,
+                       hub_token=hub_token))
+    assert hub_repo_id not in local_hub.repos
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
 def test_push_with_a_rejected_token_is_an_auth_error(tmp_path, local_hub, hub_repo_id):
     g = DCGANGenerator(latent_dim=8, image_size=16, channels=1, base_channels=8)
     with pytest.raises(HubAuthError):

@@ -135,6 +135,62 @@ def test_truncation_psi_one_is_identity_and_zero_gives_w_avg():
     assert torch.equal(g.generate(2, seed=5), g.generate(2, seed=5, truncation_psi=1.0))
 
 
+@pytest.mark.parametrize("kwargs, parameter", [
+    ({"truncation_psi": float("nan")}, "truncation_psi"),
+    ({"truncation_psi": float("inf")}, "truncation_psi"),
+    ({"truncation_psi": -float("inf")}, "truncation_psi"),
+    ({"truncation_psi": "0.7"}, "truncation_psi"),
+    ({"truncation_psi": None}, "truncation_psi"),
+    ({"truncation_psi": torch.tensor([0.5, 0.7])}, "truncation_psi"),
+    ({"truncation_psi": torch.tensor(float("nan"))}, "truncation_psi"),
+    ({"truncation_psi": True}, "truncation_psi"),
+    ({"truncation_cutoff": -3}, "truncation_cutoff"),
+    ({"truncation_cutoff": 1.5}, "truncation_cutoff"),
+    ({"truncation_cutoff": "2"}, "truncation_cutoff"),
+    ({"noise_mode": "loud"}, "noise_mode"),
+    ({"num_images": 0}, "num_images"),
+    ({"num_images": -2}, "num_images"),
+    ({"num_images": 2.5}, "num_images"),
+    ({"num_images": "4"}, "num_images"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"seed": "zero"}, "seed"),
+    ({"output_type": "np"}, "output_type"),
+])
+def test_generate_validates_each_parameter_at_the_public_entry(kwargs, parameter):
+    """Issue 17: nan/inf psi gave NaN images, cutoff -3 was accepted, a str/None/2-element psi named a private function."""
+    g, _ = tiny_pair()
+    call = {"num_images": 2, "seed": 0, **kwargs}
+    with pytest.raises(ConfigError) as info:
+        g.generate(**call)
+    message = str(info.value)
+    assert message.startswith(parameter) and "\n" not in message and "_sample" not in message
+    assert isinstance(info.value, ValueError)
+    if parameter.startswith("truncation"):
+        with pytest.raises(ConfigError, match=f"^{parameter}"):  # the module's own forward checks them too
+            g(torch.randn(2, 16), **kwargs)
+
+
+def test_generate_accepts_numpy_and_one_element_tensor_psi_and_refuses_options_a_dcgan_lacks():
+    import numpy as np
+
+    from hubtune.gan.models import DCGANGenerator
+
+    g, _ = tiny_pair()
+    expected = g.generate(2, seed=1, truncation_psi=0.5, truncation_cutoff=2)
+    assert torch.equal(g.generate(2, seed=1, truncation_psi=torch.tensor(0.5), truncation_cutoff=np.int64(2)), expected)
+    assert torch.equal(g.generate(np.int64(2), seed=1, truncation_psi=np.float32(0.5), truncation_cutoff=2), expected)
+    assert torch.isfinite(g.generate(2, seed=1, truncation_psi=0.5, truncation_cutoff=0)).all()
+    dcgan = DCGANGenerator(latent_dim=8, image_size=16, channels=1, base_channels=8)
+    with pytest.raises(ConfigError, match="DCGANGenerator.generate does not take truncation_psi") as info:
+        dcgan.generate(2, truncation_psi=0.7)
+    assert "_sample" not in str(info.value)
+    for bad, parameter in ((0, "num_images"), (-1, "num_images"), (1.5, "num_images")):
+        with pytest.raises(ConfigError, match=f"^{parameter}"):
+            dcgan.sample_latents(bad)
+        with pytest.raises(ConfigError, match=f"^{parameter}"):
+            g.sample_noise(bad, seed=0)
+
+
 def test_w_avg_tracking_and_style_mixing_in_training_only():
     g, _ = tiny_pair(style_mixing_prob=1.0)
     z = torch.randn(8, 16)

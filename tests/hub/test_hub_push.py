@@ -299,6 +299,51 @@ def test_incomplete_folder_fails_before_any_request(local_hub, hub_token, hub_re
     assert hub_repo_id not in local_hub.repos
 
 
+def test_a_folder_with_nan_weights_is_refused_before_any_request(local_hub, hub_token, hub_repo_id, timm_output,
+                                                                 tmp_path):
+    """Issue 17: a folder whose weights hold NaN was uploaded over a good model. Now refused, naming file and tensor."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from hubtune.errors import ExportError
+
+    push_folder(timm_output, hub_repo_id, token=hub_token)
+    remote_before = local_hub.files(hub_repo_id)
+    folder = tmp_path / "diverged"
+    shutil.copytree(timm_output, folder)
+    state = load_file(folder / "model.safetensors")
+    name = sorted(k for k, v in state.items() if v.is_floating_point())[-1]
+    state[name] = torch.full_like(state[name], float("nan"))
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    local_before = _digest(folder)
+    seen = len(local_hub.requests)
+    with pytest.raises(ExportError) as err:
+        push_folder(folder, hub_repo_id, token=hub_token)
+    message = str(err.value)
+    assert "model.safetensors" in message and name in message and "NaN or inf" in message
+    assert "nothing was uploaded" in message and "\n" not in message
+    assert len(local_hub.requests) == seen, "no request before the weights are checked"
+    assert local_hub.files(hub_repo_id) == remote_before and _digest(folder) == local_before
+    # an inf in a shard of a sharded folder is refused too
+    sharded = tmp_path / "sharded"
+    shutil.copytree(timm_output, sharded)
+    state = load_file(sharded / "model.safetensors")
+    (sharded / "model.safetensors").unlink()
+    keys = sorted(state)
+    save_file({k: state[k] for k in keys[:5]}, sharded / "model-00001-of-00002.safetensors")
+    bad = {k: state[k] for k in keys[5:]}
+    first_float = next(k for k in keys[5:] if bad[k].is_floating_point())
+    bad[first_float] = bad[first_float].clone().fill_(float("inf"))
+    save_file(bad, sharded / "model-00002-of-00002.safetensors")
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        **{k: "model-00001-of-00002.safetensors" for k in keys[:5]},
+        **{k: "model-00002-of-00002.safetensors" for k in keys[5:]}}}))
+    with pytest.raises(ExportError, match=f"model-00002-of-00002.safetensors.*{re.escape(first_float)}"):
+        push_folder(sharded, hub_repo_id, token=hub_token)
+    assert local_hub.files(hub_repo_id) == remote_before
+
+
 @pytest.mark.parametrize(
     "route, kind, error, message",
     [

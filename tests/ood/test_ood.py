@@ -395,6 +395,57 @@ def test_evaluate_ood_errors(hubtune_model):
         evaluate_ood(TinyNet(), test, {"rgb": rgb}, scores=["msp"])
 
 
+def _named_model(names, rows=None):
+    """test_resnet with class names ``names``; ``rows`` permutes the classifier rows of a seed-0 model."""
+    torch.manual_seed(0)
+    model = HubtuneForImageClassification.from_backbone("test_resnet", id2label=dict(enumerate(names)), method="ce",
+                                                        image_size=16).eval()
+    if rows is not None:
+        with torch.no_grad():
+            model.classifier.weight.copy_(model.classifier.weight[rows].clone())
+            model.classifier.bias.copy_(model.classifier.bias[rows].clone())
+    return model
+
+
+def test_an_in_distribution_set_of_other_classes_is_refused_naming_both(tmp_path, capsys):
+    """Issue 17: `hubtune ood` scored a model against a dataset of other classes and printed its accuracy."""
+    test, train = _in_distribution(12, seed=1), _in_distribution(12, seed=2)  # classes a, b, c
+    with pytest.raises(OODError) as info:
+        evaluate_ood(_named_model(["cat", "dog", "fox"]), test, {"noise": "noise"}, train_data=train, scores=["msp"])
+    message = str(info.value)
+    assert "[cat, dog, fox]" in message and "[a, b, c]" in message and "--dataset" in message and "\n" not in message
+    unnamed = HubtuneForImageClassification.from_backbone("test_resnet", num_labels=4, method="ce", image_size=16)
+    with pytest.raises(OODError, match="The model has 4 classes and .* has 3"):
+        evaluate_ood(unnamed, test, {"noise": "noise"}, scores=["msp"])
+    # through the command: one line, nothing written
+    model_dir = tmp_path / "model"
+    _named_model(["cat", "dog", "fox"]).save_pretrained(model_dir)
+    data_dir = _saved_dataset(tmp_path / "data", 12, 6, seed=6)
+    assert hubtune_main(["ood", "--model", str(model_dir), "--dataset", data_dir, "--ood_dataset", "noise",
+                         "--output_dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("hubtune ood: error: The model's classes are not those of") and "[cat, dog, fox]" in err
+    assert not (tmp_path / "out" / "ood_results.json").exists()
+
+
+def test_the_same_classes_in_another_order_are_mapped_by_name(capsys):
+    test, train = _in_distribution(36, seed=1), _in_distribution(30, seed=2)  # classes a, b, c
+    labels = test["label"]
+    keep = [i for i, y in enumerate(labels) if y == 0] + [i for i, y in enumerate(labels) if y == 1][:4] + [
+        i for i, y in enumerate(labels) if y == 2][:1]
+    test = test.select(keep)  # 12 / 4 / 1 images: no relabelling keeps the accuracy by chance
+    plain = evaluate_ood(_named_model(["a", "b", "c"]), test, {"noise": "noise"}, train_data=train,
+                         scores=["msp", "mahalanobis"])
+    # the same network with its classes stored in another order: class i of the new model is old class rows[i]
+    rows = [2, 0, 1]
+    permuted = evaluate_ood(_named_model([["a", "b", "c"][r] for r in rows], rows=rows), test, {"noise": "noise"},
+                            train_data=train, scores=["msp", "mahalanobis"])
+    assert "mapped to the model's by name" in capsys.readouterr().out
+    assert permuted["in_distribution"]["accuracy"] == pytest.approx(plain["in_distribution"]["accuracy"])
+    for score, metrics in plain["results"]["noise"]["metrics"].items():
+        assert permuted["results"]["noise"]["metrics"][score] == pytest.approx(metrics, abs=1e-6), score
+
+
 # ------------------------------------------------------------------------------------- OOD sources checked first
 
 
