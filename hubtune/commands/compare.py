@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 
 from hubtune.training.compare_args import compare_parser, parse_compare_args
@@ -14,7 +15,7 @@ def build_parser():
 
 
 def run(argv: Sequence[str]) -> int:
-    from hubtune.training.compare import run_compare  # the job's heavy imports only when it runs
-
-    run_compare(*parse_compare_args(list(argv)))
+    args = parse_compare_args(list(argv))
+    # the job's heavy imports (models, data, Trainer) only once the arguments are good
+    importlib.import_module("hubtune.training.compare").run_compare(*args)
     return 0
