@@ -13,7 +13,9 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["MANIFEST_NAME", "has_manifest", "manifest_mismatch", "write_manifest"]
+from hubtune.errors import CheckpointError
+
+__all__ = ["MANIFEST_NAME", "has_manifest", "manifest_mismatch", "refuse_if_changed", "write_manifest"]
 
 MANIFEST_NAME = "SHA256SUMS"
 _CHUNK = 1 << 20
@@ -68,3 +70,13 @@ def manifest_mismatch(folder: str | os.PathLike) -> str | None:
         if _sha256(path) != expected:
             return f"{name} changed after it was written (its SHA-256 differs from {MANIFEST_NAME})"
     return None
+
+
+def refuse_if_changed(folder: str | os.PathLike, last_good: str | os.PathLike | None, restart: str) -> None:
+    """CheckpointError naming the changed file and the last good checkpoint (``restart`` says what to do when there
+    is none) when ``folder``'s files no longer match its manifest."""
+    mismatch = manifest_mismatch(folder)
+    if mismatch is not None:
+        where = (f"the last good checkpoint is {last_good}: resume from it (--resume_from_checkpoint {last_good}); the "
+                 "steps trained since it are lost" if last_good else f"no other checkpoint passes its check: {restart}")
+        raise CheckpointError(f"{folder}: {mismatch}; {where}.")

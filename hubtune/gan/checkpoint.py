@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hubtune.errors import CheckpointError
-from hubtune.manifest import manifest_mismatch, write_manifest
+from hubtune.manifest import manifest_mismatch, refuse_if_changed, write_manifest
 from hubtune.permissions import give_default_permissions
 
 STATE_FILE = "trainer_state.json"
@@ -206,12 +206,8 @@ def read_trainer_state(folder: str | Path) -> dict[str, Any]:
                 f"{path} is truncated or was modified: {path.stat().st_size} bytes instead of {size}; "
                 "resume from an earlier checkpoint"
             )
-    mismatch = manifest_mismatch(folder)
-    if mismatch is not None:
-        last = last_good_checkpoint(folder.parent, excluding=folder)
-        where = (f"the last good checkpoint is {last}: resume from it (--resume_from_checkpoint {last}); the steps "
-                 "trained since it are lost" if last else "no other checkpoint passes its check: start the run again")
-        raise CheckpointError(f"{folder}: {mismatch}; {where}")
+    if manifest_mismatch(folder) is not None:
+        refuse_if_changed(folder, last_good_checkpoint(folder.parent, excluding=folder), "start the run again")
     return state
 
 

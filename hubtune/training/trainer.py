@@ -25,7 +25,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from hubtune.errors import CheckpointError, NonFiniteLossError, WeightsFileError
 from hubtune.hub import write_model_card
 from hubtune.layouts import read_config, read_json_file
-from hubtune.manifest import manifest_mismatch, write_manifest
+from hubtune.manifest import manifest_mismatch, refuse_if_changed, write_manifest
 from hubtune.training.recipes import Setting, recipe_conflicts, resolve_training_settings, settings_to_json
 
 __all__ = ["HubtuneTrainer", "compute_accuracy", "last_checkpoint_in", "resolve_resume"]
@@ -103,12 +103,8 @@ def resolve_resume(output_dir: str | os.PathLike, resume: str | bool | None, mod
             raise CheckpointError(f"{checkpoint} is incomplete (no trainer_state.json: its save was interrupted); "
                                   f"the last complete checkpoint is {last or 'none'}.")
     _check_weights_readable(checkpoint)
-    mismatch = manifest_mismatch(checkpoint)
-    if mismatch is not None:
-        last = _last_good(checkpoint.parent, excluding=checkpoint)
-        where = (f"the last good checkpoint is {last}: resume from it (--resume_from_checkpoint {last}); the steps "
-                 "trained since it are lost" if last else "no other checkpoint passes its check: train again")
-        raise CheckpointError(f"{checkpoint}: {mismatch}; {where}.")
+    if manifest_mismatch(checkpoint) is not None:
+        refuse_if_changed(checkpoint, _last_good(checkpoint.parent, excluding=checkpoint), "train again")
     if model_config is not None:
         _check_same_model(checkpoint, model_config)
     return str(checkpoint)
