@@ -38,8 +38,9 @@ Pure torch: no Trainer, Accelerate or Hub knowledge here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Literal
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,7 @@ from hubtune.errors import ConfigError
 from hubtune.losses._random import sample_symmetric_beta
 
 __all__ = [
+    "AdaptiveMixSettings",
     "MixDraws",
     "sample_mix_coefficients",
     "mix_pairs",
@@ -61,8 +63,6 @@ __all__ = [
 ]
 
 DISTANCES = ("cosine", "mse")
-GAN_PRESETS = ("paper", "reference")
-CLASSIFIER_PRESETS = ("paper", "reference")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -88,6 +88,71 @@ class MixDraws:
 def _at_least_float32(x: Tensor) -> Tensor:
     """Loss maths in float32, or float64 when given float64 (never in bf16 / fp16)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+@dataclass
+class AdaptiveMixSettings:
+    """AdaptiveMix's settings, validated in one place: the classifier method
+    (:class:`hubtune.methods.adaptive_mix.AdaptiveMixConfig`), the GAN config (``adaptivemix_*`` fields of
+    :class:`hubtune.gan.GANTrainingConfig`) and the two losses below all take them from here.
+
+    Args:
+        alpha: Beta(alpha, alpha) concentration of the mixing weight.
+        sigma: std of the Gaussian noise added to the detached target.
+        shrinkage_weight: multiplier of the shrinkage term (older names: ``weight`` in the losses, ``ada_weight``
+            in GAN configs). ``None``: :meth:`default_shrinkage_weight` of the use and preset.
+        distance: ``"cosine"`` or ``"mse"`` (``None``: the preset's; cosine for GANs).
+        per_sample: one lam per sample instead of one per batch.
+        preset: ``"paper"`` or ``"reference"``.
+    """
+
+    alpha: float = 1.0
+    sigma: float = 0.05
+    shrinkage_weight: float | None = None
+    distance: str | None = None
+    per_sample: bool = False
+    preset: str = "paper"
+
+    PRESETS = ("paper", "reference")
+    # measured defaults of the shrinkage weight: the classifier's (the paper's 1.0 for both presets); the GAN's (0.1
+    # with the paper preset, the best of 0.1 and 1 in the FID benchmark of the README; 1.0 with the public script)
+    CLASSIFIER_WEIGHT = {"paper": 1.0, "reference": 1.0}
+    GAN_WEIGHT = {"paper": 0.1, "reference": 1.0}
+
+    def __post_init__(self) -> None:
+        if self.preset not in self.PRESETS:
+            raise ConfigError(f"preset must be one of {self.PRESETS}, got {self.preset!r}")
+        _check_alpha(self.alpha)
+        _check_sigma(self.sigma)
+        if self.shrinkage_weight is not None:
+            _check_weight(self.shrinkage_weight)
+        if self.distance is not None:
+            _check_distance(self.distance)
+
+    def resolved(self, weights: dict[str, float], distance: str) -> "AdaptiveMixSettings":
+        """A copy with ``shrinkage_weight`` / ``distance`` left ``None`` filled (``weights``: per preset)."""
+        return AdaptiveMixSettings(
+            self.alpha, self.sigma, weights[self.preset] if self.shrinkage_weight is None else self.shrinkage_weight,
+            distance if self.distance is None else self.distance, self.per_sample, self.preset)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _weight_argument(shrinkage_weight: float | None, weight: float | None, default: float) -> float:
+    """The losses' ``shrinkage_weight``, also given under its older name ``weight``."""
+    if weight is not None:
+        if shrinkage_weight is not None:
+            raise ConfigError("give shrinkage_weight or its older name weight, not both")
+        warnings.warn("AdaptiveMix's `weight` argument is now `shrinkage_weight`", DeprecationWarning, stacklevel=3)
+        return weight
+    return default if shrinkage_weight is None else shrinkage_weight
+
+
+def _check_weight(weight: float) -> None:
+    if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight)
+            and weight >= 0):
+        raise ConfigError(f"shrinkage_weight must be a finite number >= 0, got {weight!r}")
 
 
 def _check_alpha(alpha: float) -> None:
@@ -234,7 +299,8 @@ class AdaptiveMix(nn.Module):
     Real and fake batches are regularised by separate calls: a real image is never mixed with a fake one.
 
     Args:
-        weight: multiplier of the shrinkage term (``loss = weight * shrinkage``).
+        shrinkage_weight: multiplier of the shrinkage term (``loss = weight * shrinkage``; older name ``weight``,
+            kept as the attribute :attr:`weight`).
         alpha: Beta(alpha, alpha) concentration of the mixing weight.
         sigma: std of the Gaussian noise added to the detached target.
         distance: ``"cosine"`` (``1 - cos``, the paper) or ``"mse"``.
@@ -251,31 +317,35 @@ class AdaptiveMix(nn.Module):
 
     def __init__(
         self,
-        weight: float = 1.0,
+        shrinkage_weight: float | None = None,
         alpha: float = 1.0,
         sigma: float = 0.05,
         distance: Literal["cosine", "mse"] = "cosine",
         per_sample: bool = False,
         preset: Literal["paper", "reference"] = "paper",
         feature_passes: Literal["auto", 2, 3] = "auto",
+        *,
+        weight: float | None = None,
     ) -> None:
         super().__init__()
-        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-            raise ConfigError(f"weight must be a finite number >= 0, got {weight!r}")
-        _check_alpha(alpha)
-        _check_sigma(sigma)
-        _check_distance(distance)
-        if preset not in GAN_PRESETS:
-            raise ConfigError(f"preset must be one of {GAN_PRESETS}, got {preset!r}")
+        s = AdaptiveMixSettings(alpha, sigma, _weight_argument(shrinkage_weight, weight, 1.0), distance, per_sample,
+                                preset)
+        _check_distance(s.distance)
         if feature_passes not in ("auto", 2, 3):
             raise ConfigError(f"feature_passes must be 'auto', 2 or 3, got {feature_passes!r}")
-        self.weight = float(weight)
-        self.alpha = float(alpha)
-        self.sigma = float(sigma)
-        self.distance = distance
-        self.per_sample = bool(per_sample)
-        self.preset = preset
+        self.weight = float(s.shrinkage_weight)
+        self.alpha = float(s.alpha)
+        self.sigma = float(s.sigma)
+        self.distance = s.distance
+        self.per_sample = bool(s.per_sample)
+        self.preset = s.preset
         self.feature_passes = feature_passes
+
+    @classmethod
+    def from_settings(cls, settings: AdaptiveMixSettings, **kwargs: Any) -> "AdaptiveMix":
+        """The GAN regulariser of ``settings`` (unset weight / distance: the GAN defaults of its preset)."""
+        s = settings.resolved(AdaptiveMixSettings.GAN_WEIGHT, "cosine")
+        return cls(s.shrinkage_weight, s.alpha, s.sigma, s.distance, s.per_sample, s.preset, **kwargs)
 
     @property
     def applies_to_generator(self) -> bool:
@@ -405,7 +475,8 @@ class AdaptiveMixClassifierLoss(nn.Module):
     Args:
         alpha: Beta(alpha, alpha) concentration.
         sigma: std of the noise added to the detached target.
-        weight: multiplier of the shrinkage term.
+        shrinkage_weight: multiplier of the shrinkage term (older name ``weight``; the attribute stays
+            :attr:`weight`).
         distance: ``"cosine"`` or ``"mse"``.
         clean_ce: add cross-entropy on the clean images.
         per_sample: one lam per sample instead of one per batch.
@@ -416,33 +487,35 @@ class AdaptiveMixClassifierLoss(nn.Module):
         self,
         alpha: float = 1.0,
         sigma: float = 0.05,
-        weight: float = 1.0,
+        shrinkage_weight: float | None = None,
         distance: Literal["cosine", "mse"] | None = None,
         clean_ce: bool | None = None,
         per_sample: bool = False,
         preset: Literal["paper", "reference"] = "paper",
+        *,
+        weight: float | None = None,
     ) -> None:
         super().__init__()
-        if preset not in CLASSIFIER_PRESETS:
-            raise ConfigError(f"preset must be one of {CLASSIFIER_PRESETS}, got {preset!r}")
-        if distance is None:
-            distance = "mse" if preset == "reference" else "cosine"
+        given = AdaptiveMixSettings(alpha, sigma, _weight_argument(shrinkage_weight, weight, None), distance,
+                                    per_sample, preset)
+        s = given.resolved(AdaptiveMixSettings.CLASSIFIER_WEIGHT, "mse" if given.preset == "reference" else "cosine")
         if clean_ce is None:
             clean_ce = preset != "reference"
-        _check_alpha(alpha)
-        _check_sigma(sigma)
-        _check_distance(distance)
-        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-            raise ConfigError(f"weight must be a finite number >= 0, got {weight!r}")
         if not isinstance(clean_ce, bool):
             raise ConfigError(f"clean_ce must be a bool, got {clean_ce!r}")
-        self.alpha = float(alpha)
-        self.sigma = float(sigma)
-        self.weight = float(weight)
-        self.distance = distance
+        self.alpha = float(s.alpha)
+        self.sigma = float(s.sigma)
+        self.weight = float(s.shrinkage_weight)
+        self.distance = s.distance
         self.clean_ce = clean_ce
-        self.per_sample = bool(per_sample)
-        self.preset = preset
+        self.per_sample = bool(s.per_sample)
+        self.preset = s.preset
+
+    @classmethod
+    def from_settings(cls, settings: AdaptiveMixSettings, clean_ce: bool | None = None) -> "AdaptiveMixClassifierLoss":
+        """The classifier loss of ``settings`` (unset weight / distance: the classifier defaults of its preset)."""
+        return cls(settings.alpha, settings.sigma, settings.shrinkage_weight, settings.distance, clean_ce,
+                   settings.per_sample, settings.preset)
 
     @classmethod
     def reference(cls, **overrides) -> "AdaptiveMixClassifierLoss":

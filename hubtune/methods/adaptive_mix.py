@@ -10,8 +10,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from hubtune.errors import ConfigError
-from hubtune.losses.adaptive_mix import AdaptiveMixClassifierLoss
+from hubtune.losses.adaptive_mix import AdaptiveMixClassifierLoss, AdaptiveMixSettings
 from hubtune.methods.base import SGD_FINE_TUNING_RECIPE, MethodConfig, MethodOutput, TrainingMethod
 from hubtune.methods.registry import register_method
 
@@ -27,12 +26,12 @@ CITATION = (
     "  archivePrefix = {arXiv}\n"
     "}"
 )
-DISTANCES = ("cosine", "mse")
 
 
 @dataclass
 class AdaptiveMixConfig(MethodConfig):
-    """AdaptiveMix's classifier knobs.
+    """AdaptiveMix's classifier knobs (checked by :class:`hubtune.losses.adaptive_mix.AdaptiveMixSettings`, shared with
+    the GAN config and the losses).
 
     Args:
         preset: ``"paper"`` (cosine shrinkage, clean cross-entropy on) or ``"reference"`` (the public classifier
@@ -40,7 +39,8 @@ class AdaptiveMixConfig(MethodConfig):
             frozen orthogonal ``|W u|`` classifier).
         alpha: Beta(alpha, alpha) of the mixing weight.
         sigma: std of the noise added to the detached shrinkage target.
-        shrinkage_weight: weight of the shrinkage term.
+        shrinkage_weight: weight of the shrinkage term (the losses' older ``weight``, GAN configs' older
+            ``ada_weight``).
         distance: ``"cosine"`` or ``"mse"`` (None: the preset's).
         clean_ce: add cross-entropy on the clean images (None: the preset's).
         per_sample: one mixing weight per sample instead of one per batch.
@@ -55,14 +55,12 @@ class AdaptiveMixConfig(MethodConfig):
     per_sample: bool = False
 
     def validate(self) -> None:
-        if not self.alpha > 0:
-            raise ConfigError(f"alpha (the Beta(alpha, alpha) parameter) must be > 0, got {self.alpha}.")
-        if not self.sigma >= 0:
-            raise ConfigError(f"sigma (std of the target noise) must be >= 0, got {self.sigma}.")
-        if not self.shrinkage_weight >= 0:
-            raise ConfigError(f"shrinkage_weight must be >= 0, got {self.shrinkage_weight}.")
-        if self.distance is not None and self.distance not in DISTANCES:
-            raise ConfigError(f"distance must be one of {DISTANCES}, got {self.distance!r}.")
+        self.settings()
+
+    def settings(self) -> AdaptiveMixSettings:
+        """The shared, validated settings (ConfigError naming a bad knob)."""
+        return AdaptiveMixSettings(self.alpha, self.sigma, self.shrinkage_weight, self.distance, self.per_sample,
+                                   self.preset)
 
 
 @register_method
@@ -93,11 +91,7 @@ class AdaptiveMixMethod(TrainingMethod):
         return {}
 
     def build_loss(self) -> AdaptiveMixClassifierLoss:
-        c = self.config
-        return AdaptiveMixClassifierLoss(
-            alpha=c.alpha, sigma=c.sigma, weight=c.shrinkage_weight, distance=c.distance, clean_ce=c.clean_ce,
-            per_sample=c.per_sample, preset=c.preset,
-        )
+        return AdaptiveMixClassifierLoss.from_settings(self.config.settings(), clean_ce=self.config.clean_ce)
 
     def forward_train(self, model: nn.Module, pixel_values: Tensor, labels: Tensor) -> MethodOutput:
         out = model.loss_fn(pixel_values, labels, model.forward_features, model.classifier)
