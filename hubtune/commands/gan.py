@@ -1,19 +1,26 @@
 """``hubtune gan [CONFIG.yaml] [--option value ...]``: train a GAN (AdaptiveMix on by default), write the final
 generator at ``--output_dir``'s root (plus checkpoints, samples, logs, metrics), and optionally push it.
 
-Every field of :class:`hubtune.gan.GANTrainingConfig` is a flag; a first positional ``.yaml`` / ``.json`` file
-holds the same names and flags override it. Several processes: ``accelerate launch --num_processes 2 -m hubtune gan ...``.
+Every field of :class:`hubtune.gan.GANTrainingConfig` and every option of the registered architectures is a flag
+(:func:`hubtune.gan.config.gan_arguments_class`); a first positional ``.yaml`` / ``.json`` file holds the same names
+and flags override it. The older names (``--ada_weight``, ``--ada_target``, ...) still parse, with a deprecation
+line. Several processes: ``accelerate launch --num_processes 2 -m hubtune gan ...``. The training loop (torch, the
+models) is imported when the command runs, not for ``--help``.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from transformers import HfArgumentParser
 
 from hubtune.commands._parsing import parse_command_line
-from hubtune.gan.config import GANTrainingConfig
-from hubtune.gan.loop import GANTrainingResult, format_summary, train_gan
+from hubtune.gan.config import gan_arguments_class
+
+if TYPE_CHECKING:
+    from hubtune.gan.loop import GANTrainingResult
 
 __all__ = ["HELP", "build_parser", "print_summary", "run"]
 
@@ -22,10 +29,10 @@ HELP = "train a GAN with the AdaptiveMix discriminator regulariser and publish i
 
 def build_parser() -> HfArgumentParser:
     return HfArgumentParser(
-        [GANTrainingConfig],
+        [gan_arguments_class()],
         prog="hubtune gan",
         description="Train a DCGAN, SNGAN-style ResNet or StyleGAN2 (--arch stylegan2 --arch_preset small|paper256|"
-        "cifar) GAN on Accelerate, optionally with DiffAugment / ADA (--diffaugment, --ada_target) and a timm "
+        "cifar) GAN on Accelerate, optionally with DiffAugment / ADA (--diffaugment, --augment_target) and a timm "
         "backbone as the discriminator (--discriminator timm:NAME | local-dir:PATH). With no arguments: a small DCGAN on "
         "scikit-learn's digits (offline), writing the final EMA generator at --output_dir's root "
         "(Generator.from_pretrained(output_dir)), checkpoint-<step>/ folders, samples/, logs.jsonl, "
@@ -36,13 +43,20 @@ def build_parser() -> HfArgumentParser:
 
 def print_summary(result: GANTrainingResult) -> None:
     """Print the run summary, on the main process only (under several processes the others stay silent)."""
+    from hubtune.gan.loop import format_summary
+
     if result.is_main_process:
         print(format_summary(result))
 
 
 def run(argv: Sequence[str]) -> int:
     """Run ``hubtune gan ARGV``; returns the exit code (errors are :class:`~hubtune.errors.HubtuneError`)."""
-    (config,) = parse_command_line(build_parser(), argv)
+    (arguments,) = parse_command_line(build_parser(), argv)
+    config, deprecations = arguments.to_config()
+    for line in deprecations:
+        print(line, file=sys.stderr)
+    from hubtune.gan.loop import train_gan  # torch and the models: only when training
+
     result = train_gan(config)
     print_summary(result)
     return 0

@@ -7,57 +7,51 @@
     images = generator.generate(16, seed=0)
     generator.push_to_hub("ORG/NAME")                     # config.json, model.safetensors, README.md card, samples.png
 
-Architectures ``dcgan``, ``resnet`` and ``stylegan2`` (:mod:`hubtune.gan.stylegan2`, imported here so that
-``Generator.from_pretrained`` finds every architecture); DiffAugment / ADA in :mod:`hubtune.gan.augment`; a timm
-backbone as the discriminator with :func:`build_timm_discriminator`.
+Architectures are registered in :data:`hubtune.gan.archs.ARCHITECTURES` (``dcgan``, ``resnet``, ``stylegan2``, and
+the timm-backbone discriminator); ``Generator.from_pretrained`` asks the registry for the class of a saved ``arch``.
+DiffAugment / ADA in :mod:`hubtune.gan.augment`; a timm backbone as the discriminator with
+:func:`build_timm_discriminator`.
+
+The names below are imported when first used (PEP 562), so that ``hubtune gan --help`` and
+:mod:`hubtune.gan.config` do not import the models, torch or the data libraries.
 """
 
-from hubtune.errors import (
-    CheckpointError,
-    DatasetTooSmallError,
-    FeatureExtractorError,
-    GANDataError,
-    GeneratorLoadError,
-    NonFiniteLossError,
-)
-from hubtune.gan.augment import AdaptiveAugmentProbability, DiffAugment
-from hubtune.gan.config import GANTrainingConfig
-from hubtune.gan.data import ImageSet, StepBatchSampler, load_image_set
-from hubtune.gan.loop import (
-    DiscriminatorStepOutput,
-    GANTrainingResult,
-    GeneratorStepOutput,
-    JSONLinesTracker,
-    discriminator_loss,
-    discriminator_step,
-    format_summary,
-    generator_loss,
-    generator_step,
-    load_checkpoint,
-    r1_penalty,
-    save_checkpoint,
-    train_gan,
-)
-from hubtune.gan.metrics import build_feature_extractor, compute_fid_kid, evaluate_generator
-from hubtune.gan.models import (
-    BackboneDiscriminator,
-    DCGANDiscriminator,
-    DCGANGenerator,
-    Discriminator,
-    FeatureHeadDiscriminator,
-    Generator,
-    MinibatchStdDev,
-    ResNetDiscriminator,
-    ResNetGenerator,
-    TimmFeatureDiscriminator,
-    as_discriminator,
-    build_gan,
-    build_timm_discriminator,
-)
-from hubtune.gan.stylegan2 import (
-    PathLengthPenalty,
-    StyleGAN2Discriminator,
-    StyleGAN2Generator,
-    build_stylegan2,
-    group_preserving_permutation,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("CheckpointError", "DatasetTooSmallError", "FeatureExtractorError", "GANDataError",
+                     "GeneratorLoadError", "NonFiniteLossError"), "hubtune.errors"),
+    **dict.fromkeys(("AdaptiveAugmentProbability", "DiffAugment"), "hubtune.gan.augment"),
+    **dict.fromkeys(("ARCHITECTURES", "ArchConfig", "GANArchitecture", "GeneratorRegulariser", "register_architecture",
+                     "unregister_architecture", "get_architecture"), "hubtune.gan.archs"),
+    "GANTrainingConfig": "hubtune.gan.config",
+    **dict.fromkeys(("ImageSet", "StepBatchSampler", "load_image_set"), "hubtune.gan.data"),
+    **dict.fromkeys(("DiscriminatorStepOutput", "GANTrainingResult", "GeneratorStepOutput", "JSONLinesTracker",
+                     "discriminator_loss", "discriminator_step", "format_summary", "generator_loss", "generator_step",
+                     "load_checkpoint", "r1_penalty", "save_checkpoint", "train_gan"), "hubtune.gan.loop"),
+    **dict.fromkeys(("build_feature_extractor", "compute_fid_kid", "evaluate_generator"), "hubtune.gan.metrics"),
+    **dict.fromkeys(("BackboneDiscriminator", "DCGANDiscriminator", "DCGANGenerator", "Discriminator",
+                     "FeatureHeadDiscriminator", "Generator", "MinibatchStdDev", "ResNetDiscriminator",
+                     "ResNetGenerator", "TimmFeatureDiscriminator", "as_discriminator", "build_gan",
+                     "build_timm_discriminator"), "hubtune.gan.models"),
+    **dict.fromkeys(("PathLengthPenalty", "PathLengthRegulariser", "StyleGAN2Discriminator", "StyleGAN2Generator",
+                     "build_stylegan2", "group_preserving_permutation"), "hubtune.gan.stylegan2"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hubtune.gan' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

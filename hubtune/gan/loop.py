@@ -9,10 +9,11 @@ One process or several (``accelerate launch``), CPU or GPU, bf16 / fp16 / fp32. 
   logits w.r.t. the un-augmented reals (lazy every ``r1_every`` steps, weighted ``r1_gamma / 2 * r1_every``);
 * generator step (:func:`generator_step`): non-saturating (or hinge) loss on the updated ``D(augment(fake))`` (plus
   the AdaptiveMix term on the fakes with the ``reference`` preset); D's parameters frozen and out of DDP's
-  gradient sync; stylegan2 with ``pl_weight > 0``: path-length regularisation every ``pl_interval`` steps on a
-  fresh half batch (``pl_weight * pl_interval * penalty``, running mean kept per process and checkpointed);
+  gradient sync; the architecture's generator regularisers (stylegan2 with ``pl_weight > 0``: path length) every
+  ``interval`` steps on a fresh half batch (``weight * interval * penalty``, their state kept per process and
+  checkpointed);
 * lazy regularisation as StyleGAN2: D's Adam runs with ``lr * c``, ``betas ** c``, ``c = r1_every / (r1_every +
-  1)`` when R1 is lazy (G's likewise with ``pl_interval`` when path length is on);
+  1)`` when R1 is lazy (G's likewise with a generator regulariser's interval);
 * EMA copy of G, PNG sample grids, tracker logging, checkpoints, exact resume, a stop on a non-finite loss.
 
 The output folder is laid out like the Hugging Face Trainer's::
@@ -54,19 +55,12 @@ from hubtune.arguments import check_output_dir
 from hubtune.devices import configure_backends
 from hubtune.errors import CheckpointError, ConfigError, NonFiniteLossError, OutputDirError
 from hubtune.gan import checkpoint as ckpt
-from hubtune.gan.config import RESUME_KEYS, TRAINING_CONFIG_NAME, GANTrainingConfig
+from hubtune.gan.archs import GeneratorRegulariser
+from hubtune.gan.config import TRAINING_CONFIG_NAME, GANTrainingConfig
 from hubtune.gan.data import ImageSet, StepBatchSampler, load_image_set
 from hubtune.gan.augment import AdaptiveAugmentProbability, DiffAugment
 from hubtune.gan.metrics import evaluate_generator
-from hubtune.gan.models import (
-    Discriminator,
-    Generator,
-    TimmFeatureDiscriminator,
-    as_discriminator,
-    build_gan,
-    build_timm_discriminator,
-)
-from hubtune.gan.stylegan2 import PathLengthPenalty
+from hubtune.gan.models import Discriminator, Generator, as_discriminator
 from hubtune.locking import output_dir_lock
 from hubtune.manifest import MANIFEST_NAME, manifest_mismatch
 from hubtune.losses.adaptive_mix import AdaptiveMix
@@ -215,7 +209,7 @@ class _Run:
     grids: list[str] = field(default_factory=list)
     augment: DiffAugment | None = None
     augment_p: AdaptiveAugmentProbability | None = None
-    pl: PathLengthPenalty | None = None
+    regularisers: list[GeneratorRegulariser] = field(default_factory=list)  # the architecture's, on G
 
 
 @dataclass
@@ -233,10 +227,11 @@ class DiscriminatorStepOutput:
 
 @dataclass
 class GeneratorStepOutput:
-    """The terms of one generator step (loss before the update; the path-length penalty on the steps it runs)."""
+    """The terms of one generator step (loss before the update; what the generator regularisers that ran on this
+    step log, e.g. ``pl_penalty`` and ``pl_mean``)."""
 
     loss: Tensor
-    pl_penalty: Tensor | None = None
+    regularisers: dict[str, Tensor] = field(default_factory=dict)
 
 
 def _resolve_resume(config: GANTrainingConfig) -> Path | None:
@@ -277,7 +272,7 @@ def _read_resume_state(config: GANTrainingConfig, resume_from: Path | None) -> d
     state = ckpt.read_trainer_state(resume_from)
     saved = GANTrainingConfig.from_dict(state["config"]).to_dict()  # also maps an older hubtune's names
     now = config.to_dict()
-    mismatched = {k: (saved.get(k), now[k]) for k in RESUME_KEYS if saved.get(k) != now[k]}
+    mismatched = {k: (saved.get(k), now.get(k)) for k in config.resume_keys() if saved.get(k) != now.get(k)}
     if mismatched:
         raise CheckpointError(
             f"{resume_from} was written by a run with other settings: "
@@ -305,14 +300,11 @@ def _build_modules(config: GANTrainingConfig, channels: int, generator: Generato
     """The given modules, or ``build_gan``'s (same initial weights on every process: seeded here)."""
     set_seed(config.seed)
     if generator is None or discriminator is None:
-        built_g, built_d = build_gan(config.arch, config.image_size, channels, config.latent_dim,
-                                     config.g_channels, config.d_channels, config.d_norm, config.minibatch_std_group,
-                                     **config.architecture_options())
+        built_g, built_d = config.architecture.build(config.image_size, channels, config.latent_dim)
         generator = generator if generator is not None else built_g
-        if discriminator is None and config.discriminator:
-            discriminator = build_timm_discriminator(
-                config.discriminator, config.discriminator_stages, config.discriminator_frozen,
-                config.discriminator_input_size, config.discriminator_hidden)
+        if discriminator is None and config.discriminator_architecture is not None:
+            discriminator = config.discriminator_architecture.build_discriminator(
+                config.discriminator, config.image_size, channels)
         discriminator = discriminator if discriminator is not None else built_d
     return generator, as_discriminator(discriminator)
 
@@ -373,31 +365,34 @@ def _prepare_run(config: GANTrainingConfig, generator: Generator | None, discrim
 
     generator, discriminator = _build_modules(config, dataset.channels, generator, discriminator)
     ema = copy.deepcopy(generator).eval().requires_grad_(False).to(accelerator.device)  # buffers too (w_avg)
+    regularisers = [r.to(accelerator.device)
+                    for r in config.architecture.generator_regularisers(config.per_device_train_batch_size)]
     opt_g = _adam(generator, config.lr_g, config.betas,
-                  lazy_regularisation_factor(config.pl_interval, config.pl_weight > 0))
+                  math.prod(lazy_regularisation_factor(r.interval, True) for r in regularisers))
     opt_d = _adam(discriminator, config.lr_d, config.betas,
                   lazy_regularisation_factor(config.r1_every, config.r1_gamma > 0))
     # separate prepare calls: two models, two optimizers (DeepSpeed refuses two models in one prepare)
     G, opt_g = accelerator.prepare(generator, opt_g)
     D, opt_d = accelerator.prepare(discriminator, opt_d)
-    ada = AdaptiveMix(**config.adaptive_mix_settings()) if config.adaptivemix else None
+    ada = AdaptiveMix.from_settings(config.adaptive_mix_settings()) if config.adaptivemix else None
     augment = DiffAugment(config.diffaugment) if config.diffaugment else None
     augment_p = None
-    if augment is not None and config.ada_target is not None:
-        augment_p = AdaptiveAugmentProbability(config.ada_target, config.ada_interval, config.ada_kimg, p=0.0)
+    if augment is not None and config.augment_target is not None:
+        augment_p = AdaptiveAugmentProbability(config.augment_target, config.augment_interval, config.augment_kimg,
+                                               p=0.0)
         augment.p = augment_p.p
-    pl = PathLengthPenalty().to(accelerator.device) if config.pl_weight > 0 else None
 
     if resume_state is not None:
         load_checkpoint(resume_from, accelerator, G, D, ema, opt_g, opt_d, resume_state)
         if augment_p is not None:
             if not resume_state.get("augment_p"):
-                raise CheckpointError(f"{resume_from} has no adaptive augmentation state (ada_target)")
+                raise CheckpointError(f"{resume_from} has no adaptive augmentation state (augment_target)")
             augment_p.load_state_dict(resume_state["augment_p"])
             augment.p = augment_p.p
-        if pl is not None:
+        if regularisers:
             process_state = ckpt.read_process_state(resume_from, accelerator.process_index)
-            pl.pl_mean.fill_(float(process_state["pl_mean"]))
+            for regulariser in regularisers:
+                regulariser.load_state_dict(process_state)
     else:
         set_seed(config.seed, device_specific=True)  # a per-process random stream
 
@@ -408,7 +403,8 @@ def _prepare_run(config: GANTrainingConfig, generator: Generator | None, discrim
     latest = resume_from or ckpt.latest_checkpoint(output_dir)
     return _Run(config=config, accelerator=accelerator, G=G, D=D, ema=ema, opt_g=opt_g, opt_d=opt_d, ada=ada,
                 dataset=dataset, sampler=sampler, output_dir=output_dir, start_step=start_step,
-                last_checkpoint=str(latest) if latest else None, augment=augment, augment_p=augment_p, pl=pl)
+                last_checkpoint=str(latest) if latest else None, augment=augment, augment_p=augment_p,
+                regularisers=regularisers)
 
 
 def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> DiscriminatorStepOutput:
@@ -422,7 +418,7 @@ def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> Disc
     # through the augmentation w.r.t. the un-augmented reals
     real_in, fake_in = (run.augment(real), run.augment(fake_detached)) if run.augment is not None else (real, fake_detached)
     with accelerator.autocast():
-        if ada is not None and config.ada_mix_fakes:
+        if ada is not None and config.adaptivemix_mix_fakes:
             out_real, out_fake = ada(D, real_in), ada(D, fake_in)
             real_logits, fake_logits = out_real.logits, out_fake.logits
             ada_loss = out_real.loss + out_fake.loss
@@ -455,7 +451,7 @@ def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> Disc
 
 def generator_step(run: _Run, fake: Tensor, step: int) -> GeneratorStepOutput:
     """One generator update scoring ``fake`` (augmented like D's inputs) with the (frozen, unsynchronised)
-    discriminator, plus the path-length penalty when due; then the EMA update."""
+    discriminator, plus the architecture's generator regularisers when due; then the EMA update."""
     config, accelerator, D, ada = run.config, run.accelerator, run.D, run.ada
     fake_in = run.augment(fake) if run.augment is not None else fake
     frozen = [p for p in D.parameters() if p.requires_grad]
@@ -470,14 +466,13 @@ def generator_step(run: _Run, fake: Tensor, step: int) -> GeneratorStepOutput:
         loss = generator_loss(logits, config.loss) + ada_loss
     for p in frozen:
         p.requires_grad_(True)
-    pl_penalty = None
-    if run.pl is not None and step % config.pl_interval == 0:
-        batch = max(1, config.per_device_train_batch_size // 2)
-        latent_dim = accelerator.unwrap_model(run.G).latent_dim
-        with accelerator.autocast():
-            images, ws = run.G(torch.randn(batch, latent_dim, device=fake.device), return_ws=True)
-        pl_penalty = run.pl(images, ws)
-        loss = loss + config.pl_weight * config.pl_interval * pl_penalty
+    logged: dict[str, Tensor] = {}
+    for regulariser in run.regularisers:  # lazy: every `interval` steps, on a fresh half batch
+        if step % regulariser.interval == 0:
+            penalty = regulariser.penalty(run.G, max(1, config.per_device_train_batch_size // 2), fake.device,
+                                          accelerator)
+            loss = loss + regulariser.weight * regulariser.interval * penalty
+            logged.update(regulariser.logged_values(penalty))
     if not _all_finite(accelerator, loss):
         _stop_on_non_finite(run, "generator", step + 1, loss)
     accelerator.backward(loss)
@@ -485,7 +480,7 @@ def generator_step(run: _Run, fake: Tensor, step: int) -> GeneratorStepOutput:
     run.opt_g.zero_grad(set_to_none=True)
     if not run.opt_g.step_was_skipped:
         _ema_update(run.ema, accelerator.unwrap_model(run.G), _ema_decay(config.ema_decay, step))
-    return GeneratorStepOutput(loss, None if pl_penalty is None else pl_penalty.detach())
+    return GeneratorStepOutput(loss, logged)
 
 
 def _log_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_out: GeneratorStepOutput) -> dict[str, float]:
@@ -502,9 +497,7 @@ def _log_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_out: Gener
         values["shrinkage_loss_fake"] = d_out.shrinkage_loss_fake.float()
     if d_out.r1 is not None:
         values["r1"] = d_out.r1.detach().float()
-    if g_out.pl_penalty is not None:
-        values["pl_penalty"] = g_out.pl_penalty.float()
-        values["pl_mean"] = run.pl.pl_mean.detach().float()
+    values.update(g_out.regularisers)
     if run.augment_p is not None:  # the same on every process
         values["augment_p"] = torch.tensor(run.augment_p.p, device=device)
         if run.augment_p.last_rt is not None:
@@ -536,7 +529,7 @@ def _after_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_out: Gen
         run.last_checkpoint = str(save_checkpoint(
             run.accelerator, config, step, run.G, run.D, run.ema, run.opt_g, run.opt_d,
             augment_state=run.augment_p.state_dict() if run.augment_p is not None else None,
-            process_state={"pl_mean": float(run.pl.pl_mean)} if run.pl is not None else None))
+            process_state={k: v for r in run.regularisers for k, v in r.state_dict().items()} or None))
 
 
 def _train_steps(run: _Run) -> int:
@@ -570,16 +563,16 @@ def _train_steps(run: _Run) -> int:
 def _export_generator(run: _Run, metrics: dict[str, Any] | None) -> str:
     """Save the EMA generator at the output root (config.json, model.safetensors, samples.png, README.md)."""
     config, ema = run.config, run.ema
-    ema.training_info = {
-        "training": config.to_dict(), "metrics": metrics, "data_source": run.dataset.source,
-        "num_images": len(run.dataset), "num_processes": run.accelerator.num_processes, "sample_seed": config.seed,
+    augmentation = config.augmentation_settings()
+    if augmentation is not None and run.augment_p is not None:
+        augmentation["final_p"] = run.augment_p.p
+    ema.training_info = {  # plain values for the card (hubtune.hub.generator_card.GeneratorCardValues)
+        "training": config.to_dict(), "arch_title": config.architecture.title,
+        "adaptivemix": config.adaptive_mix_card_settings(), "augmentation": augmentation,
+        "discriminator": run.accelerator.unwrap_model(run.D).card_details(), "metrics": metrics,
+        "data_source": run.dataset.source, "num_images": len(run.dataset),
+        "num_processes": run.accelerator.num_processes, "sample_seed": config.seed,
     }
-    if run.augment_p is not None:
-        ema.training_info["augment_p"] = run.augment_p.p
-    D = run.accelerator.unwrap_model(run.D)
-    if isinstance(D, TimmFeatureDiscriminator):
-        ema.training_info["discriminator"] = {"name": D.name, "stages": D.stages, "frozen": D.frozen,
-                                              "hidden": D.num_features, "input_size": D.input_size}
     ema.save_pretrained(run.output_dir)
     return str(run.output_dir)
 
@@ -614,7 +607,7 @@ def train_gan(
     Args:
         config: the run's knobs; keyword ``overrides`` replace fields of it (or of the defaults).
         generator / discriminator: bring your own modules (the discriminator: see :func:`as_discriminator`);
-            default: ``build_gan(config.arch, ...)``.
+            default: the architecture's (``config.architecture.build(...)``).
         dataset: bring your own :class:`ImageSet`; default: ``load_image_set(config.dataset, ...)``.
         accelerator: an existing Accelerator (else one is created with ``config.bf16`` / ``config.fp16``).
 

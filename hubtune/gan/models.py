@@ -44,8 +44,8 @@ from torchvision.utils import save_image
 
 from hubtune.backbones import create_backbone, public_name
 from hubtune.errors import ConfigError, GeneratorLoadError, HubPushError
-from hubtune.gan.config import GANTrainingConfig
-from hubtune.hub.generator_card import SAMPLE_COUNT, SAMPLE_IMAGE, render_generator_card
+from hubtune.gan.archs import architectures, get_architecture
+from hubtune.hub.generator_card import SAMPLE_COUNT, SAMPLE_IMAGE, GeneratorCardValues, render_generator_card
 from hubtune.hub.push import check_online, resolve_token, validate_repo_id, wrap_hub_error
 from hubtune.layouts.files import check_finite
 from hubtune.offline import not_in_cache
@@ -68,8 +68,6 @@ __all__ = [
     "DCGANDiscriminator",
     "ResNetGenerator",
     "ResNetDiscriminator",
-    "GENERATOR_CLASSES",
-    "GAN_BUILDERS",
     "TimmFeatureDiscriminator",
     "build_timm_discriminator",
     "build_gan",
@@ -108,6 +106,10 @@ DiscriminatorOutput = Literal["logits", "both", "features", "head"]
 
 class Discriminator(nn.Module):
     """Base class: subclasses define ``features(x)`` and ``head(f)``; forward dispatches on ``output``."""
+
+    def card_details(self) -> dict[str, Any] | None:
+        """What the generator's card says of this discriminator (None: the architecture's own)."""
+        return None
 
     def features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -282,6 +284,10 @@ class TimmFeatureDiscriminator(Discriminator):
     def head(self, features: Tensor) -> Tensor:
         return self.linear(features)
 
+    def card_details(self) -> dict[str, Any]:
+        return {"name": self.name, "stages": self.stages, "frozen": self.frozen, "hidden": self.num_features,
+                "input_size": self.input_size}
+
 
 def build_timm_discriminator(spec: str, stages: list[int] | tuple[int, ...] = (), frozen: bool = False,
                              input_size: int | None = None, hidden: int = 256) -> TimmFeatureDiscriminator:
@@ -341,8 +347,6 @@ class MinibatchStdDev(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # generator base (Hub mixin)
 # --------------------------------------------------------------------------------------------------
-
-GENERATOR_CLASSES: dict[str, type["Generator"]] = {}
 
 
 def _read_generator_config(config_path: str | os.PathLike, source: str) -> dict[str, Any]:
@@ -405,20 +409,17 @@ class Generator(
     loading ``model.safetensors`` (missing or unexpected weights are an error).
     """
 
-    arch: ClassVar[str] = ""
+    arch: ClassVar[str] = ""  # the registered architecture's name (hubtune.gan.archs), written into config.json
     latent_dim: int
     image_size: int
     channels: int
 
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.arch:
-            GENERATOR_CLASSES[cls.arch] = cls
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # What the training run attaches before saving (plain values, read by the model card): "training" (the
-        # training config dict), "metrics", "data_source", "num_images", "num_processes", "sample_seed".
+        # What the training run hands over before saving, as plain values for the model card: the fields of
+        # hubtune.hub.generator_card.GeneratorCardValues that say how it was trained ("training": the run's
+        # settings by name, "adaptivemix", "augmentation", "discriminator", "arch_title", "metrics", "data_source",
+        # "num_images", "num_processes", "sample_seed").
         self.training_info: dict[str, Any] = {}
 
     def config_dict(self) -> dict[str, Any]:
@@ -455,26 +456,15 @@ class Generator(
 
         Keyword arguments override the card's values (``repo_id`` names the repository in the loading snippet).
         """
-        info = self.training_info
-        training = info.get("training")
-        config = GANTrainingConfig.from_dict(training) if training else None
-        adaptivemix = config.adaptive_mix_card_settings() if config else None
-        augmentation = config.augmentation_settings() if config else None
-        if augmentation is not None and "augment_p" in info:
-            augmentation = {**augmentation, "final_p": info["augment_p"]}
         card_info = type(self)._hub_mixin_info.model_card_data
-        values: dict[str, Any] = dict(
+        known = GeneratorCardValues.field_names()
+        values = GeneratorCardValues(
             arch=self.arch, image_size=self.image_size, channels=self.channels, latent_dim=self.latent_dim,
-            training=training, adaptivemix=adaptivemix, metrics=info.get("metrics"),
-            data_source=info.get("data_source", "unknown data"), num_images=info.get("num_images"),
-            num_processes=info.get("num_processes", 1), sample_seed=int(info.get("sample_seed", 0)),
             library_name=card_info.library_name, license=card_info.license, pipeline_tag=card_info.pipeline_tag,
-            tags=list(card_info.tags or []), paper_url=PAPER_URL, augmentation=augmentation,
-            discriminator=info.get("discriminator"),
+            tags=list(card_info.tags or []), paper_url=PAPER_URL,
+            **{k: v for k, v in self.training_info.items() if k in known},
         )
-        values.update(self.card_values())
-        values.update(kwargs)
-        return render_generator_card(**values)
+        return render_generator_card(values, **{**self.card_values(), **kwargs})
 
     def push_to_hub(
         self,
@@ -574,15 +564,15 @@ class Generator(
         config_path = fetch(CONFIG_NAME)
         config = _read_generator_config(config_path, source)
         arch = config.get("arch")
-        if arch not in GENERATOR_CLASSES:
+        if not isinstance(arch, str) or arch not in architectures("gan"):
             hint = (" (it looks like a training configuration: load the run's output folder root, or the "
                     "folder that holds the generator's config.json)" if "max_steps" in config or "steps" in config
                     else "")
             raise GeneratorLoadError(
                 f"{config_path} names arch={arch!r}, not a hubtune generator architecture "
-                f"(known: {sorted(GENERATOR_CLASSES)}){hint}"
+                f"(known: {sorted(architectures('gan'))}){hint}"
             )
-        target = GENERATOR_CLASSES[arch]
+        target = get_architecture(arch).generator_class()
         if not issubclass(target, cls):
             raise GeneratorLoadError(f"{source} holds a {target.__name__}, not a {cls.__name__}")
         init_params = set(target._hub_mixin_init_parameters) - {"self"}
@@ -827,42 +817,11 @@ class ResNetDiscriminator(Discriminator):
 # builder
 # --------------------------------------------------------------------------------------------------
 
-ARCHS = ("dcgan", "resnet", "stylegan2")
-
-# more architectures register a builder here (hubtune.gan.stylegan2 adds "stylegan2"): called as
-# builder(image_size, channels, latent_dim, g_channels, d_channels, d_norm, minibatch_std_group, **options)
-GAN_BUILDERS: dict[str, Any] = {}
-
-
-def build_gan(
-    arch: str = "dcgan",
-    image_size: int = 32,
-    channels: int = 3,
-    latent_dim: int | None = None,
-    g_channels: int | None = None,
-    d_channels: int | None = None,
-    d_norm: str = "spectral",
-    minibatch_std_group: int | None = 0,
-    **options: Any,
-) -> tuple[Generator, Discriminator]:
-    """Build a matching (generator, discriminator) pair by architecture name (``"dcgan"``, ``"resnet"`` or
-    ``"stylegan2"``; ``options`` are the stylegan2 builder's: preset, w_dim, mapping_layers, channel_base, ...)."""
-    minibatch_std_group = minibatch_std_group or 0
-    if arch in GAN_BUILDERS:
-        return GAN_BUILDERS[arch](image_size, channels, latent_dim, g_channels, d_channels, d_norm,
-                                  minibatch_std_group, **options)
-    if options:
-        raise ConfigError(f"arch={arch!r} takes no options {sorted(options)}")
-    if arch == "dcgan":
-        g = DCGANGenerator(latent_dim or 64, image_size, channels, g_channels or 32)
-        if minibatch_std_group:
-            raise ConfigError("minibatch_std_group is only available with arch='resnet'")
-        d = DCGANDiscriminator(image_size, channels, d_channels or 32, norm=d_norm)
-    elif arch == "resnet":
-        if d_norm != "spectral":
-            raise ConfigError("the ResNet discriminator always uses spectral norm; d_norm applies to arch='dcgan'")
-        g = ResNetGenerator(latent_dim or 128, image_size, channels, g_channels or 64)
-        d = ResNetDiscriminator(image_size, channels, d_channels or 64, minibatch_std_group)
-    else:
-        raise ConfigError(f"arch must be one of {ARCHS}, got {arch!r}")
-    return g, d
+def build_gan(arch: str = "dcgan", image_size: int = 32, channels: int = 3, latent_dim: int | None = None,
+              **options: Any) -> tuple[Generator, Discriminator]:
+    """A matching (generator, discriminator) pair of the registered architecture ``arch``
+    (:data:`hubtune.gan.archs.ARCHITECTURES`); ``options`` are its options by name (e.g. ``g_channels``,
+    ``d_norm`` for dcgan; ``arch_preset``, ``w_dim``, ``channel_base`` ... for stylegan2), ``None`` ones left out."""
+    architecture = get_architecture(arch)({k: v for k, v in options.items() if v is not None})
+    architecture.resolve(batch_size=None)
+    return architecture.build(image_size, channels, architecture.latent_dim() if latent_dim is None else latent_dim)

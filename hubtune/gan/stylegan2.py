@@ -57,11 +57,13 @@ from torch import Tensor, nn
 from torchvision.utils import save_image
 
 from hubtune.errors import ConfigError
-from hubtune.gan.models import GAN_BUILDERS, Discriminator, Generator, MinibatchStdDev, check_count, check_seed
+from hubtune.gan.archs.base import GeneratorRegulariser
+from hubtune.gan.models import Discriminator, Generator, MinibatchStdDev, check_count, check_seed
 from hubtune.gan.presets import STYLEGAN2_PRESETS, STYLEGAN2_TRAINING
 from hubtune.hub.generator_card import TRUNCATION_IMAGE
 
 __all__ = [
+    "PathLengthRegulariser",
     "STYLEGAN2_PRESETS",
     "STYLEGAN2_TRAINING",
     "EqualLinear",
@@ -655,6 +657,35 @@ class PathLengthPenalty(nn.Module):
         return penalty
 
 
+class PathLengthRegulariser(GeneratorRegulariser):
+    """StyleGAN2's path-length regularisation as the loop's lazy generator regulariser: every ``interval`` generator
+    steps, on a fresh batch of latents, ``weight * interval * penalty``; the running mean ``pl_mean`` is this
+    process's state (checkpointed as ``process_state_<rank>.json``)."""
+
+    def __init__(self, weight: float, interval: int, decay: float = 0.01) -> None:
+        self.weight, self.interval = float(weight), int(interval)
+        self.module = PathLengthPenalty(decay)
+
+    def to(self, device) -> "PathLengthRegulariser":
+        self.module.to(device)
+        return self
+
+    def penalty(self, G, batch_size, device, accelerator) -> Tensor:
+        latent_dim = accelerator.unwrap_model(G).latent_dim
+        with accelerator.autocast():
+            images, ws = G(torch.randn(batch_size, latent_dim, device=device), return_ws=True)
+        return self.module(images, ws)
+
+    def logged_values(self, penalty: Tensor) -> dict[str, Tensor]:
+        return {"pl_penalty": penalty.detach().float(), "pl_mean": self.module.pl_mean.detach().float().clone()}
+
+    def state_dict(self) -> dict[str, float]:
+        return {"pl_mean": float(self.module.pl_mean)}
+
+    def load_state_dict(self, state) -> None:
+        self.module.pl_mean.fill_(float(state["pl_mean"]))
+
+
 # --------------------------------------------------------------------------------------------------
 # builder
 # --------------------------------------------------------------------------------------------------
@@ -681,23 +712,7 @@ def build_stylegan2(
     return g, d
 
 
-def _build_from_options(image_size: int, channels: int, latent_dim: int | None, g_channels: int | None,
-                        d_channels: int | None, d_norm: str, minibatch_std_group: int, preset: str = "small",
-                        w_dim: int | None = None, mapping_layers: int | None = None, channel_base: int | None = None,
-                        channel_max: int | None = None, style_mixing_prob: float | None = None):
-    """``hubtune.gan.build_gan("stylegan2", ...)``: the common arguments plus stylegan2's options."""
-    if g_channels is not None or d_channels is not None:
-        raise ConfigError("stylegan2's widths are channel_base / channel_max, not g_channels / d_channels")
-    if d_norm != "spectral":
-        raise ConfigError("d_norm applies to arch='dcgan'; stylegan2's discriminator uses equalised learning rate")
-    _check_preset(preset)
-    prob = STYLEGAN2_TRAINING[preset]["style_mixing_prob"] if style_mixing_prob is None else style_mixing_prob
-    return build_stylegan2(image_size, channels, preset, latent_dim=latent_dim, w_dim=w_dim,
-                           mapping_layers=mapping_layers, channel_base=channel_base, channel_max=channel_max,
-                           mbstd_group=minibatch_std_group or None, style_mixing_prob=prob)
 
-
-GAN_BUILDERS["stylegan2"] = _build_from_options
 
 
 def group_preserving_permutation(batch_size: int, group_size: int, device=None,

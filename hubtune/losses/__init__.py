@@ -1,23 +1,33 @@
 """Pure-torch loss modules: Core-tuning (and AdaptiveMix)."""
 
-from hubtune.losses.core_tuning import (
-    CoreTuningDraws,
-    CoreTuningLoss,
-    CoreTuningLossOutput,
-    build_hard_pair_rows,
-    focal_supcon_loss,
-    mine_hard_pairs,
-    sample_core_tuning_draws,
-    soft_label_cross_entropy,
-)
-from hubtune.losses.adaptive_mix import (
-    AdaptiveMix,
-    AdaptiveMixClassifierLoss,
-    AdaptiveMixLossOutput,
-    AdaptiveMixOutput,
-    MixDraws,
-    features_are_batch_coupled,
-    mix_pairs,
-    sample_mix_coefficients,
-    shrinkage_loss,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# imported when first used (PEP 562): hubtune.losses.adaptive_mix_settings is torch-free, and importing it (for a
+# config) must not import torch through this package
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("CoreTuningDraws", "CoreTuningLoss", "CoreTuningLossOutput", "build_hard_pair_rows",
+                     "focal_supcon_loss", "mine_hard_pairs", "sample_core_tuning_draws", "soft_label_cross_entropy"),
+                    "hubtune.losses.core_tuning"),
+    **dict.fromkeys(("AdaptiveMix", "AdaptiveMixClassifierLoss", "AdaptiveMixLossOutput", "AdaptiveMixOutput",
+                     "MixDraws", "features_are_batch_coupled", "mix_pairs", "sample_mix_coefficients",
+                     "shrinkage_loss"), "hubtune.losses.adaptive_mix"),
+    "AdaptiveMixSettings": "hubtune.losses.adaptive_mix_settings",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hubtune.losses' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
