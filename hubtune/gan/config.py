@@ -490,10 +490,11 @@ def gan_arguments_class() -> type:
         if f.name in _OPTIONS:
             continue
         metadata = dict(f.metadata)
-        if f.name == "arch":
-            metadata["help"] = f"generator / discriminator architecture: {', '.join(architectures('gan'))}"
+        kind = hints[f.name]
+        if f.name == "arch":  # the registered architectures, as argparse choices
+            kind = Literal[architectures("gan")]
         default = {"default_factory": f.default_factory} if f.default is dataclasses.MISSING else {"default": f.default}
-        specs.append((f.name, hints[f.name], field(metadata=metadata, **default)))
+        specs.append((f.name, kind, field(metadata=metadata, **default)))
     own = {f.name for f in fields(GANTrainingConfig)}
     options = {name: spec for name, spec in _option_fields().items() if name not in own}
     for name, (kind, first, owners) in options.items():

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from hubtune.errors import ConfigError
-from hubtune.gan.models import GENERATOR_CLASSES, Generator
+from hubtune.gan.archs import get_architecture
+from hubtune.gan.models import Generator
 from hubtune.gan.stylegan2 import (
     STYLEGAN2_PRESETS,
     EqualConv2d,
@@ -226,7 +227,7 @@ def test_save_pretrained_and_from_pretrained_give_identical_images(tmp_path):
     g.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["arch"] == "stylegan2" and config["channel_base"] == 256 and config["preset"] == "small"
-    assert GENERATOR_CLASSES["stylegan2"] is StyleGAN2Generator
+    assert get_architecture("stylegan2").generator_class() is StyleGAN2Generator
     loaded = Generator.from_pretrained(tmp_path)
     assert isinstance(loaded, StyleGAN2Generator)
     assert torch.equal(loaded.w_avg, g.w_avg)
