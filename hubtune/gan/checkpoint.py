@@ -12,6 +12,10 @@ another size, is incomplete, and loading it raises :class:`CheckpointError`. ``S
 (:mod:`hubtune.manifest`): a file changed after it was written, even without changing its size, refuses the
 checkpoint (a folder of an older hubtune without it still loads). Folders are written under a temporary name and
 renamed once complete, so an interrupted save never replaces a good one.
+
+Why not ``accelerator.save_state`` / ``load_state``: it pickles optimizer, RNG and scaler states (``torch.save``),
+while these checkpoints hold no pickle, are written atomically with a SHA256SUMS manifest, and resume exactly
+(tests/gan/test_checkpoint_format.py, tests/gan/test_gan_loop.py::test_resume_continues_exactly).
 """
 
 from __future__ import annotations

@@ -100,6 +100,8 @@ def load_image_folder(folder: str | os.PathLike, image_size: int, channels: int 
     Unreadable files are skipped and counted (logged); with ``strict=True`` the first one raises
     :class:`GANDataError`.
     """
+    # not datasets' imagefolder: this skips and counts unreadable files (or stops at the first with strict), where
+    # imagefolder fails at decode time mid-run; tests/gan/test_gan_data_metrics.py::test_image_folder_mixed_sizes...
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
