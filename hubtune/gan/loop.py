@@ -69,7 +69,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["GANTrainingConfig", "GANTrainingResult", "train_gan", "JSONLinesTracker", "discriminator_loss",
            "generator_loss", "r1_penalty", "discriminator_step", "generator_step", "DiscriminatorStepOutput",
-           "GeneratorStepOutput", "lazy_regularisation_factor", "save_checkpoint", "load_checkpoint", "format_summary"]
+           "GeneratorStepOutput", "StepSettings", "Schedule", "lazy_regularisation_factor", "save_checkpoint",
+           "load_checkpoint", "format_summary"]
 
 
 @dataclass
@@ -188,11 +189,41 @@ def _all_finite(accelerator: Accelerator, *values: Tensor) -> bool:
 # ----------------------------------------------------------------------------------------------- one run
 
 
+@dataclass(frozen=True)
+class StepSettings:
+    """What one training step reads of the run's config (the loss, R1, AdaptiveMix's batches, the EMA)."""
+
+    loss: str
+    r1_gamma: float
+    r1_every: int
+    mix_fakes: bool
+    batch_size: int
+    ema_decay: float
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the loop logs, writes sample grids and checkpoints (and where: ``output_dir``)."""
+
+    output_dir: Path
+    max_steps: int
+    log_every: int
+    sample_every: int
+    num_sample_images: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    seed: int
+
+
 @dataclass
 class _Run:
-    """Everything one training run holds (built by :func:`_prepare_run`)."""
+    """Everything one training run holds (built by :func:`_prepare_run`, the one place that reads the run's config:
+    the steps get :class:`StepSettings`, the loop a :class:`Schedule`, checkpoints and the card plain values)."""
 
-    config: GANTrainingConfig
+    steps: StepSettings
+    schedule: Schedule
+    settings: dict[str, Any]  # the run's config as JSON values (checkpoints' trainer_state.json)
+    card: dict[str, Any]  # how the generator was trained, for its card (GeneratorCardValues fields)
     accelerator: Accelerator
     G: nn.Module
     D: nn.Module
@@ -202,7 +233,6 @@ class _Run:
     ada: AdaptiveMix | None
     dataset: ImageSet
     sampler: StepBatchSampler
-    output_dir: Path
     start_step: int
     last_checkpoint: str | None
     losses: list[dict[str, float]] = field(default_factory=list)
@@ -382,8 +412,21 @@ def _prepare_run(config: GANTrainingConfig, generator: Generator | None, discrim
                                                p=0.0)
         augment.p = augment_p.p
 
+    settings = config.to_dict()
+    schedule = Schedule(output_dir, config.max_steps, config.log_every, config.sample_every, config.num_sample_images,
+                        config.checkpoint_every, config.keep_checkpoints, config.seed)
+    steps = StepSettings(config.loss, config.r1_gamma, config.r1_every, config.adaptivemix_mix_fakes,
+                         config.per_device_train_batch_size, config.ema_decay)
+    card = {"training": settings, "arch_title": config.architecture.title,
+            "adaptivemix": config.adaptive_mix_card_settings(), "augmentation": config.augmentation_settings(),
+            "sample_seed": config.seed}
+    latest = resume_from or ckpt.latest_checkpoint(output_dir)
+    run = _Run(steps=steps, schedule=schedule, settings=settings, card=card, accelerator=accelerator, G=G, D=D,
+               ema=ema, opt_g=opt_g, opt_d=opt_d, ada=ada, dataset=dataset, sampler=sampler, start_step=start_step,
+               last_checkpoint=str(latest) if latest else None, augment=augment, augment_p=augment_p,
+               regularisers=regularisers)
     if resume_state is not None:
-        load_checkpoint(resume_from, accelerator, G, D, ema, opt_g, opt_d, resume_state)
+        load_checkpoint(run, resume_from, resume_state)
         if augment_p is not None:
             if not resume_state.get("augment_p"):
                 raise CheckpointError(f"{resume_from} has no adaptive augmentation state (augment_target)")
@@ -397,19 +440,15 @@ def _prepare_run(config: GANTrainingConfig, generator: Generator | None, discrim
         set_seed(config.seed, device_specific=True)  # a per-process random stream
 
     accelerator.init_trackers("hubtune-gan", config={k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                                                     for k, v in config.to_dict().items()})
+                                                     for k, v in settings.items()})
     if accelerator.is_main_process:
-        (output_dir / TRAINING_CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2))
-    latest = resume_from or ckpt.latest_checkpoint(output_dir)
-    return _Run(config=config, accelerator=accelerator, G=G, D=D, ema=ema, opt_g=opt_g, opt_d=opt_d, ada=ada,
-                dataset=dataset, sampler=sampler, output_dir=output_dir, start_step=start_step,
-                last_checkpoint=str(latest) if latest else None, augment=augment, augment_p=augment_p,
-                regularisers=regularisers)
+        (output_dir / TRAINING_CONFIG_NAME).write_text(json.dumps(settings, indent=2))
+    return run
 
 
 def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> DiscriminatorStepOutput:
     """One discriminator update on a real batch and (detached) fakes; stops the run on a non-finite loss."""
-    config, accelerator, D, ada = run.config, run.accelerator, run.D, run.ada
+    config, accelerator, D, ada = run.steps, run.accelerator, run.D, run.ada
     r1_due = config.r1_gamma > 0 and step % config.r1_every == 0
     fake_detached = fake.detach().float()
     real.requires_grad_(r1_due)
@@ -418,7 +457,7 @@ def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> Disc
     # through the augmentation w.r.t. the un-augmented reals
     real_in, fake_in = (run.augment(real), run.augment(fake_detached)) if run.augment is not None else (real, fake_detached)
     with accelerator.autocast():
-        if ada is not None and config.adaptivemix_mix_fakes:
+        if ada is not None and config.mix_fakes:
             out_real, out_fake = ada(D, real_in), ada(D, fake_in)
             real_logits, fake_logits = out_real.logits, out_fake.logits
             ada_loss = out_real.loss + out_fake.loss
@@ -444,7 +483,7 @@ def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> Disc
     run.opt_d.zero_grad(set_to_none=True)
     if run.augment_p is not None:  # ADA: r_t from the (augmented) reals' logits, summed over processes
         run.augment_p.observe(real_logits)
-        global_batch = config.per_device_train_batch_size * accelerator.num_processes
+        global_batch = config.batch_size * accelerator.num_processes
         run.augment.p = run.augment_p.step(global_batch, reduce=lambda t: accelerator.reduce(t, reduction="sum"))
     return DiscriminatorStepOutput(loss, adversarial, r1, real_logits, fake_logits, shrinkage_real, shrinkage_fake)
 
@@ -452,7 +491,7 @@ def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> Disc
 def generator_step(run: _Run, fake: Tensor, step: int) -> GeneratorStepOutput:
     """One generator update scoring ``fake`` (augmented like D's inputs) with the (frozen, unsynchronised)
     discriminator, plus the architecture's generator regularisers when due; then the EMA update."""
-    config, accelerator, D, ada = run.config, run.accelerator, run.D, run.ada
+    config, accelerator, D, ada = run.steps, run.accelerator, run.D, run.ada
     fake_in = run.augment(fake) if run.augment is not None else fake
     frozen = [p for p in D.parameters() if p.requires_grad]
     for p in frozen:
@@ -469,7 +508,7 @@ def generator_step(run: _Run, fake: Tensor, step: int) -> GeneratorStepOutput:
     logged: dict[str, Tensor] = {}
     for regulariser in run.regularisers:  # lazy: every `interval` steps, on a fresh half batch
         if step % regulariser.interval == 0:
-            penalty = regulariser.penalty(run.G, max(1, config.per_device_train_batch_size // 2), fake.device,
+            penalty = regulariser.penalty(run.G, max(1, config.batch_size // 2), fake.device,
                                           accelerator)
             loss = loss + regulariser.weight * regulariser.interval * penalty
             logged.update(regulariser.logged_values(penalty))
@@ -513,7 +552,7 @@ def _log_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_out: Gener
 
 def _after_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_out: GeneratorStepOutput, progress) -> None:
     """Logging, sample grids and checkpoints due after ``step``."""
-    config = run.config
+    config = run.schedule
     last = step == config.max_steps
     if step % config.log_every == 0 or last:
         record = _log_step(run, step, d_out, g_out)
@@ -522,23 +561,20 @@ def _after_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_out: Gen
     if progress is not None:
         progress.update(1)
     if run.accelerator.is_main_process and (step % config.sample_every == 0 or last):
-        path = run.output_dir / "samples" / f"step-{step:07d}.png"
+        path = config.output_dir / "samples" / f"step-{step:07d}.png"
         _save_grid(run.ema, path, config.num_sample_images, seed=config.seed)
         run.grids.append(str(path))
     if step % config.checkpoint_every == 0 or last:
-        run.last_checkpoint = str(save_checkpoint(
-            run.accelerator, config, step, run.G, run.D, run.ema, run.opt_g, run.opt_d,
-            augment_state=run.augment_p.state_dict() if run.augment_p is not None else None,
-            process_state={k: v for r in run.regularisers for k, v in r.state_dict().items()} or None))
+        run.last_checkpoint = str(save_checkpoint(run, step))
 
 
-def _train_steps(run: _Run) -> int:
+def _train_steps(run: _Run, progress_bar: bool) -> int:
     """The step loop; returns the last step."""
-    config, accelerator = run.config, run.accelerator
+    config, accelerator = run.schedule, run.accelerator
     latent_dim = accelerator.unwrap_model(run.G).latent_dim
     device = accelerator.device
     progress = None
-    if config.progress_bar and accelerator.is_main_process:
+    if progress_bar and accelerator.is_main_process:
         progress = tqdm(total=config.max_steps, initial=run.start_step, desc="hubtune gan", dynamic_ncols=True)
     run.G.train()
     run.D.train()
@@ -549,7 +585,7 @@ def _train_steps(run: _Run) -> int:
             # one generator pass per step (as in the PyTorch DCGAN example): the discriminator step sees the fakes
             # detached, the generator step then scores the same fakes with the updated discriminator
             with accelerator.autocast():
-                fake = run.G(torch.randn(config.per_device_train_batch_size, latent_dim, device=device))
+                fake = run.G(torch.randn(run.steps.batch_size, latent_dim, device=device))
             d_out = discriminator_step(run, real, fake, step)
             g_out = generator_step(run, fake, step)
             step += 1
@@ -562,33 +598,31 @@ def _train_steps(run: _Run) -> int:
 
 def _export_generator(run: _Run, metrics: dict[str, Any] | None) -> str:
     """Save the EMA generator at the output root (config.json, model.safetensors, samples.png, README.md)."""
-    config, ema = run.config, run.ema
-    augmentation = config.augmentation_settings()
-    if augmentation is not None and run.augment_p is not None:
-        augmentation["final_p"] = run.augment_p.p
-    ema.training_info = {  # plain values for the card (hubtune.hub.generator_card.GeneratorCardValues)
-        "training": config.to_dict(), "arch_title": config.architecture.title,
-        "adaptivemix": config.adaptive_mix_card_settings(), "augmentation": augmentation,
-        "discriminator": run.accelerator.unwrap_model(run.D).card_details(), "metrics": metrics,
+    card = dict(run.card)
+    if card["augmentation"] is not None and run.augment_p is not None:
+        card["augmentation"] = {**card["augmentation"], "final_p": run.augment_p.p}
+    run.ema.training_info = {  # plain values for the card (hubtune.hub.generator_card.GeneratorCardValues)
+        **card, "discriminator": run.accelerator.unwrap_model(run.D).card_details(), "metrics": metrics,
         "data_source": run.dataset.source, "num_images": len(run.dataset),
-        "num_processes": run.accelerator.num_processes, "sample_seed": config.seed,
+        "num_processes": run.accelerator.num_processes,
     }
-    ema.save_pretrained(run.output_dir)
-    return str(run.output_dir)
+    run.ema.save_pretrained(run.schedule.output_dir)
+    return str(run.schedule.output_dir)
 
 
-def _finish(run: _Run, step: int) -> tuple[dict[str, Any] | None, str | None]:
+def _finish(run: _Run, step: int, eval_num_samples: int, feature_extractor: str, eval_batch_size: int,
+            export: bool) -> tuple[dict[str, Any] | None, str | None]:
     """Metrics and the exported generator (main process)."""
-    config, accelerator = run.config, run.accelerator
+    accelerator = run.accelerator
     metrics, generator_dir = None, None
     if accelerator.is_main_process:
-        if config.eval_num_samples:
-            metrics = evaluate_generator(run.ema, run.dataset, num_samples=config.eval_num_samples,
-                                         feature_extractor=config.eval_feature_extractor,
-                                         batch_size=config.eval_batch_size, seed=config.seed)
-            (run.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if eval_num_samples:
+            metrics = evaluate_generator(run.ema, run.dataset, num_samples=eval_num_samples,
+                                         feature_extractor=feature_extractor, batch_size=eval_batch_size,
+                                         seed=run.schedule.seed)
+            (run.schedule.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
             accelerator.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
-        if config.export_generator:
+        if export:
             generator_dir = _export_generator(run, metrics)
     return metrics, generator_dir
 
@@ -633,14 +667,15 @@ def _train_gan(config: GANTrainingConfig, generator: Generator | None, discrimin
     start_time = time.perf_counter()
     run = _prepare_run(config, generator, discriminator, dataset, accelerator)
     try:
-        step = _train_steps(run)
+        step = _train_steps(run, config.progress_bar)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM from the command line (hubtune.errors.Terminated)
         where = (f"the last complete checkpoint is {run.last_checkpoint}; resume with --resume_from_checkpoint "
                  f"{run.last_checkpoint}" if run.last_checkpoint else "no checkpoint had been written yet")
         raise type(e)(where) from None
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
-    metrics, generator_dir = _finish(run, step)
+    metrics, generator_dir = _finish(run, step, config.eval_num_samples, config.eval_feature_extractor,
+                                     config.eval_batch_size, config.export_generator)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     hub_url = None
@@ -650,7 +685,7 @@ def _train_gan(config: GANTrainingConfig, generator: Generator | None, discrimin
         hub_url = str(run.ema.push_to_hub(config.hub_model_id, token=config.hub_token,
                                           private=config.hub_private_repo or None))
     return GANTrainingResult(
-        output_dir=str(run.output_dir), steps=step, losses=run.losses, metrics=metrics, generator_dir=generator_dir,
+        output_dir=str(run.schedule.output_dir), steps=step, losses=run.losses, metrics=metrics, generator_dir=generator_dir,
         last_checkpoint=run.last_checkpoint, sample_grids=run.grids, wall_time_s=time.perf_counter() - start_time,
         hub_url=hub_url, is_main_process=accelerator.is_main_process,
     )
@@ -674,7 +709,7 @@ def _stop_on_non_finite(run: _Run, which: str, step: int, value: Tensor) -> None
     kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
     raise NonFiniteLossError(
         f"step {step}: the {which} loss is {float(value.detach().float()):.4g}; training stopped before the update, "
-        f"and nothing already in {run.output_dir} was overwritten ({kept}). Lower the learning rates, add R1 "
+        f"and nothing already in {run.schedule.output_dir} was overwritten ({kept}). Lower the learning rates, add R1 "
         "(--r1_gamma), or use bf16 rather than fp16; resume with --resume_from_checkpoint from that checkpoint."
     )
 
@@ -682,52 +717,52 @@ def _stop_on_non_finite(run: _Run, which: str, step: int, value: Tensor) -> None
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(accelerator, config: GANTrainingConfig, step: int, G, D, ema, opt_g, opt_d, *,
-                    augment_state: dict[str, Any] | None = None, process_state: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(run: _Run, step: int) -> Path:
     """Write ``checkpoint-<step>/`` atomically (a hidden partial folder renamed at the end); prune old ones.
 
-    ``augment_state``: the adaptive augmentation probability's state (the same on every process), kept in
-    trainer_state.json. ``process_state``: JSON values of this process (the path-length running mean), written
-    as ``process_state_<rank>.json``.
+    The adaptive augmentation probability's state (the same on every process) goes into trainer_state.json, the
+    generator regularisers' per-process states (e.g. the path-length running mean) into ``process_state_<rank>.json``.
     """
-    final = ckpt.checkpoint_dir(config.output_dir, step)
+    accelerator, output_dir = run.accelerator, run.schedule.output_dir
+    final = ckpt.checkpoint_dir(output_dir, step)
     partial = final.with_name(f".{final.name}.partial")
     if accelerator.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
     ckpt.save_rng_state(partial / f"rng_state_{accelerator.process_index}")
-    if process_state is not None:
+    process_state = {k: v for r in run.regularisers for k, v in r.state_dict().items()}
+    if process_state:
         ckpt.write_process_state(partial, accelerator.process_index, process_state)
     if accelerator.is_main_process:
-        ckpt.save_module(accelerator.unwrap_model(G), partial / "generator.safetensors")
-        ckpt.save_module(accelerator.unwrap_model(D), partial / "discriminator.safetensors")
-        ckpt.save_module(ema, partial / "ema.safetensors")
-        ckpt.save_optimizer(opt_g, partial / "optimizer_g")
-        ckpt.save_optimizer(opt_d, partial / "optimizer_d")
+        ckpt.save_module(accelerator.unwrap_model(run.G), partial / "generator.safetensors")
+        ckpt.save_module(accelerator.unwrap_model(run.D), partial / "discriminator.safetensors")
+        ckpt.save_module(run.ema, partial / "ema.safetensors")
+        ckpt.save_optimizer(run.opt_g, partial / "optimizer_g")
+        ckpt.save_optimizer(run.opt_d, partial / "optimizer_d")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         scaler = accelerator.scaler
         ckpt.write_trainer_state(partial, {
-            "step": step, "num_processes": accelerator.num_processes, "config": config.to_dict(),
+            "step": step, "num_processes": accelerator.num_processes, "config": run.settings,
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "augment_p": augment_state,
+            "augment_p": run.augment_p.state_dict() if run.augment_p is not None else None,
         })
         ckpt.replace_folder(partial, final)
-        for old in ckpt.list_checkpoints(config.output_dir)[:-config.keep_checkpoints]:
+        for old in ckpt.list_checkpoints(output_dir)[:-run.schedule.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
 
-def load_checkpoint(folder, accelerator, G, D, ema, opt_g, opt_d, state: dict[str, Any]) -> None:
+def load_checkpoint(run: _Run, folder: str | Path, state: dict[str, Any]) -> None:
     """Restore weights, optimisers, this process's random state and the loss scaler from a checkpoint folder."""
-    folder = Path(folder)
-    ckpt.load_module(accelerator.unwrap_model(G), folder / "generator.safetensors")
-    ckpt.load_module(accelerator.unwrap_model(D), folder / "discriminator.safetensors")
-    ckpt.load_module(ema, folder / "ema.safetensors")
-    ckpt.load_optimizer(opt_g, folder / "optimizer_g")
-    ckpt.load_optimizer(opt_d, folder / "optimizer_d")
+    folder, accelerator = Path(folder), run.accelerator
+    ckpt.load_module(accelerator.unwrap_model(run.G), folder / "generator.safetensors")
+    ckpt.load_module(accelerator.unwrap_model(run.D), folder / "discriminator.safetensors")
+    ckpt.load_module(run.ema, folder / "ema.safetensors")
+    ckpt.load_optimizer(run.opt_g, folder / "optimizer_g")
+    ckpt.load_optimizer(run.opt_d, folder / "optimizer_d")
     ckpt.load_rng_state(folder / f"rng_state_{accelerator.process_index}")
     if accelerator.scaler is not None and state.get("scaler"):
         accelerator.scaler.load_state_dict(state["scaler"])

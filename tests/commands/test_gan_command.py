@@ -15,14 +15,15 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/conftest
 
 
 def parse(argv):
-    (config,) = parse_command_line(gan_command.build_parser(), argv)
+    (arguments,) = parse_command_line(gan_command.build_parser(), argv)
+    config, _deprecations = arguments.to_config()
     return config
 
 
 def test_defaults_and_the_shared_flag_vocabulary(monkeypatch):
     config = parse([])
     assert (config.dataset, config.arch, config.image_size, config.adaptivemix, config.resume_from_checkpoint,
-            config.push_to_hub, config.bf16, config.fp16, config.ada_preset) == (
+            config.push_to_hub, config.bf16, config.fp16, config.adaptivemix_preset) == (
         "digits", "dcgan", 32, True, None, False, False, False, "paper")
     assert parse(["--no_adaptivemix"]).adaptivemix is False
     assert parse(["--resume_from_checkpoint"]).resume_from_checkpoint == "latest"
@@ -30,7 +31,7 @@ def test_defaults_and_the_shared_flag_vocabulary(monkeypatch):
     assert parse(["--batch-size", "4"]).per_device_train_batch_size == 4
     monkeypatch.setattr("hubtune.trackers._installed", lambda module: True)  # parsing only; wandb need not be installed
     assert parse(["--max-steps", "9", "--log_with", "tensorboard", "wandb"]).log_with == ["tensorboard", "wandb"]
-    assert parse(["--ada_preset", "reference"]).ada_preset == "reference"
+    assert parse(["--ada_preset", "reference"]).adaptivemix_preset == "reference"
     assert gan_command.build_parser().prog == "hubtune gan"
     with pytest.raises(SystemExit):
         parse(["--arch", "stylegan"])
@@ -88,14 +89,14 @@ def test_only_the_main_process_prints_the_summary(capsys):
 
 def test_stylegan2_augmentation_and_timm_discriminator_flags():
     config = parse(["--arch", "stylegan2", "--arch_preset", "paper256", "--image_size", "256", "--r1_interval", "8",
-                    "--diffaugment", "color,cutout", "--ada_target", "0.6", "--discriminator", "timm:resnet18",
+                    "--diffaugment", "color,cutout", "--augment_target", "0.6", "--discriminator", "timm:resnet18",
                     "--discriminator_frozen", "--discriminator_stages", "2", "3", "--lr_d", "0.002"])
-    assert (config.arch, config.arch_preset, config.r1_every, config.diffaugment, config.ada_target) == (
+    assert (config.arch, config.arch_preset, config.r1_every, config.diffaugment, config.augment_target) == (
         "stylegan2", "paper256", 8, "color,cutout", 0.6)
     assert (config.discriminator, config.discriminator_frozen, config.discriminator_stages) == (
         "timm:resnet18", True, [2, 3])
-    # the preset's Adam settings unless given; AdaptiveMix's --ada_preset is a different knob
-    assert (config.lr_g, config.lr_d, config.betas, config.pl_weight, config.ada_preset) == (
+    # the preset's Adam settings unless given; AdaptiveMix's --adaptivemix_preset is a different knob
+    assert (config.lr_g, config.lr_d, config.betas, config.pl_weight, config.adaptivemix_preset) == (
         0.0025, 0.002, (0.0, 0.99), 2.0, "paper")
     assert (config.channel_base, config.channel_max, config.latent_dim, config.minibatch_std_group) == (16384, 512, 512, 8)
     with pytest.raises(SystemExit):

@@ -78,7 +78,7 @@ def test_one_process_run_writes_samples_checkpoints_metrics_and_generator(tmp_pa
 
 
 def test_resume_continues_exactly(tmp_path):
-    common = dict(r1_gamma=1.0, r1_every=2, ada_per_sample=True, checkpoint_every=3)
+    common = dict(r1_gamma=1.0, r1_every=2, adaptivemix_per_sample=True, checkpoint_every=3)
     full = train_gan(tiny(tmp_path, "full", max_steps=6, **common))
     AcceleratorState._reset_state(True)
     first = train_gan(tiny(tmp_path, "split", max_steps=3, **common))
@@ -279,7 +279,7 @@ def test_config_vocabulary_and_validation():
     with pytest.raises(ConfigError, match="hub_model_id"):
         GANTrainingConfig(push_to_hub=True)
     with pytest.raises(ConfigError, match="ada_preset"):
-        GANTrainingConfig(ada_preset="default")
+        GANTrainingConfig(adaptivemix_preset="default")
     assert GANTrainingConfig(resume_from_checkpoint=True).resume_from_checkpoint == "latest"
     assert GANTrainingConfig(resume_from_checkpoint=False).resume_from_checkpoint is None
     assert "hub_token" not in GANTrainingConfig(hub_token="secret").to_dict()
@@ -289,7 +289,7 @@ def test_config_vocabulary_and_validation():
     config = GANTrainingConfig.from_dict(old)
     assert (config.dataset, config.max_steps, config.per_device_train_batch_size, config.bf16, config.fp16) == (
         "digits", 7, 4, True, False)
-    assert config.betas == (0.0, 0.99) and config.ada_preset == "paper" and config.resume_from_checkpoint is None
+    assert config.betas == (0.0, 0.99) and config.adaptivemix_preset == "paper" and config.resume_from_checkpoint is None
 
 
 def test_resume_from_a_checkpoint_written_with_the_old_config_names(tmp_path):
@@ -313,7 +313,7 @@ def test_real_only_mixing_scores_fakes_plainly_and_regularises_reals_only(tmp_pa
     from hubtune.gan.loop import _prepare_run, discriminator_step
     from hubtune.gan.models import build_gan
 
-    config = tiny(tmp_path, ada_mix_fakes=False, d_norm="none", max_steps=1)
+    config = tiny(tmp_path, adaptivemix_mix_fakes=False, d_norm="none", max_steps=1)
     torch.manual_seed(0)
     G, D = build_gan("dcgan", 16, 1, latent_dim=16, g_channels=8, d_channels=8, d_norm="none")
     run = _prepare_run(config, G, D, None, None)
@@ -325,11 +325,11 @@ def test_real_only_mixing_scores_fakes_plainly_and_regularises_reals_only(tmp_pa
     assert out.shrinkage_loss_fake is None and out.shrinkage_loss_real is not None
     torch.testing.assert_close(out.fake_logits, expected_fake_logits, rtol=0, atol=0)  # never mixed
     # loss = adversarial + weight x (the reals' shrinkage term only)
-    torch.testing.assert_close(out.loss, out.adversarial + config.ada_weight * out.shrinkage_loss_real)
+    torch.testing.assert_close(out.loss, out.adversarial + config.adaptivemix_shrinkage_weight * out.shrinkage_loss_real)
 
 
 def test_real_only_mixing_runs_logs_and_says_so_on_the_card(tmp_path):
-    result = train_gan(tiny(tmp_path, ada_mix_fakes=False, max_steps=2, export_generator=True))
+    result = train_gan(tiny(tmp_path, adaptivemix_mix_fakes=False, max_steps=2, export_generator=True))
     assert "shrinkage_loss_real" in result.losses[0] and "shrinkage_loss_fake" not in result.losses[0]
     assert "| Mixed batches | real only |" in (Path(result.output_dir) / "README.md").read_text()
     plain = train_gan(tiny(tmp_path, name="both", max_steps=2, export_generator=True))
@@ -337,15 +337,15 @@ def test_real_only_mixing_runs_logs_and_says_so_on_the_card(tmp_path):
 
 
 def test_real_only_mixing_refuses_the_reference_preset(tmp_path):
-    with pytest.raises(ConfigError, match="ada_mix_fakes=false needs ada_preset='paper'"):
-        tiny(tmp_path, ada_mix_fakes=False, ada_preset="reference")
+    with pytest.raises(ConfigError, match="adaptivemix_mix_fakes=false needs adaptivemix_preset='paper'"):
+        tiny(tmp_path, adaptivemix_mix_fakes=False, adaptivemix_preset="reference")
 
 
 def test_ada_weight_defaults_to_the_measured_value_per_preset_and_keeps_a_given_one(tmp_path):
-    assert tiny(tmp_path).ada_weight == 0.1  # paper preset: chosen by benchmarks/bench_adaptivemix_fid.py
-    assert tiny(tmp_path, ada_preset="reference").ada_weight == 1.0  # the public script's
-    assert tiny(tmp_path, ada_weight=1.0).ada_weight == 1.0
-    assert tiny(tmp_path, ada_weight=0.0).ada_weight == 0.0
+    assert tiny(tmp_path).adaptivemix_shrinkage_weight == 0.1  # paper preset: chosen by benchmarks/bench_adaptivemix_fid.py
+    assert tiny(tmp_path, adaptivemix_preset="reference").adaptivemix_shrinkage_weight == 1.0  # the public script's
+    assert tiny(tmp_path, adaptivemix_shrinkage_weight=1.0).adaptivemix_shrinkage_weight == 1.0
+    assert tiny(tmp_path, adaptivemix_shrinkage_weight=0.0).adaptivemix_shrinkage_weight == 0.0
     # a run saved before the default changed resumes with the weight it trained with
-    old = tiny(tmp_path, ada_weight=1.0).to_dict()
-    assert GANTrainingConfig.from_dict(old).ada_weight == 1.0
+    old = tiny(tmp_path, adaptivemix_shrinkage_weight=1.0).to_dict()
+    assert GANTrainingConfig.from_dict(old).adaptivemix_shrinkage_weight == 1.0

@@ -64,7 +64,7 @@ def test_stylegan2_config_takes_the_preset_defaults_unless_given():
     assert (dc.lr_g, dc.betas, dc.r1_gamma, dc.r1_every, dc.ema_decay, dc.minibatch_std_group) == (
         2e-4, (0.5, 0.999), 0.0, 1, 0.999, 0)
     assert lazy_regularisation_factor(16, True) == 16 / 17 and lazy_regularisation_factor(16, False) == 1.0
-    ada = GANTrainingConfig(ada_target=0.6)
+    ada = GANTrainingConfig(augment_target=0.6)
     assert ada.diffaugment == "color,translation,cutout" and ada.augmentation_settings()["adaptive"]
     with pytest.raises(ConfigError, match="multiple of the minibatch-stddev group"):
         GANTrainingConfig(arch="stylegan2", per_device_train_batch_size=6)
@@ -87,7 +87,7 @@ def test_cli_smoke_run_then_from_pretrained_in_a_fresh_interpreter(tmp_path, cap
     out = tmp_path / "sg2"
     code = main(["gan", "--arch", "stylegan2", *WIDTH_FLAGS, "--max_steps", "20", "--image_size", "32",
                  "--per_device_train_batch_size", "8", "--output_dir", str(out), "--eval_num_samples", "0",
-                 "--no_progress_bar", "--diffaugment", "color,translation,cutout", "--ada_target", "0.6",
+                 "--no_progress_bar", "--diffaugment", "color,translation,cutout", "--augment_target", "0.6",
                  "--pl_weight", "2", "--r1_interval", "4", "--checkpoint_every", "10", "--log_every", "5"])
     assert code == 0 and "Generator.from_pretrained" in capsys.readouterr().out
     logs = [json.loads(line) for line in (out / "logs.jsonl").read_text().splitlines()]
@@ -124,7 +124,7 @@ def test_cli_smoke_run_then_from_pretrained_in_a_fresh_interpreter(tmp_path, cap
 
 def test_resume_is_exact_with_lazy_r1_path_length_and_ada(tmp_path):
     common = dict(r1_every=2, r1_gamma=1.0, pl_weight=2.0, pl_interval=2, diffaugment="color,translation,cutout",
-                  ada_target=0.0, ada_interval=1, ada_kimg=0.05, checkpoint_every=3)
+                  augment_target=0.0, augment_interval=1, augment_kimg=0.05, checkpoint_every=3)
     full = train_gan(tiny(tmp_path, "full", max_steps=6, **common))
     AcceleratorState._reset_state(True)
     train_gan(tiny(tmp_path, "split", max_steps=3, **common))

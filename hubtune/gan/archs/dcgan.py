@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from hubtune.errors import ConfigError
 from hubtune.gan.archs import register_architecture
@@ -17,7 +18,7 @@ D_NORMS = ("spectral", "batch", "none")
 class DCGANConfig(ArchConfig):
     g_channels: int | None = option(None, "generator width (dcgan default 32, resnet 64)")
     d_channels: int | None = option(None, "discriminator width (dcgan default 32, resnet 64)")
-    d_norm: str = option("spectral", "normalisation of the DCGAN discriminator: spectral, batch or none")
+    d_norm: Literal["spectral", "batch", "none"] = option("spectral", "normalisation of the DCGAN discriminator: spectral, batch or none")
 
     def __post_init__(self) -> None:
         check_positive_int("g_channels", self.g_channels, optional=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from hubtune.errors import ConfigError
 from hubtune.gan.archs import register_architecture
@@ -25,7 +26,7 @@ _WIDTHS = ("w_dim", "mapping_layers", "channel_base", "channel_max")
 
 @dataclass
 class StyleGAN2Config(ArchConfig):
-    arch_preset: str = option("small", "stylegan2 widths and training defaults: small (CPU-sized), paper256, cifar "
+    arch_preset: Literal["small", "paper256", "cifar"] = option("small", "stylegan2 widths and training defaults: small (CPU-sized), paper256, cifar "
                                        "(StyleGAN2-ADA's configs)")
     w_dim: int | None = option(None, "stylegan2: w size (default: the preset's)")
     mapping_layers: int | None = option(None, "stylegan2: mapping network depth (preset's)")
