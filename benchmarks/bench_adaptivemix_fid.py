@@ -77,16 +77,16 @@ def variant_config(name: str) -> dict:
     if base == "plain":
         cfg["adaptivemix"] = False
     elif base == "ada":
-        cfg.update(adaptivemix=True, ada_weight=1.0)  # weight 1 unless -w<W> says otherwise (hubtune's default is 0.1)
+        cfg.update(adaptivemix=True, adaptivemix_shrinkage_weight=1.0)  # weight 1 unless -w<W> says otherwise (hubtune's default is 0.1)
         for r in rest:
             if r.startswith("w"):
-                cfg["ada_weight"] = float(r[1:])
+                cfg["adaptivemix_shrinkage_weight"] = float(r[1:])
             elif r == "ref":
-                cfg["ada_preset"] = "reference"
+                cfg["adaptivemix_preset"] = "reference"
             elif r == "ps":
-                cfg["ada_per_sample"] = True
+                cfg["adaptivemix_per_sample"] = True
             elif r == "real":
-                cfg["ada_mix_fakes"] = False
+                cfg["adaptivemix_mix_fakes"] = False
             else:
                 raise SystemExit(f"unknown variant part {r!r} in {name!r}")
     else:

@@ -1,7 +1,8 @@
 """Train a GAN with the AdaptiveMix discriminator regulariser, then load and sample its generator.
 
-Every field of ``hubtune.gan.GANTrainingConfig`` is a flag (``transformers.HfArgumentParser``), and a first
-positional ``.yaml`` / ``.json`` file may hold them. One process (CPU or one GPU)::
+Every field of ``hubtune.gan.GANTrainingConfig`` and every option of the registered architectures is a flag
+(``transformers.HfArgumentParser`` over ``hubtune.gan.config.gan_arguments_class()``), and a first positional
+``.yaml`` / ``.json`` file may hold them. One process (CPU or one GPU)::
 
     python examples/train_gan.py --max_steps 500 --output_dir gan-digits
 
@@ -17,7 +18,7 @@ StyleGAN2 at 256 px on one GPU (the paper256 preset's widths, Adam 0.0025 / (0, 
 path length; augmentation before AdaptiveMix)::
 
     python examples/train_gan.py --dataset huggan/AFHQv2 --arch stylegan2 --arch_preset paper256 --image_size 256 \
-        --per_device_train_batch_size 32 --bf16 --diffaugment color,translation,cutout --ada_target 0.6 \
+        --per_device_train_batch_size 32 --bf16 --diffaugment color,translation,cutout --augment_target 0.6 \
         --max_steps 100000 --output_dir afhq-stylegan2
 
 A pretrained timm backbone as the discriminator's features (frozen, two stages, a small trainable head)::
@@ -34,15 +35,19 @@ import sys
 from transformers import HfArgumentParser
 
 from hubtune.commands._parsing import parse_command_line
-from hubtune.gan import GANTrainingConfig, Generator, train_gan
+from hubtune.gan import Generator, train_gan
+from hubtune.gan.config import gan_arguments_class
 
 
 def main(argv: list[str]) -> None:
-    parser = HfArgumentParser([GANTrainingConfig], prog="train_gan.py", description=__doc__)
+    parser = HfArgumentParser([gan_arguments_class()], prog="train_gan.py", description=__doc__)
     parser.set_defaults(output_dir="gan-digits", image_size=32, per_device_train_batch_size=64,
-                        ada_weight=1.0,         # shrinkage term: 1 - cos(f(x~), sg(lam f(x) + (1 - lam) f(x)[p] + noise))
-                        ada_preset="paper")     # "reference" = the public script's mixed logits + term on the G step
-    (config,) = parse_command_line(parser, argv)
+                        adaptivemix_shrinkage_weight=1.0,  # shrinkage: 1 - cos(f(x~), sg(lam f(x) + (1 - lam) f(x)[p] + noise))
+                        adaptivemix_preset="paper")  # "reference" = the public script's mixed logits + term on the G step
+    (arguments,) = parse_command_line(parser, argv)
+    config, deprecations = arguments.to_config()
+    for line in deprecations:
+        print(line, file=sys.stderr)
     result = train_gan(config)
     if not result.is_main_process:
         return

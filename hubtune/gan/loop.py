@@ -264,18 +264,18 @@ class GeneratorStepOutput:
     regularisers: dict[str, Tensor] = field(default_factory=dict)
 
 
-def _resolve_resume(config: GANTrainingConfig) -> Path | None:
-    if config.resume_from_checkpoint is None:
+def _resolve_resume(resume_from_checkpoint: str | None, output_dir: Path) -> Path | None:
+    if resume_from_checkpoint is None:
         return None
-    if config.resume_from_checkpoint == "latest":
-        found = ckpt.latest_checkpoint(config.output_dir)
+    if resume_from_checkpoint == "latest":
+        found = ckpt.latest_checkpoint(output_dir)
         if found is None:
             raise CheckpointError(
-                f"--resume_from_checkpoint: no complete checkpoint in {config.output_dir} (looked for checkpoint-<step>/"
+                f"--resume_from_checkpoint: no complete checkpoint in {output_dir} (looked for checkpoint-<step>/"
                 f"{ckpt.STATE_FILE}); start without it or point it at a checkpoint folder"
             )
-        return _last_unchanged(config.output_dir)
-    return Path(config.resume_from_checkpoint)
+        return _last_unchanged(str(output_dir))
+    return Path(resume_from_checkpoint)
 
 
 def _last_unchanged(output_dir: str) -> Path:
@@ -318,11 +318,12 @@ def _read_resume_state(config: GANTrainingConfig, resume_from: Path | None) -> d
     return state
 
 
-def _make_accelerator(config: GANTrainingConfig, output_dir: Path, start_step: int, resuming: bool) -> Accelerator:
+def _make_accelerator(mixed_precision: str, log_with: list[str], output_dir: Path, start_step: int,
+                      resuming: bool) -> Accelerator:
     tracker = JSONLinesTracker(output_dir, resume_step=start_step if resuming else None)
     # "no" leaves the choice to `accelerate launch --mixed_precision ...` / accelerate config, if any
-    precision = None if config.mixed_precision == "no" else config.mixed_precision
-    return Accelerator(mixed_precision=precision, log_with=[tracker, *config.log_with], project_dir=str(output_dir))
+    precision = None if mixed_precision == "no" else mixed_precision
+    return Accelerator(mixed_precision=precision, log_with=[tracker, *log_with], project_dir=str(output_dir))
 
 
 def _build_modules(config: GANTrainingConfig, channels: int, generator: Generator | None,
@@ -350,10 +351,10 @@ def _adam(module: nn.Module, lr: float, betas: tuple[float, float], c: float) ->
     return torch.optim.Adam(params, lr=lr * c, betas=(betas[0] ** c, betas[1] ** c))
 
 
-def _refuse_to_overwrite(config: GANTrainingConfig, output_dir: Path, resume_from: Path | None) -> None:
+def _refuse_to_overwrite(output_dir: Path, resume_from: Path | None, overwrite: bool) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputDirError(f"output_dir {str(output_dir)!r} is a file, not a folder; choose another --output_dir.")
-    if resume_from is not None or config.overwrite_output_dir or not output_dir.is_dir():
+    if resume_from is not None or overwrite or not output_dir.is_dir():
         return
     if (output_dir / "model.safetensors").exists() or ckpt.list_checkpoints(output_dir):
         raise OutputDirError(
@@ -367,13 +368,14 @@ def _prepare_run(config: GANTrainingConfig, generator: Generator | None, discrim
                  dataset: ImageSet | None, accelerator: Accelerator | None) -> _Run:
     configure_backends()
     output_dir = Path(config.output_dir)
-    resume_from = _resolve_resume(config)
-    _refuse_to_overwrite(config, output_dir, resume_from)
+    resume_from = _resolve_resume(config.resume_from_checkpoint, output_dir)
+    _refuse_to_overwrite(output_dir, resume_from, config.overwrite_output_dir)
     check_output_dir(output_dir)  # a read-only or dangling-link folder fails before anything is built
     resume_state = _read_resume_state(config, resume_from)
     start_step = int(resume_state["step"]) if resume_state else 0
     if accelerator is None:
-        accelerator = _make_accelerator(config, output_dir, start_step, resume_state is not None)
+        accelerator = _make_accelerator(config.mixed_precision, config.log_with, output_dir, start_step,
+                                        resume_state is not None)
     # what actually runs, for checkpoints and the card
     config.bf16, config.fp16 = accelerator.mixed_precision == "bf16", accelerator.mixed_precision == "fp16"
     if resume_state is not None and resume_state.get("num_processes") != accelerator.num_processes:
