@@ -439,6 +439,8 @@ def _foreign_option(name: str, arch_cls: type[GANArchitecture], disc_cls: type[G
     if not owners:
         return f"{name} is not an option of hubtune gan; see `hubtune gan --help`"
     where = ", ".join(cls.describe() for cls in owners)
+    if disc_cls is None and all(cls.role == "discriminator" for cls in owners):
+        return f"{name} needs {where} (it is an option of that discriminator)"
     return (f"{name} does not apply to --arch {arch_cls.name}"
             + (f" with --discriminator {disc_cls.prefixes[0]}:..." if disc_cls else "")
             + f"; it is an option of {where}")
@@ -500,7 +502,8 @@ def gan_arguments_class() -> type:
     for name, (kind, first, owners) in options.items():
         annotation = kind if type(None) in typing.get_args(kind) else kind | None
         help_text = f"{first.metadata.get('help', '')} [option of {', '.join(owners)}]".strip()
-        specs.append((name, annotation, field(default=None, metadata={"help": help_text})))
+        flag = {"nargs": "?", "const": True} if bool in typing.get_args(annotation) else {}  # a bare --flag is true
+        specs.append((name, annotation, field(default=None, metadata={"help": help_text, **flag})))
     for old in DEPRECATED_FLAGS:
         new = RENAMED_OPTIONS[old]
         kind = hints[new]

@@ -161,7 +161,7 @@ def test_the_registry_gives_each_architecture_its_own_options_and_flags(toy):
         GANTrainingConfig(toy_width=3)
     with pytest.raises(ConfigError, match="w_dim does not apply to --arch dcgan.*--arch stylegan2"):
         GANTrainingConfig(w_dim=16)
-    with pytest.raises(ConfigError, match="discriminator_frozen does not apply"):
+    with pytest.raises(ConfigError, match="discriminator_frozen needs --discriminator timm"):
         GANTrainingConfig(discriminator_frozen=True)
     with pytest.raises(ConfigError, match="Unknown arch 'stylegan'"):
         GANTrainingConfig(arch="stylegan")

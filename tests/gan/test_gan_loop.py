@@ -278,7 +278,7 @@ def test_config_vocabulary_and_validation():
         GANTrainingConfig(max_steps=0)
     with pytest.raises(ConfigError, match="hub_model_id"):
         GANTrainingConfig(push_to_hub=True)
-    with pytest.raises(ConfigError, match="ada_preset"):
+    with pytest.raises(ConfigError, match="adaptivemix_preset"):
         GANTrainingConfig(adaptivemix_preset="default")
     assert GANTrainingConfig(resume_from_checkpoint=True).resume_from_checkpoint == "latest"
     assert GANTrainingConfig(resume_from_checkpoint=False).resume_from_checkpoint is None

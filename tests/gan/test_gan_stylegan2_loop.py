@@ -61,14 +61,16 @@ def test_stylegan2_config_takes_the_preset_defaults_unless_given():
     assert (paper.lr_g, paper.lr_d, paper.r1_every, paper.pl_weight, paper.r1_gamma) == (0.002, 0.0025, 8, 2.0, 1.0)
     assert GANTrainingConfig.from_dict(paper.to_dict()) == paper
     dc = GANTrainingConfig()
-    assert (dc.lr_g, dc.betas, dc.r1_gamma, dc.r1_every, dc.ema_decay, dc.minibatch_std_group) == (
-        2e-4, (0.5, 0.999), 0.0, 1, 0.999, 0)
+    assert (dc.lr_g, dc.betas, dc.r1_gamma, dc.r1_every, dc.ema_decay, dc.latent_dim) == (
+        2e-4, (0.5, 0.999), 0.0, 1, 0.999, 64)
+    assert GANTrainingConfig(arch="resnet").minibatch_std_group == 0  # resnet's option; dcgan has none
+    assert "minibatch_std_group" not in dc.to_dict()
     assert lazy_regularisation_factor(16, True) == 16 / 17 and lazy_regularisation_factor(16, False) == 1.0
     ada = GANTrainingConfig(augment_target=0.6)
     assert ada.diffaugment == "color,translation,cutout" and ada.augmentation_settings()["adaptive"]
     with pytest.raises(ConfigError, match="multiple of the minibatch-stddev group"):
         GANTrainingConfig(arch="stylegan2", per_device_train_batch_size=6)
-    with pytest.raises(ConfigError, match="channel_base"):
+    with pytest.raises(ConfigError, match="g_channels does not apply to --arch stylegan2"):
         GANTrainingConfig(arch="stylegan2", g_channels=8)
     with pytest.raises(ConfigError, match="pl_weight"):
         GANTrainingConfig(arch="dcgan", pl_weight=1.0)
@@ -76,7 +78,7 @@ def test_stylegan2_config_takes_the_preset_defaults_unless_given():
         GANTrainingConfig(diffaugment="color,rotate")
     with pytest.raises(ConfigError, match="discriminator"):
         GANTrainingConfig(discriminator="resnet18")
-    with pytest.raises(ConfigError, match="need --discriminator"):
+    with pytest.raises(ConfigError, match="needs --discriminator timm"):
         GANTrainingConfig(discriminator_frozen=True)
 
 
