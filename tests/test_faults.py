@@ -156,7 +156,8 @@ def test_config_values_that_argparse_would_accept_still_work(tmp_path):
     *_, training = parse_command_line(finetune.build_parser(), [str(config)])
     assert training.learning_rate == 0.001 and training.num_train_epochs == 2.0
     config.write_text("log_with: tensorboard\ndiffaugment: color,translation\nresume_from_checkpoint: true\n")
-    (gan_config,) = parse_command_line(gan.build_parser(), [str(config)])
+    (gan_arguments,) = parse_command_line(gan.build_parser(), [str(config)])
+    gan_config, _ = gan_arguments.to_config()
     assert gan_config.log_with == ["tensorboard"] and gan_config.resume_from_checkpoint == "latest"
 
 

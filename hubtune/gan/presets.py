@@ -1,14 +1,14 @@
 """StyleGAN2 architecture presets and their training hyper-parameters (plain data, no torch).
 
-Kept apart from :mod:`hubtune.gan.stylegan2` so that :mod:`hubtune.gan.config` can resolve a run's defaults
-from them without importing the models (which import the config).
+Kept apart from :mod:`hubtune.gan.stylegan2` so that :mod:`hubtune.gan.archs.stylegan2` can resolve a run's defaults
+from them without importing the models (and torch).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["STYLEGAN2_PRESETS", "STYLEGAN2_TRAINING", "ARCH_PRESETS"]
+__all__ = ["STYLEGAN2_PRESETS", "STYLEGAN2_TRAINING"]
 
 # architecture presets: channel_base / channel_max (widths), latent_dim (z), w_dim, mapping_layers, mbstd_group
 STYLEGAN2_PRESETS: dict[str, dict[str, int]] = {
@@ -29,4 +29,3 @@ STYLEGAN2_TRAINING: dict[str, dict[str, Any]] = {
                   ema_kimg=500.0, pl_weight=0.0, pl_interval=4, style_mixing_prob=0.0),
 }
 
-ARCH_PRESETS = tuple(STYLEGAN2_PRESETS)

@@ -221,3 +221,25 @@ def test_adaptive_mix_settings_are_one_statement_shared_by_the_three_users():
         assert AdaptiveMix(weight=0.25).weight == 0.25
     with pytest.raises(ConfigError, match="not both"):
         AdaptiveMixClassifierLoss(weight=0.5, shrinkage_weight=0.5)
+
+
+def test_gan_help_imports_neither_torch_nor_the_models():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("import contextlib, io, json, sys\n"
+             "from hubtune.commands import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+             "    try:\n"
+             "        main(['gan', '--help'])\n"
+             "    except SystemExit:\n"
+             "        pass\n"
+             "assert '--augment_target' in out.getvalue() and '--w_dim' in out.getvalue()\n"
+             "print(json.dumps(sorted(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modules = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    for heavy in ("torch", "timm", "datasets", "hubtune.gan.models", "hubtune.gan.loop", "hubtune.gan.stylegan2"):
+        assert heavy not in modules, heavy
