@@ -13,6 +13,7 @@ The common fields live here; an architecture's own options live in its :class:`~
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import math
@@ -484,7 +485,7 @@ def _option_fields() -> dict[str, tuple[Any, dataclasses.Field, list[str]]]:
 def gan_arguments_class() -> type:
     """The dataclass of ``hubtune gan``'s flags: every field of :class:`GANTrainingConfig`, one optional flag per
     option of every registered architecture (built from the registry when called, so an architecture registered at
-    run time gets its flags), and the older names as hidden flags. ``to_config()`` gives the run's config and the
+    run time gets its flags), and the older names as hidden flags (:data:`DEPRECATED_FLAGS`). ``to_config()`` gives the run's config and the
     deprecation lines to print."""
     hints = typing.get_type_hints(GANTrainingConfig)
     specs: list[tuple] = []
@@ -508,7 +509,7 @@ def gan_arguments_class() -> type:
         new = RENAMED_OPTIONS[old]
         kind = hints[new]
         annotation = kind if type(None) in typing.get_args(kind) else kind | None
-        specs.append((old, annotation, field(default=None, metadata={"help": f"deprecated: use --{new}"})))
+        specs.append((old, annotation, field(default=None, metadata={"help": argparse.SUPPRESS})))  # --new's alias
 
     def to_config(self) -> tuple[GANTrainingConfig, list[str]]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
