@@ -10,6 +10,7 @@ models) is imported when the command runs, not for ``--help``.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["HELP", "build_parser", "print_summary", "run"]
 
 HELP = "train a GAN with the AdaptiveMix discriminator regulariser and publish its generator"
+# the training loop (torch, the models), imported when the command runs, not for --help
+_LOOP = "hubtune.gan.loop"
 
 
 def build_parser() -> HfArgumentParser:
@@ -43,10 +46,8 @@ def build_parser() -> HfArgumentParser:
 
 def print_summary(result: GANTrainingResult) -> None:
     """Print the run summary, on the main process only (under several processes the others stay silent)."""
-    from hubtune.gan.loop import format_summary
-
     if result.is_main_process:
-        print(format_summary(result))
+        print(importlib.import_module(_LOOP).format_summary(result))
 
 
 def run(argv: Sequence[str]) -> int:
@@ -55,8 +56,6 @@ def run(argv: Sequence[str]) -> int:
     config, deprecations = arguments.to_config()
     for line in deprecations:
         print(line, file=sys.stderr)
-    from hubtune.gan.loop import train_gan  # torch and the models: only when training
-
-    result = train_gan(config)
+    result = importlib.import_module(_LOOP).train_gan(config)
     print_summary(result)
     return 0

@@ -94,6 +94,7 @@ class ToyArchitecture(GANArchitecture):
     title = "Toy MLP GAN"
     config_class = ToyConfig
     default_latent_dim = 8
+    generator = ToyGenerator
 
     def training_defaults(self, batch_size):
         return TrainingDefaults(lr=1e-3, betas=(0.0, 0.9), r1_gamma=0.0, r1_every=1, ema_decay=0.5)
@@ -101,10 +102,6 @@ class ToyArchitecture(GANArchitecture):
     def build(self, image_size, channels, latent_dim):
         width = self.config.toy_width
         return ToyGenerator(latent_dim, image_size, channels, width), ToyDiscriminator(image_size, channels, width)
-
-    @classmethod
-    def generator_class(cls):
-        return ToyGenerator
 
     def generator_regularisers(self, batch_size):
         return [ToyPenalty(self.config.toy_penalty)] if self.config.toy_penalty else []

@@ -12,13 +12,22 @@ imported by ``build`` and ``generator_class`` when called, so ``hubtune gan --he
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from hubtune.errors import ConfigError
 
-__all__ = ["ArchConfig", "GANArchitecture", "TrainingDefaults", "GeneratorRegulariser", "check_positive_int", "option"]
+__all__ = ["ArchConfig", "GANArchitecture", "TrainingDefaults", "GeneratorRegulariser", "check_positive_int", "option",
+           "load"]
+
+
+def load(reference: str) -> Any:
+    """The object named by ``"package.module:attribute"``, its module imported on first use: an architecture names
+    its model classes this way, so that registering it (and ``hubtune gan --help``) imports no torch."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def option(default: Any = None, help: str = "", **metadata: Any) -> Any:  # noqa: A002 - argparse's word
@@ -150,11 +159,15 @@ class GANArchitecture:
         """The discriminator named by ``spec`` (role ``"discriminator"``)."""
         raise NotImplementedError
 
+    generator: ClassVar[str | type | None] = None  # the Generator subclass, or its "module:Class" reference
+
     @classmethod
     def generator_class(cls) -> type:
         """The :class:`~hubtune.gan.models.Generator` subclass that ``Generator.from_pretrained`` builds for
-        ``arch = name`` (role ``"gan"``)."""
-        raise NotImplementedError
+        ``arch = name`` (role ``"gan"``): ``generator``, loaded when a reference."""
+        if cls.generator is None:
+            raise NotImplementedError(f"{cls.__name__} names no generator class")
+        return load(cls.generator) if isinstance(cls.generator, str) else cls.generator
 
     def generator_regularisers(self, batch_size: int) -> list[GeneratorRegulariser]:
         """Penalties on the generator (e.g. StyleGAN2's path length); none by default."""

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hubtune.errors import ConfigError
-from hubtune.gan.archs import register_architecture
-from hubtune.gan.archs.base import ArchConfig, GANArchitecture, check_positive_int, option
+from hubtune.gan.archs.registry import register_architecture
+from hubtune.gan.archs.base import ArchConfig, GANArchitecture, check_positive_int, load, option
 
 __all__ = ["DCGANConfig", "DCGAN", "ResNetConfig", "ResNetGAN"]
 
@@ -33,19 +33,12 @@ class DCGAN(GANArchitecture):
     title = "DCGAN"
     config_class = DCGANConfig
     default_latent_dim = 64
+    generator = "hubtune.gan.models:DCGANGenerator"
 
     def build(self, image_size, channels, latent_dim):
-        from hubtune.gan.models import DCGANDiscriminator, DCGANGenerator
-
         c = self.config
-        return (DCGANGenerator(latent_dim, image_size, channels, c.g_channels or 32),
-                DCGANDiscriminator(image_size, channels, c.d_channels or 32, norm=c.d_norm))
-
-    @classmethod
-    def generator_class(cls):
-        from hubtune.gan.models import DCGANGenerator
-
-        return DCGANGenerator
+        return (self.generator_class()(latent_dim, image_size, channels, c.g_channels or 32),
+                load("hubtune.gan.models:DCGANDiscriminator")(image_size, channels, c.d_channels or 32, norm=c.d_norm))
 
 
 @dataclass
@@ -70,20 +63,14 @@ class ResNetGAN(GANArchitecture):
     title = "ResNet (SNGAN-style)"
     config_class = ResNetConfig
     default_latent_dim = 128
+    generator = "hubtune.gan.models:ResNetGenerator"
 
     def resolve(self, batch_size):
         if self.config.minibatch_std_group is None:
             self.config.minibatch_std_group = 0
 
     def build(self, image_size, channels, latent_dim):
-        from hubtune.gan.models import ResNetDiscriminator, ResNetGenerator
-
         c = self.config
-        return (ResNetGenerator(latent_dim, image_size, channels, c.g_channels or 64),
-                ResNetDiscriminator(image_size, channels, c.d_channels or 64, c.minibatch_std_group))
-
-    @classmethod
-    def generator_class(cls):
-        from hubtune.gan.models import ResNetGenerator
-
-        return ResNetGenerator
+        return (self.generator_class()(latent_dim, image_size, channels, c.g_channels or 64),
+                load("hubtune.gan.models:ResNetDiscriminator")(image_size, channels, c.d_channels or 64,
+                                                               c.minibatch_std_group))

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hubtune.errors import ConfigError
-from hubtune.gan.archs import register_architecture
+from hubtune.gan.archs.registry import register_architecture
 from hubtune.gan.archs.base import (
     ArchConfig,
     GANArchitecture,
     TrainingDefaults,
     check_fraction,
     check_positive_int,
+    load,
     option,
 )
 from hubtune.gan.presets import STYLEGAN2_PRESETS, STYLEGAN2_TRAINING
@@ -54,6 +55,7 @@ class StyleGAN2(GANArchitecture):
     name = "stylegan2"
     title = "StyleGAN2"
     config_class = StyleGAN2Config
+    generator = "hubtune.gan.stylegan2:StyleGAN2Generator"
 
     def resolve(self, batch_size):
         c = self.config
@@ -96,23 +98,13 @@ class StyleGAN2(GANArchitecture):
             raise ConfigError(f"pl_weight must be a finite number >= 0, got {c.pl_weight}")
 
     def build(self, image_size, channels, latent_dim):
-        from hubtune.gan.stylegan2 import build_stylegan2
-
         c = self.config
-        return build_stylegan2(image_size, channels, c.arch_preset, latent_dim=latent_dim, w_dim=c.w_dim,
+        return load("hubtune.gan.stylegan2:build_stylegan2")(image_size, channels, c.arch_preset, latent_dim=latent_dim, w_dim=c.w_dim,
                                mapping_layers=c.mapping_layers, channel_base=c.channel_base,
                                channel_max=c.channel_max, mbstd_group=c.minibatch_std_group,
                                style_mixing_prob=c.style_mixing_prob)
 
-    @classmethod
-    def generator_class(cls):
-        from hubtune.gan.stylegan2 import StyleGAN2Generator
-
-        return StyleGAN2Generator
-
     def generator_regularisers(self, batch_size):
         if not self.config.pl_weight:
             return []
-        from hubtune.gan.stylegan2 import PathLengthRegulariser
-
-        return [PathLengthRegulariser(self.config.pl_weight, self.config.pl_interval)]
+        return [load("hubtune.gan.stylegan2:PathLengthRegulariser")(self.config.pl_weight, self.config.pl_interval)]

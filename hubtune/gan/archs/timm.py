@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hubtune.errors import ConfigError
-from hubtune.gan.archs import register_architecture
-from hubtune.gan.archs.base import ArchConfig, GANArchitecture, check_positive_int, option
+from hubtune.gan.archs.registry import register_architecture
+from hubtune.gan.archs.base import ArchConfig, GANArchitecture, check_positive_int, load, option
 
 __all__ = ["TimmDiscriminatorConfig", "TimmDiscriminator"]
 
@@ -42,8 +42,6 @@ class TimmDiscriminator(GANArchitecture):
     config_class = TimmDiscriminatorConfig
 
     def build_discriminator(self, spec, image_size, channels):
-        from hubtune.gan.models import build_timm_discriminator
-
         c = self.config
-        return build_timm_discriminator(spec, c.discriminator_stages, c.discriminator_frozen,
+        return load("hubtune.gan.models:build_timm_discriminator")(spec, c.discriminator_stages, c.discriminator_frozen,
                                         c.discriminator_input_size, c.discriminator_hidden)
