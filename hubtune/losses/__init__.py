@@ -4,6 +4,7 @@ from hubtune.losses.core_tuning import (
     CoreTuningDraws,
     CoreTuningLoss,
     CoreTuningLossOutput,
+    CoreTuningSettings,
     build_hard_pair_rows,
     focal_supcon_loss,
     mine_hard_pairs,
