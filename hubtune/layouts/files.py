@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from hubtune.errors import ExportError, ModelFileError, PickleCheckpointError, WeightsFileError
+from hubtune.layouts.registry import LIBRARY_LAYOUTS
 from hubtune.offline import not_in_cache
 from hubtune.permissions import give_default_permissions
 
@@ -113,22 +114,21 @@ def read_config(path_or_repo: str, revision: str | None = None, token: Any = Non
 
 
 def layout_of_config(config: dict[str, Any]) -> str:
-    """``"hubtune"``, ``"timm"`` or ``"transformers"`` for a parsed config.json."""
-    model_type = config.get("model_type")
-    if model_type == "hubtune":
+    """``"hubtune"`` or the name of the registered library layout (``"timm"``, ``"transformers"`` ...) whose
+    config.json ``config`` is; the first registered layout that recognises it wins."""
+    if config.get("model_type") == "hubtune":
         return "hubtune"
-    if model_type is None and "architecture" in config and "pretrained_cfg" in config:
-        return "timm"
-    if model_type and isinstance(model_type, str):
-        return "transformers"
+    for name, layout in LIBRARY_LAYOUTS.items():
+        if layout().matches(config):
+            return name
     raise ExportError(
         "config.json has neither a model_type (transformers / hubtune) nor timm's architecture and "
-        "pretrained_cfg; it is not a model hubtune can load."
+        f"pretrained_cfg; it is not a model hubtune can load (layouts: hubtune, {', '.join(LIBRARY_LAYOUTS)})."
     )
 
 
 def detect_layout(path_or_repo: str | Path, *, revision: str | None = None, token: Any = None) -> str:
-    """Which layout a local folder or Hub repo has: ``"hubtune"``, ``"timm"`` or ``"transformers"``."""
+    """Which layout a local folder or Hub repo has: ``"hubtune"`` or a registered library layout's name."""
     return layout_of_config(read_config(str(path_or_repo), revision, token))
 
 
