@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the value checks need no transformers; the parser is the ca
     from transformers import HfArgumentParser
 
 __all__ = ["CONFIG_FILE_SUFFIXES", "read_config_file", "check_file_values", "check_number", "check_output_dir",
-           "parse_command_line", "given_options"]
+           "parse_command_line", "given_options", "option_names"]
 
 CONFIG_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 # Fields typed ``str`` that also take true / false in a file, as their flag does (``--resume_from_checkpoint true``).
@@ -289,6 +289,13 @@ def check_file_values(dataclass_types: Sequence[type], values: Mapping[str, Any]
     return checked
 
 
+def option_names(parser: HfArgumentParser) -> set[str]:
+    """The option names of ``parser``: the init fields of its dataclasses (``HfArgumentParser`` makes one option per
+    field, ``--no_NAME`` included under the same name). Read from the public ``dataclass_types``, not argparse's
+    private ``_actions``."""
+    return {f.name for dataclass_type in parser.dataclass_types for f in dataclasses.fields(dataclass_type) if f.init}
+
+
 def parse_command_line(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[Any, ...]:
     """Parse ``argv`` (optionally led by a config file) into one instance of each of the parser's dataclasses.
 
@@ -300,8 +307,7 @@ def parse_command_line(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[A
     if _leading_config_file(argv) is not None:
         config_path = argv.pop(0)
         file_values = read_config_file(config_path)
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(file_values) - known)
+        unknown = sorted(set(file_values) - option_names(parser))
         if unknown:
             raise ConfigError(
                 f"Config file {config_path!r} has unknown option(s) {', '.join(unknown)}; see `{parser.prog} --help` "
@@ -342,6 +348,8 @@ def given_options(parser: HfArgumentParser, argv: Sequence[str]) -> set[str]:
     if config_path is not None:
         given |= set(read_config_file(argv.pop(0)))
     unset = object()
-    namespace = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != argparse.SUPPRESS})
+    # argparse fills in a default only where the namespace has no value yet, so the options still unset afterwards
+    # are exactly those not given
+    namespace = argparse.Namespace(**dict.fromkeys(option_names(parser), unset))
     parsed, _ = parser.parse_known_args(argv, namespace=namespace)
     return given | {name for name, value in vars(parsed).items() if value is not unset}

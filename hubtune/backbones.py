@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from hubtune.errors import BackboneError, PretrainedWeightsError, WeightsFileError
+from hubtune.files import read_json_file
 from hubtune.offline import hub_offline, not_in_cache
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -134,19 +135,6 @@ def _looks_like_timm_config(cfg: dict[str, Any]) -> bool:
     return "model_type" not in cfg and "architecture" in cfg
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsFileError(f"{path} is not valid JSON ({type(e).__name__}); the file is corrupt or was written by "
-                               "something else: restore or re-create it.") from e
-    if not isinstance(value, dict):
-        raise WeightsFileError(f"{path} holds a JSON {type(value).__name__}, not an object; it is not a model "
-                               "configuration.")
-    return value
-
-
 def timm_config_error(source: str, problem: str) -> WeightsFileError:
     """The error for a timm config.json (of the folder or Hub repo ``source``) with a wrong entry."""
     return WeightsFileError(
@@ -210,7 +198,7 @@ def _hub_config(repo_id: str) -> dict[str, Any] | None:
     from huggingface_hub import hf_hub_download
 
     try:
-        return _read_json(Path(hf_hub_download(repo_id, "config.json")))
+        return read_json_file(Path(hf_hub_download(repo_id, "config.json")))
     except Exception:  # noqa: BLE001 - any failure means "not resolvable as a Hub repo"
         return None
 
@@ -246,7 +234,7 @@ def resolve_library(name: str) -> str:
         cfg_path = path / "config.json"
         if not cfg_path.is_file():
             raise BackboneError(f"Backbone folder {name!r} has no config.json; it is not a saved timm or transformers model.")
-        return "timm" if _looks_like_timm_config(_read_json(cfg_path)) else "transformers"
+        return "timm" if _looks_like_timm_config(read_json_file(cfg_path)) else "transformers"
     if timm.is_model(name):
         return "timm"
     if "/" in name:
@@ -292,7 +280,7 @@ def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> T
         folder = name[len("local-dir:"):]
         if not (Path(folder) / "config.json").is_file():
             raise BackboneError(f"{name!r}: the folder has no config.json (timm's save_for_hf layout expected).")
-        check_timm_config(folder, _read_json(Path(folder) / "config.json"))
+        check_timm_config(folder, read_json_file(Path(folder) / "config.json"))
         _, architecture, model_args = load_model_config_from_path(folder)
     else:
         if not timm.is_model(name):

@@ -567,6 +567,11 @@ def build_transforms(preprocessing: PreprocessingConfig, train: bool, hflip: boo
     ``size / crop_pct`` then centre-crop ``size``. Both convert the image to the backbone's channel count
     first and end with ``ToTensor`` and ``Normalize(mean, std)``.
     """
+    # Not timm.data.create_transform, though its eval transform gives the same tensors for RGB images and square
+    # sizes: it does not convert grayscale / RGBA / 16-bit images to the backbone's channels, for a non-square size
+    # it keeps the aspect ratio, which transformers' image processors cannot express (hubtune's eval is what both
+    # export layouts reproduce), and its train crop draws from Python's `random`, not torch's seed
+    # (tests/test_data.py::test_eval_transform_is_timms_where_timms_fits_and_why_hubtune_keeps_its_own).
     from torchvision import transforms as T
 
     channels = int(preprocessing.input_size[0])

@@ -409,6 +409,41 @@ def test_train_transform_flips_only_when_asked():
     assert 5 <= left_darker_count(True) <= 25
 
 
+def test_eval_transform_is_timms_where_timms_fits_and_why_hubtune_keeps_its_own():
+    import random
+
+    from timm.data import create_transform
+
+    rng = np.random.default_rng(0)
+    rgb = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((37, 50), (64, 41))]
+    for pre in (PreprocessingConfig(input_size=(3, 32, 32)),
+                PreprocessingConfig(input_size=(3, 24, 24), interpolation="bilinear", crop_pct=0.8, mean=(0.5,) * 3,
+                                    std=(0.25,) * 3)):
+        timm_eval = create_transform(input_size=pre.input_size, interpolation=pre.interpolation, mean=pre.mean,
+                                     std=pre.std, crop_pct=pre.crop_pct, crop_mode="center")
+        for image in rgb:  # RGB, square size: the same tensors as timm's
+            torch.testing.assert_close(build_transforms(pre, train=False)(image), timm_eval(image), rtol=0, atol=1e-6)
+        # A grayscale image: timm's transform gives 1 channel to a 3-channel backbone (its Normalize then fails).
+        gray = rgb[0].convert("L")
+        assert build_transforms(pre, train=False)(gray).shape[0] == 3
+        with pytest.raises(RuntimeError):
+            timm_eval(gray)
+
+    # Training crops: hubtune's follow torch's seed alone; timm's also depend on Python's `random`.
+    pre = PreprocessingConfig(input_size=(3, 16, 16))
+    timm_train = create_transform(input_size=pre.input_size, is_training=True, scale=(0.7, 1.0), hflip=0.0,
+                                  color_jitter=None, interpolation=pre.interpolation, mean=pre.mean, std=pre.std)
+    ours = build_transforms(pre, train=True)
+
+    def crops(transform, python_seed):
+        torch.manual_seed(0)
+        random.seed(python_seed)
+        return torch.stack([transform(rgb[1]) for _ in range(4)])
+
+    torch.testing.assert_close(crops(ours, 1), crops(ours, 2), rtol=0, atol=0)
+    assert not torch.equal(crops(timm_train, 1), crops(timm_train, 2))
+
+
 def test_deep_grayscale_is_scaled_not_clipped():
     pre = PreprocessingConfig(input_size=(3, 4, 4), mean=(0.0,), std=(1.0,))
     for value in (65535, 257 * 100):

@@ -23,9 +23,12 @@ from hubtune.hub.classifier_card import (
 from hubtune.hub.generator_card import render_generator_card
 from hubtune.hub.push import (
     DEFAULT_COMMIT_MESSAGE,
+    PUSH_IGNORE_PATTERNS,
     PUSH_IGNORED_SUFFIXES,
     check_push_folder,
+    is_repo_id,
     push_folder,
+    pushed_files,
     validate_repo_id,
 )
 from hubtune.hub.templates import load_template
@@ -35,15 +38,18 @@ __all__ = [
     "DEFAULT_COMMIT_MESSAGE",
     "DEFAULT_LICENSE",
     "PUSH_IGNORED_SUFFIXES",
+    "PUSH_IGNORE_PATTERNS",
     "RUN_INFO_FILENAME",
     "HubAuthError",
     "HubPushError",
     "check_push_folder",
+    "is_repo_id",
     "load_template",
     "method_card_of",
     "normalize_base_model",
     "plot_training_curve",
     "push_folder",
+    "pushed_files",
     "read_run_info",
     "render_classifier_card",
     "render_generator_card",

@@ -17,7 +17,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hubtune.hub.push import REPO_ID_RE
+from hubtune.hub.push import is_repo_id
 from hubtune.hub.templates import load_template
 
 __all__ = [
@@ -91,14 +91,14 @@ def normalize_base_model(name: str | None, library: str | None = None, pretraine
             name = name[len(prefix):]
     name = name.split("@")[0]
     if "/" in name:
-        return name if REPO_ID_RE.match(name) else None
+        return name if is_repo_id(name) else None
     if library in (None, "timm"):
         try:
             from timm.models import get_pretrained_cfg  # heavy optional third-party import
 
             cfg = get_pretrained_cfg(name)
             hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-            return hub_id if hub_id and REPO_ID_RE.match(hub_id) else None
+            return hub_id if is_repo_id(hub_id) else None
         except Exception:  # noqa: BLE001 - an unknown name simply has no Hub id
             return None
     return None

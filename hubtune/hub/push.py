@@ -10,30 +10,34 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import (
     HfHubHTTPError,
+    HFValidationError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import filter_repo_objects
+from huggingface_hub.utils import validate_repo_id as hub_validate_repo_id
 
 from hubtune.errors import ConfigError, HubAuthError, HubPushError, ModelFileError
-from hubtune.layouts.files import check_finite_file
+from hubtune.files import check_finite_file
 from hubtune.locking import LOCK_NAME
 
 __all__ = [
     "DEFAULT_COMMIT_MESSAGE",
     "PUSH_IGNORED_SUFFIXES",
-    "REPO_ID_RE",
+    "PUSH_IGNORE_PATTERNS",
     "HubAuthError",
     "HubPushError",
     "check_online",
     "check_push_folder",
+    "is_repo_id",
+    "pushed_files",
     "push_folder",
     "resolve_token",
     "validate_repo_id",
@@ -43,9 +47,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_COMMIT_MESSAGE = "Upload model trained with hubtune"
-# A push never uploads resumable checkpoint-* folders, tensorboard runs/ or pickles.
+# A push never uploads resumable checkpoint-* folders, tensorboard runs/, the run lock or pickles: huggingface_hub's
+# ignore_patterns (fnmatch on the path in the repo; a pattern ending in "/" is a top-level folder).
 PUSH_IGNORED_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl", ".pickle")
-REPO_ID_RE = re.compile(r"^(?P<org>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)$")
+PUSH_IGNORE_PATTERNS = ("checkpoint-*/", "runs/", ".git/", ".cache/", LOCK_NAME, f"{LOCK_NAME}/",
+                        *(f"*{suffix}" for suffix in PUSH_IGNORED_SUFFIXES))
 _NON_FINITE_ADVICE = (
     "nothing was uploaded. Publish a model saved before training diverged (e.g. the last good checkpoint-*), or "
     "train again with a lower learning rate."
@@ -56,15 +62,26 @@ _RETRY = "Nothing was committed by this step; fix the cause and re-run the push 
 # --------------------------------------------------------------------------------------------- checks
 
 
+def is_repo_id(value: Any) -> bool:
+    """Whether ``value`` is a Hub repo id ``"org/name"``: huggingface_hub's ``validate_repo_id`` accepts it, and it
+    names its namespace (the library also accepts a bare name; hubtune publishes only to a named owner, so that a
+    push never lands in whichever namespace the token belongs to)."""
+    try:
+        hub_validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return isinstance(value, str) and value.count("/") == 1
+
+
 def validate_repo_id(repo_id: Any) -> str:
-    """``repo_id`` if it is a Hub id ``"org/name"``; a :class:`~hubtune.errors.ConfigError` saying what is wrong."""
-    if not isinstance(repo_id, str) or not REPO_ID_RE.match(repo_id) or "--" in repo_id or ".." in repo_id:
+    """``repo_id`` if it is a Hub id ``"org/name"`` (:func:`is_repo_id`); a one-line ConfigError otherwise."""
+    if not is_repo_id(repo_id):
+        # one line saying what a repo id is, instead of the library's HFValidationError (which allows a bare name)
         raise ConfigError(
             f"Repo id {repo_id!r} is not of the form 'org/name' (an organisation or user name, a slash and a model "
-            "name; letters, digits, '-', '_' and '.', no '--' or '..'), e.g. 'my-org/resnet18-digits'."
+            "name; letters, digits, '-', '_' and '.', no '--' or '..', at most 96 characters each), "
+            "e.g. 'my-org/resnet18-digits'."
         )
-    if len(repo_id.split("/")[1]) > 96:
-        raise ConfigError(f"Repo name {repo_id.split('/')[1]!r} is longer than the Hub's limit of 96 characters.")
     return repo_id
 
 
@@ -104,9 +121,9 @@ def check_push_folder(folder: str | Path) -> Path:
             f"{str(folder)!r} is not a complete model folder: missing {', '.join(missing)}. Run the training to the "
             "end (or save_pretrained + write_model_card) before pushing; nothing was uploaded."
         )
-    for path in sorted(folder.rglob("*.safetensors")):
-        if path.is_file() and _is_pushed(path.relative_to(folder).as_posix()):
-            check_finite_file(path, refusing="upload", advice=_NON_FINITE_ADVICE)
+    for rel in pushed_files(folder):
+        if rel.endswith(".safetensors"):
+            check_finite_file(folder / rel, refusing="upload", advice=_NON_FINITE_ADVICE)
     return folder
 
 
@@ -202,37 +219,23 @@ def _empty_repo_note(repo_id: str, url: str) -> str:
 # --------------------------------------------------------------------------------------------- push
 
 
-def _is_pushed(rel: str) -> bool:
-    """Whether a file (path relative to the output folder) belongs in the published repo."""
-    top = rel.split("/")[0]
-    if top.startswith("checkpoint-") or top in ("runs", ".git", ".cache", LOCK_NAME):
-        return False
-    return not rel.endswith(PUSH_IGNORED_SUFFIXES)
+def pushed_files(folder: str | Path) -> list[str]:
+    """The files of ``folder`` that a push uploads (paths relative to it, sorted): all but PUSH_IGNORE_PATTERNS."""
+    folder = Path(folder)
+    files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    return list(filter_repo_objects(files, ignore_patterns=list(PUSH_IGNORE_PATTERNS)))
 
 
 def _folder_operations(folder: Path) -> list[CommitOperationAdd]:
-    return [
-        CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(path))
-        for path in sorted(p for p in folder.rglob("*") if p.is_file())
-        if _is_pushed(rel := path.relative_to(folder).as_posix())
-    ]
+    return [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(folder / rel)) for rel in pushed_files(folder)]
 
 
 def _create_repo(api: HfApi, repo_id: str, private: bool) -> tuple[str, bool]:
-    """(repo URL, whether this call created the repo)."""
-    try:
-        return str(api.create_repo(repo_id, private=private, exist_ok=False)), True
-    except HfHubHTTPError as err:
-        status = _status_of(err)
-        if status == 409:  # it exists already
-            return f"{api.endpoint.rstrip('/')}/{repo_id}", False
-        if status in (401, 402, 403):  # no right to create: fine if it exists and we may write to it
-            try:
-                api.repo_info(repo_id)
-            except HfHubHTTPError:
-                raise err from None
-            return f"{api.endpoint.rstrip('/')}/{repo_id}", False
-        raise
+    """(repo URL, whether this call created the repo). ``create_repo(exist_ok=True)`` also accepts a repo that
+    exists where the token may not create one (401 / 402 / 403); asking first tells a failed push to say whether it
+    left an empty repo behind."""
+    existed = api.repo_exists(repo_id)
+    return str(api.create_repo(repo_id, private=private, exist_ok=True)), not existed
 
 
 def push_folder(
@@ -279,8 +282,8 @@ def push_folder(
             step = f"create the branch {revision!r}"
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         step = "upload the files"
-        # One create_commit (not upload_folder): the card's metadata is validated before any upload, the
-        # commit is atomic, and a failed request surfaces at once instead of after minutes of retries.
+        # One create_commit, not upload_folder: with hf_xet installed, upload_folder streams a folder in several
+        # commits, so a failure half-way would leave the repo half-updated; one commit is all or nothing.
         api.create_commit(repo_id, operations=operations, commit_message=commit_message, revision=revision)
     except Exception as err:  # noqa: BLE001 - every failure is said in words, as a HubPushError
         note = _empty_repo_note(repo_id, repo_url) if created else ""

@@ -1,6 +1,8 @@
 """Saving and loading classifiers in the hubtune, timm and transformers layouts, from plain parts.
 
-Nothing here imports a model class: the model hands over :class:`ClassifierParts` (and the logits it
+Each library layout is one module registering a :class:`~hubtune.layouts.registry.LibraryLayout` in
+:data:`LIBRARY_LAYOUTS` (the one registry style, :class:`hubtune.registry.Registry`); importing this package
+registers the built-in ``timm`` and ``transformers`` layouts. Nothing here imports a model class: the model hands over :class:`ClassifierParts` (and the logits it
 computes itself on :func:`probe_input`), and gets parts back. An export in a library layout is written to a
 staging folder, re-loaded with the plain library and its logits compared with the model's before anything
 reaches the destination, so a layout that would not reproduce the model is never written or published.
@@ -17,45 +19,46 @@ import torch
 
 from hubtune.backbones import PreprocessingConfig
 from hubtune.errors import ExportError
+from hubtune.layouts import timm as _timm  # noqa: F401  (registers the "timm" layout)
+from hubtune.layouts import transformers as _transformers  # noqa: F401  (registers the "transformers" layout)
 from hubtune.layouts.files import (
     CONFIG_NAME,
     SAFE_WEIGHTS_NAME,
     check_finite,
     detect_layout,
-    fetch,
     layout_of_config,
     load_weights,
     read_config,
     read_json_file,
     save_weights,
-    weights_kind,
 )
 from hubtune.layouts.parts import ClassifierParts
-from hubtune.layouts.timm import read_timm, reload_timm_logits, write_timm
-from hubtune.layouts.transformers import read_transformers, reload_transformers_logits, write_transformers
+from hubtune.layouts.registry import LIBRARY_LAYOUTS, LibraryLayout, get_layout, register_layout, unregister_layout
 from hubtune.permissions import give_default_permissions
 
 __all__ = [
     "LIBRARY_LAYOUTS",
     "LOGITS_TOLERANCE",
     "ClassifierParts",
+    "LibraryLayout",
     "CONFIG_NAME",
     "SAFE_WEIGHTS_NAME",
     "check_finite",
     "detect_layout",
+    "get_layout",
     "layout_of_config",
     "load_weights",
     "probe_input",
     "read_config",
+    "read_json_file",
     "read_library_layout",
+    "register_layout",
     "save_weights",
+    "unregister_layout",
     "write_library_layout",
 ]
 
-LIBRARY_LAYOUTS = ("timm", "transformers")
 LOGITS_TOLERANCE = 1e-5
-_WRITERS = {"timm": write_timm, "transformers": write_transformers}
-_RELOADERS = {"timm": reload_timm_logits, "transformers": reload_transformers_logits}
 
 
 def probe_input(preprocessing: dict[str, Any]) -> torch.Tensor:
@@ -68,15 +71,14 @@ def write_library_layout(parts: ClassifierParts, layout: str, save_directory: st
                          expected_logits: torch.Tensor) -> Path:
     """Write ``parts`` in a library's layout, after checking that the re-loaded export reproduces
     ``expected_logits`` (the model's logits on :func:`probe_input`) to :data:`LOGITS_TOLERANCE`."""
-    if layout not in LIBRARY_LAYOUTS:
-        raise ExportError(f"layout must be one of {LIBRARY_LAYOUTS}, not {layout!r}.")
+    writer = get_layout(layout)  # ExportError naming the registered layouts when unknown
     check_finite({**parts.backbone_state, "classifier.weight": parts.head_weight}, f"the {layout} export")
     save_directory = Path(save_directory)
     with tempfile.TemporaryDirectory(prefix="hubtune-export-") as tmp:
         staging = Path(tmp)
-        _WRITERS[layout](parts, staging)
+        writer.write(parts, staging)
         give_default_permissions(staging)  # safetensors writes 0600 files
-        actual = _RELOADERS[layout](staging, probe_input(parts.preprocessing))
+        actual = writer.reload_logits(staging, probe_input(parts.preprocessing))
         expected = expected_logits.detach().float()
         if actual.shape != expected.shape:
             raise ExportError(
@@ -97,15 +99,8 @@ def write_library_layout(parts: ClassifierParts, layout: str, save_directory: st
 
 def read_library_layout(source: str, config: dict[str, Any], *, revision: str | None = None, token: Any = None,
                         allow_pickle: bool = False) -> ClassifierParts:
-    """The parts of a timm- or transformers-layout classifier (folder or Hub repo) whose config.json is ``config``."""
+    """The parts of a library-layout classifier (folder or Hub repo) whose config.json is ``config``."""
     layout = layout_of_config(config)
-    if layout == "timm":
-        state = load_weights(source, revision=revision, token=token, allow_pickle=allow_pickle)
-        return read_timm(source, config, state)
-    if layout == "transformers":
-        kind = weights_kind(source, revision, token, allow_pickle)
-        processor_path = fetch(source, "preprocessor_config.json", revision, token, required=False)
-        processor = read_json_file(processor_path, "preprocessor_config.json") if processor_path else None
-        return read_transformers(source, config, processor, revision=revision, token=token,
-                                 use_safetensors=kind == "safetensors")
-    raise ExportError(f"{source!r} is in the {layout} layout, not a library layout.")
+    if layout not in LIBRARY_LAYOUTS:
+        raise ExportError(f"{source!r} is in the {layout} layout, not a library layout.")
+    return get_layout(layout).read(source, config, revision=revision, token=token, allow_pickle=allow_pickle)

@@ -7,17 +7,18 @@ problem with a file raises an error that names the file.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hubtune.errors import ExportError, ModelFileError, PickleCheckpointError, WeightsFileError
+from hubtune.files import DIVERGED_ADVICE, check_finite, check_finite_file, nonfinite_tensors, read_json_file
+from hubtune.layouts.registry import LIBRARY_LAYOUTS
 from hubtune.offline import not_in_cache
 from hubtune.permissions import give_default_permissions
 
@@ -94,41 +95,26 @@ def list_files(path_or_repo: str, revision: str | None = None, token: Any = None
     return HfApi().list_repo_files(path_or_repo, revision=revision, token=token)
 
 
-def read_json_file(path: str | Path, what: str = "") -> dict[str, Any]:
-    """A JSON object from ``path``; WeightsFileError naming the file when it is not one."""
-    path = Path(path)
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsFileError(f"{what or path} ({path}) is not valid JSON ({type(e).__name__}); the file is corrupt "
-                               "or was written by something else: restore or re-create it.") from e
-    if not isinstance(value, dict):
-        raise WeightsFileError(f"{what or path} ({path}) holds a JSON {type(value).__name__}, not an object; it is not "
-                               "a model configuration.")
-    return value
-
-
 def read_config(path_or_repo: str, revision: str | None = None, token: Any = None) -> dict[str, Any]:
     return read_json_file(fetch(str(path_or_repo), CONFIG_NAME, revision, token), f"config.json of {path_or_repo!r}")
 
 
 def layout_of_config(config: dict[str, Any]) -> str:
-    """``"hubtune"``, ``"timm"`` or ``"transformers"`` for a parsed config.json."""
-    model_type = config.get("model_type")
-    if model_type == "hubtune":
+    """``"hubtune"`` or the name of the registered library layout (``"timm"``, ``"transformers"`` ...) whose
+    config.json ``config`` is; the first registered layout that recognises it wins."""
+    if config.get("model_type") == "hubtune":
         return "hubtune"
-    if model_type is None and "architecture" in config and "pretrained_cfg" in config:
-        return "timm"
-    if model_type and isinstance(model_type, str):
-        return "transformers"
+    for name, layout in LIBRARY_LAYOUTS.items():
+        if layout().matches(config):
+            return name
     raise ExportError(
         "config.json has neither a model_type (transformers / hubtune) nor timm's architecture and "
-        "pretrained_cfg; it is not a model hubtune can load."
+        f"pretrained_cfg; it is not a model hubtune can load (layouts: hubtune, {', '.join(LIBRARY_LAYOUTS)})."
     )
 
 
 def detect_layout(path_or_repo: str | Path, *, revision: str | None = None, token: Any = None) -> str:
-    """Which layout a local folder or Hub repo has: ``"hubtune"``, ``"timm"`` or ``"transformers"``."""
+    """Which layout a local folder or Hub repo has: ``"hubtune"`` or a registered library layout's name."""
     return layout_of_config(read_config(str(path_or_repo), revision, token))
 
 
@@ -197,50 +183,6 @@ def weights_kind(source: str, revision: str | None, token: Any, allow_pickle: bo
             return "safetensors"
     _allowed_pickle(source, revision, token, allow_pickle)
     return "pickle"
-
-
-DIVERGED_ADVICE = "training diverged. Lower the learning rate and train again from the last good checkpoint."
-
-
-def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
-    """The names of the floating tensors of ``state`` that hold NaN or inf."""
-    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-
-
-def _nonfinite_message(refusing: str, where: str, bad: list[str], total: int, advice: str) -> str:
-    return (f"Refusing to {refusing} {where}: {len(bad)} of {total} weight tensor(s) hold NaN or inf (e.g. "
-            f"{', '.join(bad[:3])}); {advice}")
-
-
-def check_finite(state: dict[str, torch.Tensor], where: str, *, refusing: str = "write",
-                 advice: str = DIVERGED_ADVICE) -> None:
-    """ExportError when any floating tensor holds NaN or inf: a diverged model is never written (nor uploaded).
-
-    The message reads "Refusing to {refusing} {where}: N of M weight tensor(s) hold NaN or inf (e.g. ...); {advice}".
-    """
-    bad = nonfinite_tensors(state)
-    if bad:
-        total = sum(1 for v in state.values() if v.is_floating_point())
-        raise ExportError(_nonfinite_message(refusing, where, bad, total, advice))
-
-
-def check_finite_file(path: str | Path, *, refusing: str, advice: str = DIVERGED_ADVICE) -> None:
-    """:func:`check_finite` for a safetensors file, read one tensor at a time; WeightsFileError when unreadable."""
-    path = Path(path)
-    bad, total = [], 0
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():
-                tensor = f.get_tensor(key)
-                if tensor.is_floating_point():
-                    total += 1
-                    if not bool(torch.isfinite(tensor).all()):
-                        bad.append(key)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise WeightsFileError(f"{path} is truncated or corrupt and cannot be read ({type(e).__name__}); refusing to "
-                               f"{refusing} it. Restore it or save the model again.") from e
-    if bad:
-        raise ExportError(_nonfinite_message(refusing, str(path), bad, total, advice))
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> Path:

@@ -15,10 +15,11 @@ import torch
 
 from hubtune.backbones import PreprocessingConfig, check_timm_config, public_name, timm_config_error
 from hubtune.errors import WeightsFileError
-from hubtune.layouts.files import is_local
+from hubtune.layouts.files import is_local, load_weights
 from hubtune.layouts.parts import ClassifierParts, head_keys, head_state, split_head
+from hubtune.layouts.registry import LibraryLayout, register_layout
 
-__all__ = ["write_timm", "read_timm", "reload_timm_logits", "drop_num_classes_from_model_args"]
+__all__ = ["TimmLayout", "write_timm", "read_timm", "reload_timm_logits", "drop_num_classes_from_model_args"]
 
 
 def _library_model(parts: ClassifierParts):
@@ -147,3 +148,24 @@ def read_timm(source: str, config: dict[str, Any], state: dict[str, torch.Tensor
     spec = {"library": "timm", "name": name, "architecture": architecture, "model_args": model_args,
             "pretrained_cfg": pretrained_cfg}
     return ClassifierParts(spec, _preprocessing(pretrained_cfg), id2label, backbone_state, weight, bias, name)
+
+
+@register_layout
+class TimmLayout(LibraryLayout):
+    """timm's Hub layout: a config.json with ``architecture`` and ``pretrained_cfg`` and no ``model_type``."""
+
+    name = "timm"
+
+    def matches(self, config: dict[str, Any]) -> bool:
+        return config.get("model_type") is None and "architecture" in config and "pretrained_cfg" in config
+
+    def write(self, parts: ClassifierParts, folder: Path) -> None:
+        write_timm(parts, folder)
+
+    def reload_logits(self, folder: Path, pixel_values: torch.Tensor) -> torch.Tensor:
+        return reload_timm_logits(folder, pixel_values)
+
+    def read(self, source: str, config: dict[str, Any], *, revision: str | None, token: Any,
+             allow_pickle: bool) -> ClassifierParts:
+        state = load_weights(source, revision=revision, token=token, allow_pickle=allow_pickle)
+        return read_timm(source, config, state)

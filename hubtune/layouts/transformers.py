@@ -9,9 +9,11 @@ import torch
 
 from hubtune.backbones import PreprocessingConfig, image_classification_class, public_name
 from hubtune.errors import ExportError
+from hubtune.layouts.files import fetch, read_json_file, weights_kind
 from hubtune.layouts.parts import ClassifierParts, head_keys, head_state, split_head
+from hubtune.layouts.registry import LibraryLayout, register_layout
 
-__all__ = ["write_transformers", "read_transformers", "reload_transformers_logits"]
+__all__ = ["TransformersLayout", "write_transformers", "read_transformers", "reload_transformers_logits"]
 
 _NOT_ARCHITECTURE = ("id2label", "label2id", "architectures", "transformers_version", "_name_or_path")
 
@@ -134,3 +136,28 @@ def read_transformers(source: str, config: dict[str, Any], processor: dict[str, 
     spec = {"library": "transformers", "name": public_name(source), "config": config_dict}
     return ClassifierParts(spec, _preprocessing(processor, config), id2label, backbone_state, weight, bias,
                            public_name(source))
+
+
+@register_layout
+class TransformersLayout(LibraryLayout):
+    """The transformers layout: any config.json with a ``model_type`` (but hubtune's own)."""
+
+    name = "transformers"
+
+    def matches(self, config: dict[str, Any]) -> bool:
+        model_type = config.get("model_type")
+        return bool(model_type) and isinstance(model_type, str) and model_type != "hubtune"
+
+    def write(self, parts: ClassifierParts, folder: Path) -> None:
+        write_transformers(parts, folder)
+
+    def reload_logits(self, folder: Path, pixel_values: torch.Tensor) -> torch.Tensor:
+        return reload_transformers_logits(folder, pixel_values)
+
+    def read(self, source: str, config: dict[str, Any], *, revision: str | None, token: Any,
+             allow_pickle: bool) -> ClassifierParts:
+        kind = weights_kind(source, revision, token, allow_pickle)
+        processor_path = fetch(source, "preprocessor_config.json", revision, token, required=False)
+        processor = read_json_file(processor_path, "preprocessor_config.json") if processor_path else None
+        return read_transformers(source, config, processor, revision=revision, token=token,
+                                 use_safetensors=kind == "safetensors")

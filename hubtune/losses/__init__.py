@@ -8,7 +8,7 @@ from typing import Any
 # imported when first used (PEP 562): hubtune.losses.adaptive_mix_settings is torch-free, and importing it (for a
 # config) must not import torch through this package
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(("CoreTuningDraws", "CoreTuningLoss", "CoreTuningLossOutput", "build_hard_pair_rows",
+    **dict.fromkeys(("CoreTuningDraws", "CoreTuningLoss", "CoreTuningLossOutput", "CoreTuningSettings", "build_hard_pair_rows",
                      "focal_supcon_loss", "mine_hard_pairs", "sample_core_tuning_draws", "soft_label_cross_entropy"),
                     "hubtune.losses.core_tuning"),
     **dict.fromkeys(("AdaptiveMix", "AdaptiveMixClassifierLoss", "AdaptiveMixLossOutput", "AdaptiveMixOutput",

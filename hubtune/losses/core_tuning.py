@@ -18,13 +18,14 @@ no host-device sync.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hubtune.distributed import all_gather_no_grad, all_gather_with_grad, is_distributed
+from hubtune.errors import ConfigError
 from hubtune.losses._random import sample_symmetric_beta
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "CoreTuningDraws",
     "CoreTuningLoss",
     "CoreTuningLossOutput",
+    "CoreTuningSettings",
     "FocalSupConOutput",
     "HardPairIndices",
     "HardPairRows",
@@ -43,8 +45,66 @@ __all__ = [
     "soft_label_cross_entropy",
 ]
 
-PRESETS = ("paper", "reference")
 _NORMALISATIONS = ("positives", "rows")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Settings: defaults and validation, stated once for the loss and the registered method
+
+
+@dataclass
+class CoreTuningSettings:
+    """Core-tuning's loss settings: the one statement of their defaults and valid ranges.
+
+    :class:`CoreTuningLoss` validates its arguments here, and the registered method's config
+    (:class:`hubtune.methods.core_tuning.CoreTuningConfig`) derives from this class, so both share the
+    defaults and the checks. A bad value raises :class:`~hubtune.errors.ConfigError` (a ``ValueError``).
+
+    Args:
+        preset: ``"paper"`` (the method as published) or ``"reference"`` (the public script's semantics).
+        eta: weight of the focal supervised-contrastive term (``L = L_ce + eta * L_con``); 0.03 is the
+            default measured in the README's Evidence section.
+        temperature: contrastive temperature tau.
+        alpha: Beta(alpha, alpha) of the mixing coefficients.
+        lam_min: lower bound of the partner's weight in the semi-hard negative rows.
+    """
+
+    PRESETS: ClassVar[tuple[str, ...]] = ("paper", "reference")
+    preset: str = "paper"
+    eta: float = 0.03
+    temperature: float = 0.07
+    alpha: float = 1.0
+    lam_min: float = 0.8
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad setting."""
+        _check_preset(self.preset)
+        if not self.eta >= 0:
+            raise ConfigError(f"eta (the contrastive weight) must be >= 0, got {self.eta}.")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
+        _check_draw_settings(self.alpha, self.lam_min)
+
+
+PRESETS = CoreTuningSettings.PRESETS
+
+
+def _check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown Core-tuning preset {preset!r}; choose one of {PRESETS}.")
+
+
+def _check_draw_settings(alpha: float, lam_min: float) -> None:
+    if not alpha > 0:
+        raise ConfigError(f"alpha (the Beta(alpha, alpha) parameter) must be > 0, got {alpha}.")
+    if not 0.0 <= lam_min <= 1.0:
+        raise ConfigError(f"lam_min must lie in [0, 1], got {lam_min}.")
+
+
+_DEFAULTS = CoreTuningSettings()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -73,17 +133,14 @@ class CoreTuningDraws:
 
 
 def sample_core_tuning_draws(
-    batch_size: int, alpha: float = 1.0, lam_min: float = 0.8, device=None
+    batch_size: int, alpha: float = _DEFAULTS.alpha, lam_min: float = _DEFAULTS.lam_min, device=None
 ) -> CoreTuningDraws:
     """Draw p ~ uniform permutation, lam = max(Beta(alpha, alpha), lam_min), mu ~ Beta(alpha, alpha).
 
     Everything is sampled on `device` with no host-device sync, and traces into one graph under
     `torch.compile`, also with a dynamic batch size (see :func:`hubtune.losses._random.sample_symmetric_beta`).
     """
-    if alpha <= 0:
-        raise ValueError(f"alpha (the Beta(alpha, alpha) parameter) must be > 0, got {alpha}")
-    if not 0.0 <= lam_min <= 1.0:
-        raise ValueError(f"lam_min must lie in [0, 1], got {lam_min}")
+    _check_draw_settings(alpha, lam_min)
     lam = sample_symmetric_beta(alpha, (batch_size,), device=device).clamp(min=lam_min)
     mu = sample_symmetric_beta(alpha, (batch_size,), device=device)
     permutation = torch.randperm(batch_size, device=device)
@@ -116,11 +173,6 @@ class FocalSupConOutput(NamedTuple):
     loss: Tensor
     num_positive_pairs: Tensor
     num_anchors_with_positives: Tensor
-
-
-def _check_preset(preset: str) -> None:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown Core-tuning preset {preset!r}; choose one of {PRESETS}")
 
 
 @torch.no_grad()
@@ -297,9 +349,7 @@ def focal_supcon_loss(
     |P(i)| > 0, and exactly 0 (with zero, finite gradients) when there are none.
     """
     if normalisation not in _NORMALISATIONS:
-        raise ValueError(
-            f"unknown normalisation {normalisation!r}; choose one of {_NORMALISATIONS}"
-        )
+        raise ConfigError(f"unknown normalisation {normalisation!r}; choose one of {_NORMALISATIONS}.")
     num_rows = z.shape[0]
     z = z.float()
     logits = z @ z.T / temperature
@@ -381,7 +431,8 @@ class CoreTuningLoss(nn.Module):
       replaced by i when it is 0, which with positive cosines is the anchor or a negative;
       hn(i) = first argmax of cos(h_i, h_j) * [y_j != y_i] (index 0 when the batch has one class);
     - L_i is divided by the number of rows N (3B, or all processes' rows when gathered) instead of |P(i)|,
-      so its eta = 0.1 weighs the contrastive term far less than the paper preset's eta = 0.1.
+      so the same eta weighs the contrastive term far less than in the paper preset (the script's
+      recipe uses eta = 0.1: pass it explicitly).
     Kept out of both presets on purpose: the script codes soft labels as powers of ten, which makes
     different labels collide from C > 18 on; both presets here compare exact (class_a, class_b, weight_a)
     triples. The script's extra backbone forward per step, used only for logging, is not done.
@@ -405,31 +456,29 @@ class CoreTuningLoss(nn.Module):
 
     def __init__(
         self,
-        eta: float = 0.1,
-        temperature: float = 0.07,
-        alpha: float = 1.0,
-        lam_min: float = 0.8,
-        preset: str = "paper",
+        eta: float = _DEFAULTS.eta,
+        temperature: float = _DEFAULTS.temperature,
+        alpha: float = _DEFAULTS.alpha,
+        lam_min: float = _DEFAULTS.lam_min,
+        preset: str = _DEFAULTS.preset,
         gather_distributed: bool = True,
     ):
         super().__init__()
-        if eta < 0:
-            raise ValueError(f"eta (the contrastive weight) must be >= 0, got {eta}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if alpha <= 0:
-            raise ValueError(f"alpha (the Beta(alpha, alpha) parameter) must be > 0, got {alpha}")
-        if not 0.0 <= lam_min <= 1.0:
-            raise ValueError(f"lam_min must lie in [0, 1], got {lam_min}")
-        _check_preset(preset)
-        self.eta = float(eta)
-        self.temperature = float(temperature)
-        self.alpha = float(alpha)
-        self.lam_min = float(lam_min)
-        self.preset = preset
+        settings = CoreTuningSettings(preset=preset, eta=eta, temperature=temperature, alpha=alpha, lam_min=lam_min)
+        self.eta = float(settings.eta)
+        self.temperature = float(settings.temperature)
+        self.alpha = float(settings.alpha)
+        self.lam_min = float(settings.lam_min)
+        self.preset = settings.preset
         self.gather_distributed = bool(gather_distributed)
         self.validate_labels = True
         self.check_gather_shapes = True
+
+    @classmethod
+    def from_settings(cls, settings: CoreTuningSettings, gather_distributed: bool = True) -> "CoreTuningLoss":
+        """The loss for `settings` (a :class:`CoreTuningSettings`, e.g. the method's config)."""
+        return cls(eta=settings.eta, temperature=settings.temperature, alpha=settings.alpha,
+                   lam_min=settings.lam_min, preset=settings.preset, gather_distributed=gather_distributed)
 
     @classmethod
     def reference(cls, **overrides) -> "CoreTuningLoss":
@@ -517,24 +566,24 @@ class CoreTuningLoss(nn.Module):
     @staticmethod
     def _check_inputs(features: Tensor, labels: Tensor) -> int:
         if features.dim() != 2:
-            raise ValueError(
+            raise ConfigError(
                 f"features must be pooled backbone features of shape (batch, dim), got shape "
                 f"{tuple(features.shape)}"
             )
         if not features.is_floating_point():
-            raise ValueError(f"features must be a floating tensor, got dtype {features.dtype}")
+            raise ConfigError(f"features must be a floating tensor, got dtype {features.dtype}")
         if labels.dim() != 1 or labels.shape[0] != features.shape[0]:
-            raise ValueError(
+            raise ConfigError(
                 f"labels must be a 1-D tensor with one class index per row of features "
                 f"({features.shape[0]}), got shape {tuple(labels.shape)}"
             )
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise ValueError(
+            raise ConfigError(
                 f"labels must be integer class indices, got dtype {labels.dtype}; soft or one-hot "
                 "labels are not accepted (the loss builds its own soft labels)"
             )
         if features.shape[0] == 0:
-            raise ValueError("the batch is empty: Core-tuning needs at least one sample")
+            raise ConfigError("the batch is empty: Core-tuning needs at least one sample")
         return features.shape[0]
 
     @staticmethod
@@ -542,14 +591,14 @@ class CoreTuningLoss(nn.Module):
         for name in ("permutation", "lam", "mu"):
             shape = tuple(getattr(draws, name).shape)
             if shape != (batch_size,):
-                raise ValueError(
+                raise ConfigError(
                     f"draws.{name} must have shape ({batch_size},) to match the batch, got {shape}"
                 )
 
     @staticmethod
     def _check_label_range(labels: Tensor, num_classes: int) -> None:
         if bool(((labels < 0) | (labels >= num_classes)).any()):
-            raise ValueError(
+            raise ConfigError(
                 f"labels must lie in [0, {num_classes}) (the classifier has {num_classes} outputs), "
                 f"got values from {int(labels.min())} to {int(labels.max())}; check the label "
                 "mapping or the classifier's number of classes"

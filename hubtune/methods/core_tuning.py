@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from hubtune.errors import ConfigError
-from hubtune.losses.core_tuning import CoreTuningLoss
+from hubtune.losses.core_tuning import CoreTuningLoss, CoreTuningSettings
 from hubtune.methods.base import SGD_FINE_TUNING_RECIPE, MethodConfig, MethodOutput, TrainingMethod
 from hubtune.methods.registry import register_method
 
@@ -30,37 +30,22 @@ CITATION = (
 
 
 @dataclass
-class CoreTuningConfig(MethodConfig):
-    """Core-tuning's knobs.
+class CoreTuningConfig(MethodConfig, CoreTuningSettings):
+    """Core-tuning's knobs: the loss settings of :class:`~hubtune.losses.core_tuning.CoreTuningSettings`
+    (``preset``, ``eta``, ``temperature``, ``alpha``, ``lam_min``: defaults and checks stated there, once) plus
+    the method's own.
 
     Args:
-        preset: ``"paper"`` (the method as published) or ``"reference"`` (the public script's semantics:
-            clean rows detached, its hard-positive mining, L_i divided by the number of rows, no classifier bias).
-        eta: weight of the focal supervised-contrastive term (``L = L_ce + eta * L_con``).
-        temperature: contrastive temperature tau.
-        alpha: Beta(alpha, alpha) of the mixing coefficients.
-        lam_min: lower bound of the partner's weight in the semi-hard negative rows.
         projector_dim: output size of the training-only projector ``Linear(D, D) -> ReLU -> Linear(D, projector_dim)``.
         eta_warmup_ratio: ramp eta linearly from 0 over this fraction of the training steps (0 = no ramp).
     """
 
-    PRESETS: ClassVar[tuple[str, ...]] = ("paper", "reference")
-    eta: float = 0.03
-    temperature: float = 0.07
-    alpha: float = 1.0
-    lam_min: float = 0.8
+    PRESETS: ClassVar[tuple[str, ...]] = CoreTuningSettings.PRESETS
     projector_dim: int = 256
     eta_warmup_ratio: float = 0.0
 
     def validate(self) -> None:
-        if not self.eta >= 0:
-            raise ConfigError(f"eta (the contrastive weight) must be >= 0, got {self.eta}.")
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
-        if not self.alpha > 0:
-            raise ConfigError(f"alpha (the Beta(alpha, alpha) parameter) must be > 0, got {self.alpha}.")
-        if not 0.0 <= self.lam_min <= 1.0:
-            raise ConfigError(f"lam_min must lie in [0, 1], got {self.lam_min}.")
+        CoreTuningSettings.validate(self)
         if int(self.projector_dim) < 1:
             raise ConfigError(f"projector_dim must be a positive integer, got {self.projector_dim}.")
         if not 0.0 <= self.eta_warmup_ratio <= 1.0:
@@ -97,8 +82,7 @@ class CoreTuningMethod(TrainingMethod):
         return {"projector": projector}
 
     def build_loss(self) -> CoreTuningLoss:
-        c = self.config
-        loss = CoreTuningLoss(eta=c.eta, temperature=c.temperature, alpha=c.alpha, lam_min=c.lam_min, preset=c.preset)
+        loss = CoreTuningLoss.from_settings(self.config)
         loss.validate_labels = False  # the model checks labels already, without a host sync on GPUs
         return loss
 

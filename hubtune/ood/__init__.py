@@ -4,8 +4,9 @@ Sign convention: every score is **higher = more in-distribution**, and the metri
 in-distribution images as the **positive** class (AUROC, AUPR-in, and TPR in "FPR at 95% TPR" are about
 in-distribution images; AUPR-out makes the OOD images the positives).
 
-* :mod:`hubtune.ood.scores`: msp, max-logit, energy, the class-subspace and Mahalanobis scores, and the
-  registry ``OOD_SCORES``.
+* :mod:`hubtune.ood.registry`: the registry ``OOD_SCORES``; a new score is one module calling
+  :func:`register_ood_score`.
+* :mod:`hubtune.ood.scores`: msp, max-logit, energy, the class-subspace and Mahalanobis scores (registered there).
 * :mod:`hubtune.ood.metrics`: :func:`ood_metrics` (AUROC, FPR at 95% TPR, AUPR-in/out, detection error).
 * :mod:`hubtune.ood.sources`: the built-in ``"noise"`` and ``"skimage-photos"`` sources, :func:`load_ood_data`.
 * :mod:`hubtune.ood.evaluate`: :func:`evaluate_ood`, a model run over an in-distribution set and OOD sets.
@@ -35,12 +36,14 @@ from hubtune.ood.scores import (
     OODScore,
     energy_score,
     get_ood_score,
+    register_ood_score,
     mahalanobis_score,
     max_logit_score,
     msp_score,
     resolve_scores,
     subspace_angle_score,
 )
+from hubtune.ood.registry import unregister_ood_score
 from hubtune.ood.sources import BUILTIN_OOD_SOURCES, SKIMAGE_PHOTOS, check_ood_images, load_ood_data
 
 __all__ = [
@@ -55,6 +58,8 @@ __all__ = [
     "OOD_SCORES",
     "DEFAULT_SCORES",
     "get_ood_score",
+    "register_ood_score",
+    "unregister_ood_score",
     "resolve_scores",
     "ood_metrics",
     "METRIC_NAMES",

@@ -1,4 +1,4 @@
-"""OOD scores: pure torch, higher = more in-distribution, and their registry ``OOD_SCORES``.
+"""OOD scores: pure torch, higher = more in-distribution, registered in ``OOD_SCORES`` (:mod:`hubtune.ood.registry`).
 
 ============  =========  ============================================================================
 name          reads      score of one image
@@ -20,13 +20,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from hubtune.errors import OODError
+from hubtune.ood.registry import (  # the registry's public names, kept importable from here
+    DEFAULT_SCORES,
+    OOD_SCORES,
+    OODScore,
+    get_ood_score,
+    register_ood_score,
+    resolve_scores,
+)
 
 __all__ = [
     "DEFAULT_SCORES",
@@ -42,9 +49,6 @@ __all__ = [
     "get_ood_score",
     "resolve_scores",
 ]
-
-DEFAULT_SCORES = ("msp", "max-logit", "energy", "subspace", "mahalanobis")
-
 
 def _check_2d(x: Tensor, what: str) -> Tensor:
     if not isinstance(x, Tensor) or x.ndim != 2:
@@ -195,62 +199,15 @@ def mahalanobis_score(features: Tensor, gaussians: ClassGaussians) -> Tensor:
     return gaussians.score(features)
 
 
-# --------------------------------------------------------------------------------------------- the registry
+# --------------------------------------------------------------------------------------------- registration
 
 
-@dataclass(frozen=True)
-class OODScore:
-    """A named OOD score.
-
-    Attributes:
-        name: registry name.
-        reads: ``"logits"`` or ``"features"`` (pooled features as the classifier sees them).
-        fitted: whether it is fitted on the training split's features and labels.
-        description: one line for tables and help.
-        build: ``build()`` (not fitted) or ``build(train_features, train_labels)`` (fitted) returns the function
-            mapping logits or features (B, .) to scores (B,).
-    """
-
-    name: str
-    reads: Literal["logits", "features"]
-    fitted: bool
-    description: str
-    build: Callable[..., Callable[[Tensor], Tensor]]
-
-
-OOD_SCORES: dict[str, OODScore] = {
-    s.name: s
-    for s in (
-        OODScore("msp", "logits", False, "maximum softmax probability", lambda: msp_score),
-        OODScore("max-logit", "logits", False, "maximum logit", lambda: max_logit_score),
-        OODScore("energy", "logits", False, "negative free energy, T * logsumexp(z / T), T = 1", lambda: energy_score),
-        OODScore(
-            "subspace", "features", True, "max |cos| to each class's leading singular vector",
-            lambda features, labels: ClassSubspaces.fit(features, labels).score,
-        ),
-        OODScore(
-            "mahalanobis", "features", True, "-min squared Mahalanobis distance to a class mean (shared covariance)",
-            lambda features, labels: ClassGaussians.fit(features, labels).score,
-        ),
-    )
-}
-
-
-def get_ood_score(name: str) -> OODScore:
-    """The registered score ``name``; an :class:`~hubtune.errors.OODError` listing the valid names otherwise."""
-    try:
-        return OOD_SCORES[name]
-    except (KeyError, TypeError):
-        raise OODError(f"Unknown OOD score {name!r}. Valid scores: {', '.join(OOD_SCORES)}.") from None
-
-
-def resolve_scores(names: Sequence[str] | str | None) -> list[OODScore]:
-    """The registered scores ``names`` (one name, a list, or None for ``DEFAULT_SCORES``), checked."""
-    if names is None:
-        names = DEFAULT_SCORES
-    if isinstance(names, str):
-        names = [names]
-    specs = [get_ood_score(name) for name in names]
-    if not specs:
-        raise OODError(f"Give at least one OOD score; valid scores: {', '.join(OOD_SCORES)}.")
-    return specs
+register_ood_score(OODScore("msp", "logits", False, "maximum softmax probability", lambda: msp_score))
+register_ood_score(OODScore("max-logit", "logits", False, "maximum logit", lambda: max_logit_score))
+register_ood_score(OODScore("energy", "logits", False, "negative free energy, T * logsumexp(z / T), T = 1",
+                            lambda: energy_score))
+register_ood_score(OODScore("subspace", "features", True, "max |cos| to each class's leading singular vector",
+                            lambda features, labels: ClassSubspaces.fit(features, labels).score))
+register_ood_score(OODScore("mahalanobis", "features", True,
+                            "-min squared Mahalanobis distance to a class mean (shared covariance)",
+                            lambda features, labels: ClassGaussians.fit(features, labels).score))

@@ -18,7 +18,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
-from hubtune.arguments import check_file_values, check_number, given_options, parse_command_line
+from hubtune.arguments import check_file_values, check_number, given_options, option_names, parse_command_line
 from hubtune.backbones import names_weights
 from hubtune.errors import ConfigError, MethodError
 from hubtune.hub.push import validate_repo_id
@@ -287,8 +287,7 @@ def parse_finetune_args(source: Mapping[str, Any] | Sequence[str] | str | Path |
         argv = [str(source)]
         given = given_options(parser, argv)
     elif isinstance(source, Mapping):
-        known = {a.dest for a in parser._actions}
-        unknown = sorted(set(source) - known)
+        unknown = sorted(set(source) - option_names(parser))
         if unknown:
             raise ConfigError(f"Unknown finetune option(s) {', '.join(unknown)}; see `hubtune finetune --help`.")
         parser.set_defaults(**check_file_values(parser.dataclass_types, source, "finetune options"))

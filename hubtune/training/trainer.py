@@ -243,6 +243,9 @@ class HubtuneTrainer(Trainer):
             check_not_past_the_end(resume, self.args)
         return super().train(resume, *args, **kwargs)
 
+    # Kept on Trainer's private _save_checkpoint / _get_output_dir: the public on_save callback runs after Trainer has
+    # written checkpoint-N in place, and no public hook chooses where it writes, so only these overrides make a save
+    # all-or-nothing (tests/training/test_trainer.py::test_a_checkpoint_save_that_dies_half_way_leaves_no_checkpoint_folder).
     def _get_output_dir(self, trial) -> str:
         return str(self._staging_dir) if self._staging_dir is not None else super()._get_output_dir(trial)
 

@@ -21,10 +21,13 @@ from hubtune.hub import (
     RUN_INFO_FILENAME,
     HubAuthError,
     HubPushError,
+    is_repo_id,
     load_template,
     push_folder,
+    pushed_files,
     read_run_info,
     render_classifier_card,
+    validate_repo_id,
     write_model_card,
     write_run_info,
 )
@@ -274,6 +277,46 @@ def test_bad_repo_id_fails_before_any_request(local_hub, hub_token, timm_output,
         push_folder(timm_output, repo_id, token=hub_token)
     assert isinstance(err.value, ConfigError)
     assert len(local_hub.requests) == seen
+
+
+def test_repo_ids_follow_huggingface_hub_plus_a_required_namespace():
+    """validate_repo_id is huggingface_hub's check plus one rule of hubtune's: the owner must be named."""
+    from huggingface_hub.utils import HFValidationError
+    from huggingface_hub.utils import validate_repo_id as hub_validate_repo_id
+
+    hub_validate_repo_id("no-namespace")  # the library accepts a bare name ...
+    assert not is_repo_id("no-namespace")  # ... hubtune does not
+    for bad in ("org/bad--name", "org/name.git", "org/-name", "org/" + "x" * 97, "a/b/c"):
+        with pytest.raises(HFValidationError):
+            hub_validate_repo_id(bad)
+        with pytest.raises(ConfigError, match="not of the form 'org/name'") as err:
+            validate_repo_id(bad)
+        assert "\n" not in str(err.value)
+    assert validate_repo_id("my-org/resnet18.digits_v2") == "my-org/resnet18.digits_v2"
+
+
+def test_a_push_is_one_commit_and_skips_the_ignore_patterns(local_hub, hub_token, hub_repo_id, timm_output, tmp_path):
+    """Why push_folder keeps create_commit rather than upload_folder: with hf_xet installed, upload_folder streams a
+    folder in several commits, so a failure half-way would leave a half-updated repo. A push is one commit."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(timm_output, out)
+    for i in range(40):
+        (out / "samples" / f"{i:02d}.txt").parent.mkdir(exist_ok=True)
+        (out / "samples" / f"{i:02d}.txt").write_text(str(i))
+    (out / ".hubtune.lock").write_text("pid")
+    (out / "checkpoint-3" / "sub").mkdir(parents=True)
+    (out / "checkpoint-3" / "sub" / "model.safetensors").write_bytes(b"resumable")
+    (out / "nested" / "checkpoint-9").mkdir(parents=True)  # only top-level checkpoint-* folders are skipped
+    (out / "nested" / "checkpoint-9" / "notes.txt").write_text("kept")
+    expected = pushed_files(out)
+    assert "samples/39.txt" in expected and "nested/checkpoint-9/notes.txt" in expected
+    assert not any(f.startswith(("checkpoint-", ".hubtune.lock")) for f in expected)
+    push_folder(out, hub_repo_id, token=hub_token)
+    repo = local_hub.repos[hub_repo_id]
+    assert len(repo.commits) == 2  # the repo's initial commit, then the whole push in one
+    assert set(local_hub.files(hub_repo_id)) == {".gitattributes", *expected}
 
 
 def test_missing_token_fails_before_any_request(local_hub, hub_repo_id, timm_output, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import timm
@@ -11,7 +12,16 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ViTConfig
 
 from hubtune.errors import ExportError, PickleCheckpointError
-from hubtune.layouts import detect_layout, probe_input, write_library_layout
+from hubtune.layouts import (
+    LIBRARY_LAYOUTS,
+    ClassifierParts,
+    LibraryLayout,
+    detect_layout,
+    probe_input,
+    register_layout,
+    unregister_layout,
+    write_library_layout,
+)
 from hubtune.modeling import HubtuneForImageClassification
 
 load_export = HubtuneForImageClassification.from_pretrained
@@ -298,3 +308,72 @@ def test_weights_are_written_with_the_umask_permissions(timm_model, tmp_path, um
     for path in (tmp_path / "out" / "model.safetensors", tmp_path / "w.safetensors"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+# ------------------------------------------------------------------------------------------- a plug-in layout
+
+
+class FlatLayout(LibraryLayout):
+    """A toy export layout: the parts as one flat safetensors file plus a config.json that names the layout."""
+
+    name = "toy-flat"
+    drop_bias = False  # a subclass that loses the bias shows the export check applies to every layout
+
+    def matches(self, config):
+        return config.get("toy_flat_layout") == 1
+
+    def write(self, parts, folder):
+        config = {"toy_flat_layout": 1, "spec": parts.spec, "preprocessing": parts.preprocessing,
+                  "id2label": {str(k): v for k, v in parts.id2label.items()}}
+        (folder / "config.json").write_text(json.dumps(config))
+        state = {f"backbone.{k}": v.contiguous() for k, v in parts.backbone_state.items()}
+        state["head.weight"] = parts.head_weight.contiguous()
+        if parts.head_bias is not None and not self.drop_bias:
+            state["head.bias"] = parts.head_bias.contiguous()
+        save_file(state, str(folder / "model.safetensors"))
+
+    def reload_logits(self, folder, pixel_values):
+        model = HubtuneForImageClassification.from_pretrained(str(folder))  # reads back through read() below
+        return _logits(model, pixel_values)
+
+    def read(self, source, config, *, revision, token, allow_pickle):
+        state = load_file(str(Path(source) / "model.safetensors"))
+        backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        id2label = {int(k): v for k, v in config["id2label"].items()}
+        return ClassifierParts(config["spec"], config["preprocessing"], id2label, backbone, state["head.weight"],
+                               state.get("head.bias"), str(source))
+
+
+@pytest.fixture()
+def flat_layout():
+    """A new export layout is one class plus one registration."""
+    register_layout(FlatLayout)
+    yield FlatLayout.name
+    unregister_layout(FlatLayout.name)
+    assert FlatLayout.name not in LIBRARY_LAYOUTS
+
+
+def test_a_registered_toy_layout_is_written_detected_and_read_back(flat_layout, timm_model, tmp_path):
+    parts = timm_model._library_parts()
+    probe = probe_input(parts.preprocessing)
+    expected = _logits(timm_model, probe)
+    write_library_layout(parts, flat_layout, tmp_path / "flat", expected)
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["config.json", "model.safetensors"]
+    assert detect_layout(tmp_path / "flat") == flat_layout
+    loaded = load_export(tmp_path / "flat")  # HubtuneForImageClassification.from_pretrained
+    assert loaded.config.id2label == timm_model.config.id2label
+    torch.testing.assert_close(_logits(loaded, probe), expected, atol=TOL, rtol=0)
+
+
+def test_a_toy_layout_that_loses_weights_is_refused_before_writing(flat_layout, timm_model, tmp_path):
+    class LossyLayout(FlatLayout):
+        drop_bias = True
+
+    register_layout(LossyLayout)  # the same name: replaces the good one for this test
+    parts = timm_model._library_parts()
+    expected = _logits(timm_model, probe_input(parts.preprocessing))
+    with pytest.raises(ExportError, match="toy-flat export does not reproduce the model"):
+        write_library_layout(parts, flat_layout, tmp_path / "lossy", expected)
+    assert not (tmp_path / "lossy").exists()
+    with pytest.raises(ExportError, match="Unknown export layout 'toy-npz'; choose one of timm, transformers, toy-flat"):
+        write_library_layout(parts, "toy-npz", tmp_path / "npz", expected)

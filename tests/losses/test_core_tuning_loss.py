@@ -20,7 +20,10 @@ from hubtune.losses import (
     sample_core_tuning_draws,
     soft_label_cross_entropy,
 )
+from hubtune.errors import ConfigError
 from hubtune.losses import core_tuning
+from hubtune.losses.core_tuning import CoreTuningSettings
+from hubtune.methods.core_tuning import CoreTuningConfig
 
 TAU = 0.07
 ETA = 0.1
@@ -517,8 +520,25 @@ def test_reference_constructor_and_overrides():
     ],
 )
 def test_invalid_hyper_parameters_raise(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match) as from_loss:
         CoreTuningLoss(**kwargs)
+    # The registered method validates through the same statement: same error, same message.
+    with pytest.raises(ConfigError) as from_method:
+        CoreTuningConfig(**kwargs)
+    assert isinstance(from_loss.value, ValueError)
+    if "preset" not in kwargs:  # the method's base class names an unknown preset first (MethodError)
+        assert str(from_method.value) == str(from_loss.value)
+
+
+def test_loss_and_method_share_one_statement_of_defaults():
+    settings = CoreTuningSettings()
+    assert settings.eta == 0.03
+    loss, config = CoreTuningLoss(), CoreTuningConfig()
+    for name in ("preset", "eta", "temperature", "alpha", "lam_min"):
+        assert getattr(loss, name) == getattr(config, name) == getattr(settings, name), name
+    assert isinstance(config, CoreTuningSettings)
+    built = CoreTuningLoss.from_settings(CoreTuningConfig(eta=0.2, temperature=0.1, preset="reference"))
+    assert (built.eta, built.temperature, built.preset) == (0.2, 0.1, "reference")
 
 
 def test_invalid_inputs_raise():

@@ -18,8 +18,10 @@ from hubtune.errors import OODError
 from hubtune.hub import read_run_info, write_model_card, write_run_info
 from hubtune.modeling import HubtuneForImageClassification
 from hubtune.ood import (
+    METRIC_NAMES,
     OOD_SCORES,
     ClassGaussians,
+    OODScore,
     ClassSubspaces,
     energy_score,
     evaluate_ood,
@@ -33,7 +35,9 @@ from hubtune.ood import (
     msp_score,
     ood_metrics,
     read_ood_results,
+    register_ood_score,
     subspace_angle_score,
+    unregister_ood_score,
 )
 
 
@@ -502,12 +506,7 @@ def _saved_dataset(folder, n_train, n_test, seed, size=(8, 8)):
 def test_cli_checks_ood_sources_before_scoring(tmp_path, monkeypatch, capsys):
     net = CountingNet()
 
-    class Loader:
-        @staticmethod
-        def from_pretrained(source, **kwargs):
-            return net
-
-    monkeypatch.setattr(ood_command, "HubtuneForImageClassification", Loader)
+    monkeypatch.setattr(ood_command, "_load_model", lambda args: net)
     data = _saved_dataset(tmp_path / "data", 12, 6, seed=10, size=(6, 6))
     folder = _image_folder(tmp_path / "ood")
     _truncated_png(folder / "broken.png")
@@ -639,3 +638,49 @@ def test_results_file_reads_hubtune_0_1_files_and_merges(tmp_path):
     (tmp_path / "ood_results.json").write_text("[1, 2]")
     with pytest.raises(OODError, match="not an OOD results file"):
         read_ood_results(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------- a plug-in score
+
+
+def _feature_norm(features):
+    """A toy score: the L2 norm of the pooled features (higher = more in-distribution)."""
+    return features.double().norm(dim=1)
+
+
+@pytest.fixture()
+def toy_score():
+    """A new OOD score is one function plus one registration."""
+    register_ood_score(OODScore("feature-norm", "features", False, "L2 norm of the pooled features",
+                                lambda: _feature_norm))
+    yield "feature-norm"
+    unregister_ood_score("feature-norm")
+    assert "feature-norm" not in OOD_SCORES
+
+
+def test_a_registered_toy_score_is_computed_by_evaluate_ood(toy_score):
+    net = TinyNet()
+    train, test = _in_distribution(12, seed=2, size=(6, 6)), _in_distribution(10, seed=3, size=(6, 6))
+    ood = {"rgb": _rgb_images(7, size=(9, 9))}
+    results = evaluate_ood(net, test, ood, scores=["msp", toy_score], train_data=train, preprocessing=TINY_PRE)
+    assert results["scores"] == ["msp", toy_score]
+
+    transform = build_transforms(TINY_PRE, train=False)  # what evaluate_ood applies
+    with torch.no_grad():
+        f_in = net.forward_features(torch.stack([transform(im) for im in test["image"]]))
+        f_out = net.forward_features(torch.stack([transform(im) for im in ood["rgb"]["image"]]))
+    expected = ood_metrics(_feature_norm(f_in), _feature_norm(f_out))
+    assert results["results"]["rgb"]["metrics"][toy_score] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_registered_toy_score_runs_through_hubtune_ood(toy_score, hubtune_model, tmp_path, capsys):
+    assert toy_score in ood_command.build_parser().format_help()
+    model_dir = tmp_path / "model"
+    hubtune_model.save_pretrained(model_dir)
+    data_dir = _saved_dataset(tmp_path / "data", 12, 9, seed=6)
+    assert _ood_cli(["--model", str(model_dir), "--dataset", data_dir, "--ood_dataset", "noise",
+                     "--score", toy_score, "energy", "--output_dir", str(tmp_path / "ood")]) == 0
+    (entry,) = json.loads((tmp_path / "ood" / "ood_results.json").read_text())["entries"]
+    assert entry["scores"] == [toy_score, "energy"]
+    assert set(entry["metrics"][toy_score]) == set(METRIC_NAMES)
+    assert f"| noise (9) | {toy_score} |" in capsys.readouterr().out
