@@ -72,16 +72,22 @@ class Backbone(nn.Module):
         num_features: size D of the pooled features.
         preprocessing: the :class:`PreprocessingConfig` its weights expect.
         spec: JSON-serialisable description to rebuild the architecture offline.
+        source_classifier: the pretrained weights' own linear classifier (``{"weight": (S, D), "bias": (S,) or
+            None}``, plain tensors, not part of the module or its state dict) when the backbone was created
+            with pretrained timm weights that ship one (an ImageNet head, say); None otherwise. Methods that
+            use the source label space (Co-Tuning) take it from here.
     """
 
     library: str
 
-    def __init__(self, model: nn.Module, spec: dict[str, Any], preprocessing: PreprocessingConfig, num_features: int):
+    def __init__(self, model: nn.Module, spec: dict[str, Any], preprocessing: PreprocessingConfig, num_features: int,
+                 source_classifier: dict[str, torch.Tensor | None] | None = None):
         super().__init__()
         self.model = model
         self.spec = spec
         self.preprocessing = preprocessing
         self.num_features = int(num_features)
+        self.source_classifier = source_classifier
 
     def _raw_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -301,9 +307,13 @@ def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> T
     model_args = {k: v for k, v in dict(model_args or {}).items() if k != "num_classes"}
     model_args.update(model_kwargs)
 
+    source_classifier = None
     if pretrained:
         try:
-            model = timm.create_model(name, pretrained=True, num_classes=0, **model_kwargs)
+            # With the weights' own head, kept aside (see Backbone.source_classifier), then removed: the same
+            # pooled features as creating the model with num_classes=0.
+            model = timm.create_model(name, pretrained=True, **model_kwargs)
+            source_classifier = _take_source_classifier(model)
         except Exception as e:  # noqa: BLE001 - say what failed, never fall back to random weights
             if isinstance(e, OSError) and hub_offline():
                 raise PretrainedWeightsError(
@@ -327,7 +337,20 @@ def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> T
         "pretrained_cfg": _describe_weights(_jsonable(dict(getattr(model, "pretrained_cfg", {}) or {})), pretrained),
     }
     num_features = _pooled_size(model, model, preprocessing.input_size[0], preprocessing.image_size, name)
-    return TimmBackbone(model, spec, preprocessing, num_features)
+    return TimmBackbone(model, spec, preprocessing, num_features, source_classifier)
+
+
+def _take_source_classifier(model: nn.Module) -> dict[str, torch.Tensor | None] | None:
+    """A copy of a timm model's linear classifier (None when it has none), after which the model's head is reset
+    to pooled features (``reset_classifier(0)``)."""
+    head = model.get_classifier() if getattr(model, "num_classes", 0) else None
+    kept = None
+    if isinstance(head, nn.Linear):
+        kept = {"weight": head.weight.detach().clone(),
+                "bias": head.bias.detach().clone() if head.bias is not None else None}
+    if getattr(model, "num_classes", 0):
+        model.reset_classifier(0)
+    return kept
 
 
 def _timm_from_spec(spec: dict[str, Any], preprocessing: PreprocessingConfig | None) -> TimmBackbone:

@@ -1,4 +1,5 @@
-"""Pure-torch loss modules: Core-tuning (and AdaptiveMix)."""
+"""Pure-torch loss modules: Core-tuning, AdaptiveMix, and the fine-tuning regularisers L2-SP, BSS, DELTA and
+Co-Tuning."""
 
 from hubtune.losses.core_tuning import (
     CoreTuningDraws,
@@ -21,3 +22,7 @@ from hubtune.losses.adaptive_mix import (
     sample_mix_coefficients,
     shrinkage_loss,
 )
+from hubtune.losses.l2_sp import L2SPLoss, L2SPLossOutput, l2_sp_penalty, squared_distance
+from hubtune.losses.bss import BSSLoss, batch_spectral_shrinkage
+from hubtune.losses.delta import DeltaLoss, channel_attention, channels_first, delta_feature_penalty
+from hubtune.losses.co_tuning import CoTuningLoss, accumulate_relationship, category_relationship, co_tuning_loss

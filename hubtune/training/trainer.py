@@ -26,6 +26,7 @@ from hubtune.errors import CheckpointError, NonFiniteLossError, WeightsFileError
 from hubtune.hub import write_model_card
 from hubtune.layouts import read_config, read_json_file
 from hubtune.manifest import manifest_mismatch, refuse_if_changed, write_manifest
+from hubtune.training.callbacks import MethodPreparationCallback
 from hubtune.training.recipes import Setting, recipe_conflicts, resolve_training_settings, settings_to_json
 
 __all__ = ["HubtuneTrainer", "compute_accuracy", "last_checkpoint_in", "resolve_resume"]
@@ -205,6 +206,7 @@ class HubtuneTrainer(Trainer):
                  training_settings: Mapping[str, Setting] | None = None,
                  knob_sources: Mapping[str, Setting] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.add_callback(MethodPreparationCallback())  # the method's work on the training data (Co-Tuning)
         self._staging_dir: Path | None = None
         self.dataset_name = dataset_name
         self.export_format = export_format
@@ -280,7 +282,9 @@ class HubtuneTrainer(Trainer):
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
-        return [name for name, param in model.named_parameters() if param.ndim > 1]
+        method = getattr(self.accelerator.unwrap_model(model), "method", None)
+        replaced = method.no_weight_decay(model) if method is not None else set()  # L2-SP's penalty replaces it
+        return [name for name, param in model.named_parameters() if param.ndim > 1 and name not in replaced]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
