@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hubtune.losses._precision import at_least_float32
+
 __all__ = ["BSSLoss", "batch_spectral_shrinkage"]
 
 
@@ -24,7 +26,7 @@ def batch_spectral_shrinkage(features: Tensor, k: int = 1, eta: float = 1.0) -> 
     """``eta * (sum of the k smallest squared singular values of features)``, a float32 scalar."""
     if features.ndim != 2:
         raise ValueError(f"features must be (batch, dim), got shape {tuple(features.shape)}.")
-    singular_values = torch.linalg.svdvals(features.float())  # descending
+    singular_values = torch.linalg.svdvals(at_least_float32(features))  # descending
     return eta * singular_values.flip(0)[: int(k)].pow(2).sum()
 
 
@@ -37,6 +39,6 @@ class BSSLoss(nn.Module):
         self.k = int(k)
 
     def forward(self, features: Tensor, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        ce = F.cross_entropy(logits.float(), labels)
+        ce = F.cross_entropy(at_least_float32(logits), labels)
         bss = batch_spectral_shrinkage(features, self.k, self.eta)
         return ce + bss, ce, bss

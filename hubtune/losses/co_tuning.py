@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hubtune.losses._precision import at_least_float32
+
 __all__ = ["CoTuningLoss", "accumulate_relationship", "category_relationship", "co_tuning_loss"]
 
 
@@ -36,9 +38,9 @@ def category_relationship(sums: Tensor, counts: Tensor) -> Tensor:
 def co_tuning_loss(logits: Tensor, source_logits: Tensor, labels: Tensor, relationship: Tensor,
                    trade_off: float) -> tuple[Tensor, Tensor, Tensor]:
     """``(loss, ce, source_ce)``: target cross-entropy plus ``trade_off`` times the soft source cross-entropy."""
-    ce = F.cross_entropy(logits.float(), labels)
-    target = relationship.float()[labels]
-    source_ce = -(target * torch.log_softmax(source_logits.float(), dim=1)).sum(dim=1).mean()
+    ce = F.cross_entropy(at_least_float32(logits), labels)
+    target = at_least_float32(relationship)[labels]
+    source_ce = -(target * torch.log_softmax(at_least_float32(source_logits), dim=1)).sum(dim=1).mean()
     return ce + trade_off * source_ce, ce, source_ce
 
 

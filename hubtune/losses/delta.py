@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hubtune.losses._precision import at_least_float32
+
 from hubtune.losses.l2_sp import squared_distance
 
 __all__ = ["DeltaLoss", "channels_first", "channel_attention", "delta_feature_penalty"]
@@ -40,9 +42,9 @@ def channel_attention(features: Tensor, labels: Tensor, weight: Tensor, bias: Te
 
     features: (B, C) pooled starting features; weight: (K, C) and bias: (K,) the classifier. Costs B x C x K.
     """
-    f = features.float()
-    w = weight.float()
-    logits = F.linear(f, w, bias.float() if bias is not None else None)                     # (B, K)
+    f = at_least_float32(features)
+    w = at_least_float32(weight)
+    logits = F.linear(f, w, at_least_float32(bias) if bias is not None else None)  # (B, K)
     removed = logits[:, None, :] - f[:, :, None] * w.t()[None, :, :]                        # (B, C, K)
     base = torch.logsumexp(logits, dim=1) - logits.gather(1, labels[:, None]).squeeze(1)   # (B,)
     target = removed.gather(2, labels[:, None, None].expand(-1, f.shape[1], 1)).squeeze(2)  # (B, C)
@@ -55,8 +57,8 @@ def delta_feature_penalty(feature_maps: Sequence[Tensor], start_maps: Sequence[T
     """``sum_j mean_b sum_c W_jbc * ||FM_jbc - FM0_jbc||^2`` over layers j, in float32; maps as (B, C, positions)."""
     total = torch.zeros((), dtype=torch.float32, device=feature_maps[0].device)
     for fm, fm0, att in zip(feature_maps, start_maps, attentions, strict=True):
-        distance = (fm.float() - fm0.float()).pow(2).sum(dim=2)  # (B, C)
-        total = total + (att.float() * distance).sum(dim=1).mean()
+        distance = (at_least_float32(fm) - at_least_float32(fm0)).pow(2).sum(dim=2)  # (B, C)
+        total = total + (at_least_float32(att) * distance).sum(dim=1).mean()
     return total
 
 
@@ -71,7 +73,7 @@ class DeltaLoss(nn.Module):
 
     def forward(self, logits: Tensor, labels: Tensor, feature_map: Tensor, start_map: Tensor, start_features: Tensor,
                 classifier: nn.Linear, new_params: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        ce = F.cross_entropy(logits.float(), labels)
+        ce = F.cross_entropy(at_least_float32(logits), labels)
         attention = channel_attention(start_features, labels, classifier.weight.detach(),
                                       classifier.bias.detach() if classifier.bias is not None else None)
         feature_term = self.alpha * delta_feature_penalty([feature_map], [start_map], [attention])

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hubtune.losses._precision import at_least_float32
+
 __all__ = ["L2SPLoss", "L2SPLossOutput", "l2_sp_penalty", "squared_distance"]
 
 
@@ -24,7 +26,7 @@ def squared_distance(params: Sequence[Tensor], starts: Sequence[Tensor] | None =
         raise ValueError(f"{len(params)} parameters but {len(starts)} starting values.")
     total = torch.zeros((), dtype=torch.float32, device=params[0].device if params else None)
     for i, p in enumerate(params):
-        diff = p.float() if starts is None else p.float() - starts[i].float()
+        diff = at_least_float32(p) if starts is None else at_least_float32(p) - at_least_float32(starts[i])
         total = total + diff.pow(2).sum()
     return total
 
@@ -52,6 +54,6 @@ class L2SPLoss(nn.Module):
 
     def forward(self, logits: Tensor, labels: Tensor, params: Sequence[Tensor], starts: Sequence[Tensor],
                 new_params: Sequence[Tensor]) -> L2SPLossOutput:
-        ce = F.cross_entropy(logits.float(), labels)
+        ce = F.cross_entropy(at_least_float32(logits), labels)
         sp, head = l2_sp_penalty(params, starts, new_params, self.alpha, self.beta)
         return L2SPLossOutput(ce + sp + head, ce, sp, head)
