@@ -272,3 +272,25 @@ def test_bad_knobs_are_refused(knobs, message):
     method = {"alpha": "l2-sp", "eta": "bss", "k": "bss", "trade_off": "co-tuning", "source_classes": "co-tuning"}[next(iter(knobs))]
     with pytest.raises(ConfigError, match=message):
         create_method(method, knobs)
+
+
+def _relationship_worker(rank, world_size, init_file, weights, batches, result_file):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        model = _model(weights, "co-tuning")
+        model.method.prepare(model, batches[rank::world_size])  # this rank's share of the training batches
+        if rank == 0:
+            torch.save(model.source_classifier.relationship, result_file)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_the_co_tuning_relationship_is_summed_over_processes(timm_weights_with_head, tmp_path):
+    g = torch.Generator().manual_seed(5)
+    batches = [{"pixel_values": torch.randn(6, 3, 32, 32, generator=g), "labels": torch.randint(0, 10, (6,), generator=g)}
+               for _ in range(4)]
+    torch.multiprocessing.spawn(_relationship_worker, nprocs=2, join=True, args=(
+        2, str(tmp_path / "init"), timm_weights_with_head, batches, str(tmp_path / "rel.pt")))
+    single = _model(timm_weights_with_head, "co-tuning")
+    single.method.prepare(single, batches)
+    torch.testing.assert_close(torch.load(tmp_path / "rel.pt"), single.source_classifier.relationship)
