@@ -74,7 +74,8 @@ class Backbone(nn.Module):
         spec: JSON-serialisable description to rebuild the architecture offline.
         source_classifier: the pretrained weights' own linear classifier (``{"weight": (S, D), "bias": (S,) or
             None}``, plain tensors, not part of the module or its state dict) when the backbone was created
-            with pretrained timm weights that ship one (an ImageNet head, say); None otherwise. Methods that
+            with pretrained timm weights that ship one (an ImageNet head, say) and ``keep_source_classifier``;
+            None otherwise. Methods that
             use the source label space (Co-Tuning) take it from here.
     """
 
@@ -279,7 +280,8 @@ def _timm_preprocessing(model: nn.Module) -> PreprocessingConfig:
     )
 
 
-def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> TimmBackbone:
+def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any],
+                 keep_source_classifier: bool = False) -> TimmBackbone:
     import timm
     from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
 
@@ -310,10 +312,13 @@ def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> T
     source_classifier = None
     if pretrained:
         try:
-            # With the weights' own head, kept aside (see Backbone.source_classifier), then removed: the same
-            # pooled features as creating the model with num_classes=0.
-            model = timm.create_model(name, pretrained=True, **model_kwargs)
-            source_classifier = _take_source_classifier(model)
+            if keep_source_classifier:
+                # With the weights' own head, kept aside (see Backbone.source_classifier), then removed: the same
+                # pooled features as creating the model with num_classes=0 (only the random draws differ).
+                model = timm.create_model(name, pretrained=True, **model_kwargs)
+                source_classifier = _take_source_classifier(model)
+            else:
+                model = timm.create_model(name, pretrained=True, num_classes=0, **model_kwargs)
         except Exception as e:  # noqa: BLE001 - say what failed, never fall back to random weights
             if isinstance(e, OSError) and hub_offline():
                 raise PretrainedWeightsError(
@@ -467,6 +472,7 @@ def create_backbone(
     pretrained: bool = False,
     library: str | None = None,
     image_size: int | None = None,
+    keep_source_classifier: bool = False,
     **model_kwargs: Any,
 ) -> Backbone:
     """Create a :class:`Backbone` from a timm or transformers name.
@@ -479,6 +485,8 @@ def create_backbone(
             :class:`PretrainedWeightsError`; it never falls back to random weights.
         library: ``"timm"`` or ``"transformers"`` to skip auto-detection.
         image_size: override the input size of the preprocessing config.
+        keep_source_classifier: keep the pretrained timm weights' own linear head aside, as
+            ``Backbone.source_classifier`` (for methods that use the source label space, Co-Tuning).
         **model_kwargs: passed to ``timm.create_model`` or ``AutoConfig.from_pretrained``.
     """
     if not isinstance(name, str) or not name:
@@ -487,7 +495,7 @@ def create_backbone(
     if library == "timm":
         if "/" in name and not name.startswith(("hf-hub:", "local-dir:", "timm:")):
             name = ("local-dir:" if Path(name).is_dir() else "hf-hub:") + name
-        backbone = _create_timm(name, pretrained, model_kwargs)
+        backbone = _create_timm(name, pretrained, model_kwargs, keep_source_classifier)
     elif library == "transformers":
         backbone = _create_transformers(name, pretrained, model_kwargs)
     else:

@@ -250,11 +250,13 @@ class HubtuneForImageClassification(PreTrainedModel):
         probe = HubtuneConfig(method=method, method_config=method_config,
                               method_preset=config_kwargs.pop("method_preset", None),
                               loss_kwargs=config_kwargs.pop("loss_kwargs", None))
-        for key, value in create_method(method, probe.method_config).model_defaults().items():
+        probe_method = create_method(method, probe.method_config)
+        for key, value in probe_method.model_defaults().items():
             config_kwargs.setdefault(key, value)
         if isinstance(backbone, str):
             name = public_name(backbone)
-            backbone = create_backbone(backbone, pretrained=pretrained, library=library, image_size=image_size)
+            backbone = create_backbone(backbone, pretrained=pretrained, library=library, image_size=image_size,
+                                       keep_source_classifier=probe_method.uses_source_classifier)
         else:
             name = backbone.spec.get("name")
             backbone.preprocessing = backbone.preprocessing.with_image_size(image_size)

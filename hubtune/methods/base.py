@@ -102,6 +102,7 @@ class TrainingMethod:
     and the card text ``title``, ``description``, ``citation`` and ``tags``. ``weight_attribute`` names the
     loss module's weight that :class:`~hubtune.training.callbacks.LossWeightWarmupCallback` may ramp, and
     ``warmup_knob`` the config field holding its warm-up ratio (None when the method has none).
+    ``uses_source_classifier``: the backbone must keep its pretrained head aside for :meth:`setup` (Co-Tuning).
 
     ``recipe`` is the training recipe of the method's paper or public script: ``transformers.TrainingArguments``
     names (``optim``, ``optim_args``, ``learning_rate``, ``lr_scheduler_type``, ``weight_decay``,
@@ -121,6 +122,8 @@ class TrainingMethod:
     warmup_knob: ClassVar[str | None] = None
     recipe: ClassVar[dict[str, Any]] = {}
     recipe_source: ClassVar[str] = ""
+    # Whether the method needs the pretrained weights' own classifier (Backbone.source_classifier, Co-Tuning).
+    uses_source_classifier: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig | dict[str, Any] | None = None):
         if not isinstance(config, MethodConfig):

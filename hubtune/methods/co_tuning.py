@@ -87,6 +87,7 @@ class CoTuningMethod(TrainingMethod):
     citation = CITATION
     tags = ("co-tuning",)
     weight_attribute = "trade_off"
+    uses_source_classifier = True
     # You et al. 2020, section 4 (as recalled): lambda = 2.3 and SGD with momentum 0.9; the rest is the shared
     # fine-tuning recipe of hubtune's CE baseline, so that the comparison varies the regulariser only.
     recipe = dict(SGD_FINE_TUNING_RECIPE)
