@@ -17,7 +17,7 @@ from transformers import AutoModelForImageClassification, TrainingArguments
 from hubtune.commands import main
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
 from hubtune.errors import ConfigError, MethodError
-from hubtune.methods import available_methods
+from hubtune.methods import available_methods, get_method
 from hubtune.modeling import HubtuneForImageClassification
 from hubtune.training import HubtuneTrainer
 
@@ -75,6 +75,11 @@ def test_every_method_trains_through_hubtune_finetune_and_exports_a_plain_timm_f
     assert main(argv) == 0, capsys.readouterr().err
     run = json.loads((out / "hubtune_run.json").read_text())
     assert run["method"] == method
+    card = (out / "README.md").read_text()  # the method's card section: its title, description and citation
+    method_class = get_method(method)
+    assert method_class.title in card and method_class.description[:60] in card
+    if method_class.citation:
+        assert method_class.citation.splitlines()[0] in card
     losses = [e["loss"] for e in run["log_history"] if "loss" in e]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
     weights = load_file(str(out / "model.safetensors"))
