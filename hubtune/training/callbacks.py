@@ -66,8 +66,6 @@ class EtaWarmupCallback(LossWeightWarmupCallback):
         super().__init__("eta", warmup_steps=warmup_steps, warmup_ratio=warmup_ratio)
 
 
-
-
 class MethodPreparationCallback(TrainerCallback):
     """Run the model's method's ``prepare`` on the training dataloader before the first step (Co-Tuning computes
     its category relationship there; the other methods do nothing). ``HubtuneTrainer`` adds it itself."""

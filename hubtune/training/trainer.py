@@ -183,7 +183,9 @@ class HubtuneTrainer(Trainer):
       (``loss_is_scaled_for_ga = False``): accumulation 2 x B/2 gives the update of 1 x B;
     * stops at the first non-finite training loss (:class:`~hubtune.errors.NonFiniteLossError`, naming the step
       and the last good checkpoint); nothing is saved after it;
-    * decays only weights with two or more dimensions (no decay on biases and normalisation parameters);
+    * decays only weights with two or more dimensions (no decay on biases and normalisation parameters), and none
+      where the method's own penalty replaces weight decay (``TrainingMethod.no_weight_decay``: L2-SP, DELTA);
+    * runs the method's ``prepare`` on the training data before the first step (Co-Tuning's category relationship);
     * saves ``checkpoint-*`` folders in the hubtune layout (training heads kept, ``resume_from_checkpoint``
       works) and the final model (``save_model()``, ``push_to_hub()``) in ``export_format`` (default: the
       backbone library's own layout); writes hubtune's model card instead of Trainer's generic one.
