@@ -244,3 +244,9 @@ def warn_if_not_pretrained(model: nn.Module, method: str, what: str) -> None:
             "weights, or --method ce.",
             UserWarning, stacklevel=3,
         )
+
+
+def parameter_names_under(model: nn.Module, prefixes: tuple[str, ...]) -> set[str]:
+    """Names in ``model.named_parameters()`` under ``prefixes`` (a DDP wrapper's ``module.`` prefix allowed); for
+    :meth:`TrainingMethod.no_weight_decay`."""
+    return {name for name, _ in model.named_parameters() if name.removeprefix("module.").startswith(prefixes)}

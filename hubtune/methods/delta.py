@@ -20,9 +20,9 @@ from hubtune.methods.base import (
     MethodOutput,
     TrainingMethod,
     detach_components,
+    parameter_names_under,
     warn_if_not_pretrained,
 )
-from hubtune.methods.l2_sp import own_parameter_names
 from hubtune.methods.registry import register_method
 
 __all__ = ["DeltaConfig", "DeltaMethod", "feature_map_and_pooled"]
@@ -101,7 +101,7 @@ class DeltaMethod(TrainingMethod):
         return {"start_backbone": FrozenCopy(model.backbone.model)}
 
     def no_weight_decay(self, model: nn.Module) -> set[str]:
-        return own_parameter_names(model, ("classifier.",))
+        return parameter_names_under(model, ("classifier.",))
 
     def build_loss(self) -> DeltaLoss:
         return DeltaLoss(alpha=self.config.alpha, beta=self.config.beta)

@@ -19,6 +19,7 @@ from hubtune.methods.base import (
     MethodOutput,
     TrainingMethod,
     detach_components,
+    parameter_names_under,
     warn_if_not_pretrained,
 )
 from hubtune.methods.registry import register_method
@@ -59,11 +60,6 @@ class L2SPConfig(MethodConfig):
             raise ConfigError(f"beta (the weight of the new head's L2 penalty) must be >= 0, got {self.beta}.")
 
 
-def own_parameter_names(model: nn.Module, prefixes: tuple[str, ...]) -> set[str]:
-    """Names in ``model.named_parameters()`` (a DDP wrapper's ``module.`` prefix allowed) under ``prefixes``."""
-    return {name for name, _ in model.named_parameters() if name.removeprefix("module.").startswith(prefixes)}
-
-
 @register_method
 class L2SPMethod(TrainingMethod):
     """Cross-entropy plus an L2 pull towards the pre-trained weights (and plain L2 on the new head)."""
@@ -92,7 +88,7 @@ class L2SPMethod(TrainingMethod):
         return {"start_backbone": FrozenCopy(model.backbone.model)}
 
     def no_weight_decay(self, model: nn.Module) -> set[str]:
-        return own_parameter_names(model, REGULARISED_PREFIXES)
+        return parameter_names_under(model, REGULARISED_PREFIXES)
 
     def build_loss(self) -> L2SPLoss:
         return L2SPLoss(alpha=self.config.alpha, beta=self.config.beta)
