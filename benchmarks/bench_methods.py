@@ -60,10 +60,13 @@ def time_steps(args, repeats: int = 20, warmup: int = 3) -> dict:
     """Interleaved optimizer-step timing (CE, Core-tuning, AdaptiveMix, CE, ...) on one fixed batch: the ratio to
     CE is the median of per-repetition ratios, so a shared machine's load hits every method alike."""
     torch.manual_seed(0)
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
+    y = torch.arange(args.batch_size) % 10
     steps = {}
     for method in args.methods:
         model = HubtuneForImageClassification.from_backbone(
             args.backbone, num_labels=10, pretrained=True, method=method, image_size=args.image_size).train()
+        model.method.prepare(model, [{"pixel_values": x, "labels": y}])  # Co-Tuning's relationship; else nothing
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
 
         def step(x, y, model=model, opt=opt):
@@ -71,8 +74,6 @@ def time_steps(args, repeats: int = 20, warmup: int = 3) -> dict:
             opt.step()
             opt.zero_grad(set_to_none=True)
         steps[method] = step
-    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
-    y = torch.arange(args.batch_size) % 10
     times = time_interleaved({m: functools.partial(step, x, y) for m, step in steps.items()}, warmup=warmup,
                              repeats=repeats)
     out = {"benchmark": "methods_step_time", "backbone": args.backbone, "image_size": args.image_size,

@@ -1,4 +1,5 @@
-"""Core-tuning (or AdaptiveMix) in a hand-written Accelerate loop.
+"""Core-tuning (or any registered method: AdaptiveMix, L2-SP, BSS, DELTA, Co-Tuning, CE) in a hand-written
+Accelerate loop.
 
 ``CoreTuningLoss`` is a plain torch module: give it pooled features, labels, a classifier and a projector
 and it returns the loss and its parts. Here the model's own forward calls it; the loop is ordinary.
@@ -15,6 +16,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
+from hubtune.methods import available_methods
 from hubtune.modeling import HubtuneForImageClassification
 
 
@@ -27,7 +29,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eta", type=float, default=0.1)
-    p.add_argument("--method", default="core-tuning", choices=["core-tuning", "adaptivemix", "ce"])
+    p.add_argument("--method", default="core-tuning", choices=available_methods())
+    p.add_argument("--pretrained", action="store_true", help="load the backbone's pretrained weights")
     p.add_argument("--max-train-samples", type=int, default=None)
     p.add_argument("--output-dir", default="core-tuning-accelerate-output")
     args = p.parse_args()
@@ -35,7 +38,7 @@ def main() -> None:
     accelerator = Accelerator()
     data = load_image_classification_data(args.dataset, max_train_samples=args.max_train_samples)
     model = HubtuneForImageClassification.from_backbone(
-        args.model, id2label=data.id2label, method=args.method, image_size=args.image_size,
+        args.model, id2label=data.id2label, method=args.method, image_size=args.image_size, pretrained=args.pretrained,
         method_config={"eta": args.eta} if args.method == "core-tuning" else None,
     )
     train_dl = DataLoader(
@@ -46,8 +49,15 @@ def main() -> None:
         with_transforms(data.eval, build_transforms(model.preprocessing, train=False)),
         batch_size=args.batch_size, collate_fn=collate_image_batch,
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    # No weight decay where the method's own penalty replaces it (L2-SP: everything; DELTA: the new head).
+    no_decay = model.method.no_weight_decay(model)
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": [p for name, p in params if name not in no_decay]},
+                                   {"params": [p for name, p in params if name in no_decay], "weight_decay": 0.0}],
+                                  lr=args.lr)
     model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.method.prepare(unwrapped, train_dl)  # Co-Tuning's p(y_s|y_t), summed over processes; else nothing
 
     step = 0
     while step < args.steps:

@@ -73,16 +73,23 @@ class Backbone(nn.Module):
         num_features: size D of the pooled features.
         preprocessing: the :class:`PreprocessingConfig` its weights expect.
         spec: JSON-serialisable description to rebuild the architecture offline.
+        source_classifier: the pretrained weights' own linear classifier (``{"weight": (S, D), "bias": (S,) or
+            None}``, plain tensors, not part of the module or its state dict) when the backbone was created
+            with pretrained timm weights that ship one (an ImageNet head, say) and ``keep_source_classifier``;
+            None otherwise. Methods that
+            use the source label space (Co-Tuning) take it from here.
     """
 
     library: str
 
-    def __init__(self, model: nn.Module, spec: dict[str, Any], preprocessing: PreprocessingConfig, num_features: int):
+    def __init__(self, model: nn.Module, spec: dict[str, Any], preprocessing: PreprocessingConfig, num_features: int,
+                 source_classifier: dict[str, torch.Tensor | None] | None = None):
         super().__init__()
         self.model = model
         self.spec = spec
         self.preprocessing = preprocessing
         self.num_features = int(num_features)
+        self.source_classifier = source_classifier
 
     def _raw_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -261,7 +268,8 @@ def _timm_preprocessing(model: nn.Module) -> PreprocessingConfig:
     )
 
 
-def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> TimmBackbone:
+def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any],
+                 keep_source_classifier: bool = False) -> TimmBackbone:
     import timm
     from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
 
@@ -289,9 +297,16 @@ def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> T
     model_args = {k: v for k, v in dict(model_args or {}).items() if k != "num_classes"}
     model_args.update(model_kwargs)
 
+    source_classifier = None
     if pretrained:
         try:
-            model = timm.create_model(name, pretrained=True, num_classes=0, **model_kwargs)
+            if keep_source_classifier:
+                # With the weights' own head, kept aside (see Backbone.source_classifier), then removed: the same
+                # pooled features as creating the model with num_classes=0 (only the random draws differ).
+                model = timm.create_model(name, pretrained=True, **model_kwargs)
+                source_classifier = _take_source_classifier(model)
+            else:
+                model = timm.create_model(name, pretrained=True, num_classes=0, **model_kwargs)
         except Exception as e:  # noqa: BLE001 - say what failed, never fall back to random weights
             if isinstance(e, OSError) and hub_offline():
                 raise PretrainedWeightsError(
@@ -315,7 +330,20 @@ def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any]) -> T
         "pretrained_cfg": _describe_weights(_jsonable(dict(getattr(model, "pretrained_cfg", {}) or {})), pretrained),
     }
     num_features = _pooled_size(model, model, preprocessing.input_size[0], preprocessing.image_size, name)
-    return TimmBackbone(model, spec, preprocessing, num_features)
+    return TimmBackbone(model, spec, preprocessing, num_features, source_classifier)
+
+
+def _take_source_classifier(model: nn.Module) -> dict[str, torch.Tensor | None] | None:
+    """A copy of a timm model's linear classifier (None when it has none), after which the model's head is reset
+    to pooled features (``reset_classifier(0)``)."""
+    head = model.get_classifier() if getattr(model, "num_classes", 0) else None
+    kept = None
+    if isinstance(head, nn.Linear):
+        kept = {"weight": head.weight.detach().clone(),
+                "bias": head.bias.detach().clone() if head.bias is not None else None}
+    if getattr(model, "num_classes", 0):
+        model.reset_classifier(0)
+    return kept
 
 
 def _timm_from_spec(spec: dict[str, Any], preprocessing: PreprocessingConfig | None) -> TimmBackbone:
@@ -432,6 +460,7 @@ def create_backbone(
     pretrained: bool = False,
     library: str | None = None,
     image_size: int | None = None,
+    keep_source_classifier: bool = False,
     **model_kwargs: Any,
 ) -> Backbone:
     """Create a :class:`Backbone` from a timm or transformers name.
@@ -444,6 +473,8 @@ def create_backbone(
             :class:`PretrainedWeightsError`; it never falls back to random weights.
         library: ``"timm"`` or ``"transformers"`` to skip auto-detection.
         image_size: override the input size of the preprocessing config.
+        keep_source_classifier: keep the pretrained timm weights' own linear head aside, as
+            ``Backbone.source_classifier`` (for methods that use the source label space, Co-Tuning).
         **model_kwargs: passed to ``timm.create_model`` or ``AutoConfig.from_pretrained``.
     """
     if not isinstance(name, str) or not name:
@@ -452,7 +483,7 @@ def create_backbone(
     if library == "timm":
         if "/" in name and not name.startswith(("hf-hub:", "local-dir:", "timm:")):
             name = ("local-dir:" if Path(name).is_dir() else "hf-hub:") + name
-        backbone = _create_timm(name, pretrained, model_kwargs)
+        backbone = _create_timm(name, pretrained, model_kwargs, keep_source_classifier)
     elif library == "transformers":
         backbone = _create_transformers(name, pretrained, model_kwargs)
     else:

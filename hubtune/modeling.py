@@ -191,11 +191,19 @@ class HubtuneForImageClassification(PreTrainedModel):
                 nn.init.zeros_(self.classifier.bias)
         self.method = create_method(config.method, config.method_config)
         for name, head in self.method.build_training_heads(dim).items():
-            if hasattr(self, name):
-                raise MethodError(f"Method {config.method!r} names a training head {name!r} that the model already has.")
-            self.add_module(name, head)
+            self._add_training_part(name, head)
+        # Parts built from the created model (a frozen starting backbone, a source classifier); the method may
+        # resolve knobs from it, which the config then records.
+        for name, part in self.method.setup(self).items():
+            self._add_training_part(name, part)
+        config.method_config = self.method.config.to_dict()
         self.loss_fn = self.method.build_loss()
         self.post_init()
+
+    def _add_training_part(self, name: str, module: nn.Module) -> None:
+        if hasattr(self, name):
+            raise MethodError(f"Method {self.config.method!r} names a training part {name!r} that the model already has.")
+        self.add_module(name, module)
 
     # Weights come from the backbone's library (or a checkpoint); never let transformers re-initialise them.
     def _init_weights(self, module: nn.Module) -> None:
@@ -242,11 +250,13 @@ class HubtuneForImageClassification(PreTrainedModel):
         probe = HubtuneConfig(method=method, method_config=method_config,
                               method_preset=config_kwargs.pop("method_preset", None),
                               loss_kwargs=config_kwargs.pop("loss_kwargs", None))
-        for key, value in create_method(method, probe.method_config).model_defaults().items():
+        probe_method = create_method(method, probe.method_config)
+        for key, value in probe_method.model_defaults().items():
             config_kwargs.setdefault(key, value)
         if isinstance(backbone, str):
             name = public_name(backbone)
-            backbone = create_backbone(backbone, pretrained=pretrained, library=library, image_size=image_size)
+            backbone = create_backbone(backbone, pretrained=pretrained, library=library, image_size=image_size,
+                                       keep_source_classifier=probe_method.uses_source_classifier)
         else:
             name = backbone.spec.get("name")
             backbone.preprocessing = backbone.preprocessing.with_image_size(image_size)
@@ -301,10 +311,14 @@ class HubtuneForImageClassification(PreTrainedModel):
 
     def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Pooled features (B, D) as the classifier sees them."""
-        features = self.backbone(pixel_values)
+        return self.classifier_input(self.backbone(pixel_values))
+
+    def classifier_input(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled features as the classifier reads them (L2-normalised under ``normalize_features``);
+        for methods that pool the backbone's feature map themselves (DELTA)."""
         if self.config.normalize_features:
-            features = F.normalize(features.float(), dim=-1).to(features.dtype)
-        return features
+            pooled = F.normalize(pooled.float(), dim=-1).to(pooled.dtype)
+        return pooled
 
     def _check_inputs(self, pixel_values: torch.Tensor) -> None:
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:

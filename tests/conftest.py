@@ -114,3 +114,16 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(True)
     yield
     AcceleratorState._reset_state(True)
+
+
+@pytest.fixture(scope="session")
+def timm_weights_with_head(tmp_path_factory):
+    """``local-dir:`` weights of timm's test_resnet WITH its own 7-class head (a stand-in for an ImageNet
+    checkpoint: Co-Tuning needs the source classifier)."""
+    import timm
+    import torch
+
+    folder = tmp_path_factory.mktemp("timm-with-head")
+    torch.manual_seed(0)
+    timm.models.save_for_hf(timm.create_model("test_resnet", num_classes=7), str(folder), safe_serialization=True)
+    return f"local-dir:{folder}"

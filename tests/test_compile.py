@@ -28,6 +28,10 @@ METHODS = [
     pytest.param("core-tuning", {"preset": "paper"}, id="core-tuning-paper"),
     pytest.param("core-tuning", {"preset": "reference"}, id="core-tuning-reference"),
     pytest.param("adaptivemix", {"preset": "paper"}, id="adaptivemix-paper"),
+    pytest.param("l2-sp", {}, id="l2-sp"),
+    pytest.param("bss", {}, id="bss"),
+    pytest.param("delta", {}, id="delta"),
+    pytest.param("co-tuning", {}, id="co-tuning"),
 ]
 
 
@@ -38,11 +42,16 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _model(method: str, config: dict) -> HubtuneForImageClassification:
+def _model(method: str, config: dict, weights: str | None = None) -> HubtuneForImageClassification:
+    """test_resnet from random weights, or from ``weights`` (pretrained, with its own head: Co-Tuning needs one)."""
     torch.manual_seed(0)
-    return HubtuneForImageClassification.from_backbone(
-        BACKBONE, num_labels=5, method=method, method_config=config, image_size=32
+    model = HubtuneForImageClassification.from_backbone(
+        weights or BACKBONE, num_labels=5, method=method, method_config=config, image_size=32,
+        pretrained=weights is not None,
     ).train()
+    x, y = _batch(16, seed=99)
+    model.method.prepare(model, [{"pixel_values": x, "labels": y}])  # Co-Tuning's relationship; else nothing
+    return model
 
 
 def _batch(size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,8 +84,8 @@ def _graph_breaks(fn, *inputs) -> tuple[int, int, list[str]]:
 
 
 @pytest.mark.parametrize("method, config", METHODS)
-def test_training_forward_compiles_into_one_graph_that_matches_eager(method, config):
-    model = _model(method, config)
+def test_training_forward_compiles_into_one_graph_that_matches_eager(method, config, timm_weights_with_head):
+    model = _model(method, config, timm_weights_with_head)
 
     def training_loss(pixel_values, labels):
         return model(pixel_values, labels=labels).loss

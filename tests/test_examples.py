@@ -45,3 +45,14 @@ def test_accelerate_example_runs_on_two_processes(tmp_path, method):
                 "--output-dir", str(tmp_path / "out")], tmp_path, extra_env=env)
     assert out.count("eval_accuracy=") == 1 and "(2 processes)" in out  # two ranks, printed by the main one
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_accelerate_example_runs_co_tuning_on_two_processes(tmp_path, timm_weights_with_head):
+    # each rank computes p(y_s|y_t) on its half of the data, summed over both (all_reduce) before the first step
+    out = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                "--master_port", str(_free_port()), str(ROOT / "examples" / "core_tuning_accelerate.py"),
+                "--steps", "2", "--batch-size", "16", "--max-train-samples", "64", "--method", "co-tuning",
+                "--model", timm_weights_with_head, "--pretrained", "--output-dir", str(tmp_path / "out")], tmp_path,
+               extra_env={"ACCELERATE_USE_CPU": "1"})
+    assert out.count("eval_accuracy=") == 1 and "(2 processes)" in out
+    assert (tmp_path / "out" / "model.safetensors").is_file()

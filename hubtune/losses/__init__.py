@@ -1,4 +1,5 @@
-"""Pure-torch loss modules: Core-tuning (and AdaptiveMix)."""
+"""Pure-torch loss modules: Core-tuning, AdaptiveMix, and the fine-tuning regularisers L2-SP, BSS, DELTA and
+Co-Tuning."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ _EXPORTS: dict[str, str] = {
                      "MixDraws", "features_are_batch_coupled", "mix_pairs", "sample_mix_coefficients",
                      "shrinkage_loss"), "hubtune.losses.adaptive_mix"),
     "AdaptiveMixSettings": "hubtune.losses.adaptive_mix_settings",
+    **dict.fromkeys(("L2SPLoss", "L2SPLossOutput", "l2_sp_penalty", "squared_distance"), "hubtune.losses.l2_sp"),
+    **dict.fromkeys(("BSSLoss", "batch_spectral_shrinkage"), "hubtune.losses.bss"),
+    **dict.fromkeys(("DeltaLoss", "channel_attention", "channels_first", "delta_feature_penalty"), "hubtune.losses.delta"),
+    **dict.fromkeys(("CoTuningLoss", "accumulate_relationship", "category_relationship", "co_tuning_loss"),
+                    "hubtune.losses.co_tuning"),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -25,6 +25,10 @@ from hubtune.methods.registry import (
 from hubtune.methods import core_tuning  # noqa: E402,F401  (isort: skip; the default method first)
 from hubtune.methods import ce  # noqa: E402,F401  (isort: skip)
 from hubtune.methods import adaptive_mix  # noqa: E402,F401  (isort: skip)
+from hubtune.methods import l2_sp  # noqa: E402,F401  (isort: skip)
+from hubtune.methods import bss  # noqa: E402,F401  (isort: skip)
+from hubtune.methods import delta  # noqa: E402,F401  (isort: skip)
+from hubtune.methods import co_tuning  # noqa: E402,F401  (isort: skip)
 
 __all__ = [
     "MethodConfig",

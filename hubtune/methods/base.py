@@ -1,5 +1,6 @@
 """What every training method is: a typed config, a training recipe, training-only heads, a loss, logged parts and a
-card section.
+card section; optionally hooks on the created model (``setup``), on the training data before the first step
+(``prepare``) and on which parameters the Trainer's weight decay leaves alone (``no_weight_decay``).
 
 A method is one :class:`TrainingMethod` subclass registered under a name (see :mod:`hubtune.methods`). The
 model, the Trainer, the callbacks, the command line and the model card ask the method; none of them
@@ -9,7 +10,10 @@ decorate the latter with :func:`hubtune.methods.register_method`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,7 +21,7 @@ from torch import Tensor, nn
 
 from hubtune.errors import MethodError
 
-__all__ = ["MethodConfig", "MethodOutput", "TrainingMethod", "SGD_FINE_TUNING_RECIPE"]
+__all__ = ["MethodConfig", "MethodOutput", "TrainingMethod", "FrozenCopy", "SGD_FINE_TUNING_RECIPE"]
 
 # The fine-tuning recipe of the Core-tuning paper (Zhang et al. 2021, section 5 and its public script), used there
 # for Core-tuning and for its cross-entropy baseline alike: SGD with Nesterov momentum 0.9, learning rate 0.01,
@@ -98,6 +102,7 @@ class TrainingMethod:
     and the card text ``title``, ``description``, ``citation`` and ``tags``. ``weight_attribute`` names the
     loss module's weight that :class:`~hubtune.training.callbacks.LossWeightWarmupCallback` may ramp, and
     ``warmup_knob`` the config field holding its warm-up ratio (None when the method has none).
+    ``uses_source_classifier``: the backbone must keep its pretrained head aside for :meth:`setup` (Co-Tuning).
 
     ``recipe`` is the training recipe of the method's paper or public script: ``transformers.TrainingArguments``
     names (``optim``, ``optim_args``, ``learning_rate``, ``lr_scheduler_type``, ``weight_decay``,
@@ -117,6 +122,8 @@ class TrainingMethod:
     warmup_knob: ClassVar[str | None] = None
     recipe: ClassVar[dict[str, Any]] = {}
     recipe_source: ClassVar[str] = ""
+    # Whether the method needs the pretrained weights' own classifier (Backbone.source_classifier, Co-Tuning).
+    uses_source_classifier: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig | dict[str, Any] | None = None):
         if not isinstance(config, MethodConfig):
@@ -140,6 +147,32 @@ class TrainingMethod:
     def build_training_heads(self, num_features: int) -> dict[str, nn.Module]:
         """Heads used in training only (not exported), keyed by the model attribute they become."""
         return {}
+
+    def setup(self, model: nn.Module) -> dict[str, nn.Module]:
+        """Training-only parts built from the created model, keyed by the model attribute they become.
+
+        Called once, at the end of the model's construction, with the backbone (and its starting weights) and
+        the classifier in place; :meth:`build_training_heads` sees only the feature width. L2-SP and DELTA keep
+        a frozen copy of the starting backbone here, Co-Tuning the backbone's source classifier. Like the
+        training heads, the parts are saved in the hubtune layout (checkpoints: an exact resume) and dropped from
+        the timm / transformers layouts. A method may also resolve knobs from the model here (write them into
+        ``self.config``); the model's config then records the resolved values.
+        """
+        return {}
+
+    def prepare(self, model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> None:
+        """Work on the training data before the first step (Co-Tuning's category relationship); a no-op by default.
+
+        ``HubtuneTrainer`` runs (``hubtune finetune``, ``hubtune compare``) call it at the start of training with
+        the training dataloader; a hand-written loop calls ``model.method.prepare(model, train_dataloader)``.
+        It must do nothing when a resumed checkpoint already holds its result.
+        """
+
+    def no_weight_decay(self, model: nn.Module) -> set[str]:
+        """Names of the parameters (as ``model.named_parameters()`` gives them) that the Trainer's weight decay must
+        leave alone because the method's own penalty replaces it there (L2-SP, DELTA). ``HubtuneTrainer`` honours
+        it whatever ``--weight_decay`` says; a hand-written loop builds its optimizer's groups from it."""
+        return set()
 
     def build_loss(self) -> nn.Module | None:
         """The loss module (parameter-free), or None for plain cross-entropy."""
@@ -184,3 +217,36 @@ def detach_components(**values: Tensor) -> dict[str, Tensor]:
     """Detached float copies of logged loss parts."""
     return {k: v.detach().float() for k, v in values.items()}
 
+
+
+class FrozenCopy(nn.Module):
+    """A frozen copy of a module's starting state: no gradients, always in eval mode (``model.train()`` does not
+    reach it, so BatchNorm keeps its pretrained statistics). ``module`` holds the copy."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = copy.deepcopy(module).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "FrozenCopy":
+        return super().train(False)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+
+def warn_if_not_pretrained(model: nn.Module, method: str, what: str) -> None:
+    """Warn once when a method that regularises towards the starting backbone gets randomly initialised weights."""
+    spec = getattr(getattr(model, "config", None), "backbone_spec", None) or {}
+    if spec.get("pretrained") is False:
+        warnings.warn(
+            f"{method} keeps the fine-tuned model close to the starting backbone ({what}), but this backbone is "
+            "randomly initialised (pretrained=False): the penalty then pulls towards random weights. Use pretrained "
+            "weights, or --method ce.",
+            UserWarning, stacklevel=3,
+        )
+
+
+def parameter_names_under(model: nn.Module, prefixes: tuple[str, ...]) -> set[str]:
+    """Names in ``model.named_parameters()`` under ``prefixes`` (a DDP wrapper's ``module.`` prefix allowed); for
+    :meth:`TrainingMethod.no_weight_decay`."""
+    return {name for name, _ in model.named_parameters() if name.removeprefix("module.").startswith(prefixes)}

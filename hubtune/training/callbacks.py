@@ -1,4 +1,5 @@
-"""Trainer callbacks: the warm-up of a method's loss weight (Core-tuning's ``eta``) and a divergence stop."""
+"""Trainer callbacks: the warm-up of a method's loss weight (Core-tuning's ``eta``) and the method's preparation on the
+training data."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from transformers import TrainerCallback
 
 from hubtune.errors import ConfigError, MethodError
 
-__all__ = ["LossWeightWarmupCallback", "EtaWarmupCallback"]
+__all__ = ["LossWeightWarmupCallback", "EtaWarmupCallback", "MethodPreparationCallback"]
 
 
 class LossWeightWarmupCallback(TrainerCallback):
@@ -65,3 +66,11 @@ class EtaWarmupCallback(LossWeightWarmupCallback):
         super().__init__("eta", warmup_steps=warmup_steps, warmup_ratio=warmup_ratio)
 
 
+class MethodPreparationCallback(TrainerCallback):
+    """Run the model's method's ``prepare`` on the training dataloader before the first step (Co-Tuning computes
+    its category relationship there; the other methods do nothing). ``HubtuneTrainer`` adds it itself."""
+
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        method = getattr(model, "method", None)
+        if method is not None and train_dataloader is not None:
+            method.prepare(model, train_dataloader)

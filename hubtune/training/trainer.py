@@ -26,6 +26,7 @@ from hubtune.errors import CheckpointError, NonFiniteLossError, WeightsFileError
 from hubtune.hub import write_model_card
 from hubtune.layouts import read_config, read_json_file
 from hubtune.manifest import manifest_mismatch, refuse_if_changed, write_manifest
+from hubtune.training.callbacks import MethodPreparationCallback
 from hubtune.training.recipes import Setting, recipe_conflicts, resolve_training_settings, settings_to_json
 
 __all__ = ["HubtuneTrainer", "compute_accuracy", "last_checkpoint_in", "resolve_resume"]
@@ -182,7 +183,9 @@ class HubtuneTrainer(Trainer):
       (``loss_is_scaled_for_ga = False``): accumulation 2 x B/2 gives the update of 1 x B;
     * stops at the first non-finite training loss (:class:`~hubtune.errors.NonFiniteLossError`, naming the step
       and the last good checkpoint); nothing is saved after it;
-    * decays only weights with two or more dimensions (no decay on biases and normalisation parameters);
+    * decays only weights with two or more dimensions (no decay on biases and normalisation parameters), and none
+      where the method's own penalty replaces weight decay (``TrainingMethod.no_weight_decay``: L2-SP, DELTA);
+    * runs the method's ``prepare`` on the training data before the first step (Co-Tuning's category relationship);
     * saves ``checkpoint-*`` folders in the hubtune layout (training heads kept, ``resume_from_checkpoint``
       works) and the final model (``save_model()``, ``push_to_hub()``) in ``export_format`` (default: the
       backbone library's own layout); writes hubtune's model card instead of Trainer's generic one.
@@ -205,6 +208,7 @@ class HubtuneTrainer(Trainer):
                  training_settings: Mapping[str, Setting] | None = None,
                  knob_sources: Mapping[str, Setting] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.add_callback(MethodPreparationCallback())  # the method's work on the training data (Co-Tuning)
         self._staging_dir: Path | None = None
         self.dataset_name = dataset_name
         self.export_format = export_format
@@ -283,7 +287,9 @@ class HubtuneTrainer(Trainer):
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
-        return [name for name, param in model.named_parameters() if param.ndim > 1]
+        method = getattr(self.accelerator.unwrap_model(model), "method", None)
+        replaced = method.no_weight_decay(model) if method is not None else set()  # L2-SP's penalty replaces it
+        return [name for name, param in model.named_parameters() if param.ndim > 1 and name not in replaced]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
