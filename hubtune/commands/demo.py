@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
+import hubtune.demo
 from hubtune.commands._parsing import parse_command_line
 from hubtune.errors import ConfigError
 
@@ -52,11 +53,7 @@ def run(argv: Sequence[str]) -> int:
     if argv and not argv[0].startswith("-"):
         argv = ["--model", argv.pop(0), *argv]
     (args,) = parse_command_line(build_parser(), argv)
-    from hubtune.demo import require_gradio
-
-    require_gradio()  # before loading the model: the one-line install hint comes at once
-    from hubtune.demo.app import build_demo, launch_demo
-
-    blocks = build_demo(args.model, device=args.device, token=args.hub_token, revision=args.revision)
-    launch_demo(blocks, host=args.host, port=args.port)
+    hubtune.demo.require_gradio()  # before loading the model: the one-line install hint comes at once
+    blocks = hubtune.demo.build_demo(args.model, device=args.device, token=args.hub_token, revision=args.revision)
+    hubtune.demo.launch_demo(blocks, host=args.host, port=args.port)
     return 0

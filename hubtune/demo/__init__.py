@@ -8,19 +8,28 @@ grid (downloadable as PNG); a classifier's takes an image and shows the top-5 la
 the model's own eval preprocessing. Both show the card's key facts (method, data, metrics).
 
 :mod:`hubtune.demo.model` (loading, checks, answers) needs no Gradio; :func:`build_demo` and :func:`launch_demo`
-(:mod:`hubtune.demo.app`) need the ``hubtune[demo]`` extra: without it they raise a ConfigError saying how to
-install it.
+(:mod:`hubtune.demo.app`) need the ``hubtune[demo]`` extra. Names are imported on first use (as in
+``hubtune/__init__.py``), so that without Gradio ``hubtune.demo.build_demo`` raises a one-line ConfigError
+saying how to install it, before torch is even imported.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from hubtune.errors import ConfigError
 
-__all__ = ["INSTALL_HINT", "build_demo", "launch_demo", "require_gradio"]
+__all__ = ["INSTALL_HINT", "build_demo", "launch_demo", "load_demo_model", "require_gradio"]
 
 INSTALL_HINT = "the demo needs Gradio, which is not installed: pip install 'hubtune[demo]'"
+
+_EXPORTS = {
+    "build_demo": "hubtune.demo.app",
+    "launch_demo": "hubtune.demo.app",
+    "DemoModel": "hubtune.demo.model",
+    "load_demo_model": "hubtune.demo.model",
+}
 
 
 def require_gradio() -> None:
@@ -31,17 +40,9 @@ def require_gradio() -> None:
         raise ConfigError(INSTALL_HINT + ".") from None
 
 
-def build_demo(*args: Any, **kwargs: Any):
-    """See :func:`hubtune.demo.app.build_demo`."""
-    require_gradio()
-    from hubtune.demo.app import build_demo as build
-
-    return build(*args, **kwargs)
-
-
-def launch_demo(*args: Any, **kwargs: Any):
-    """See :func:`hubtune.demo.app.launch_demo`."""
-    require_gradio()
-    from hubtune.demo.app import launch_demo as launch
-
-    return launch(*args, **kwargs)
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        if _EXPORTS[name] == "hubtune.demo.app":
+            require_gradio()
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'hubtune.demo' has no attribute {name!r}")
