@@ -1,28 +1,14 @@
 """Tiny models for the demo tests: a StyleGAN2 generator and a timm classifier saved as output folders with
-their cards (as `hubtune gan` / `hubtune finetune` leave them), and a free local port."""
+their cards (as `hubtune gan` / `hubtune finetune` leave them)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import socket
 
 import pytest
 import torch
 
 DIGIT_LABELS = {i: str(i) for i in range(10)}
-
-
-def digest(folder):
-    """Every file under ``folder`` with its SHA-256 (what the demo must never change)."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
