@@ -15,7 +15,9 @@ import hubtune.demo
 from hubtune.commands._parsing import parse_command_line
 from hubtune.errors import ConfigError
 
-__all__ = ["DemoArguments", "build_parser", "run"]
+__all__ = ["HELP", "DemoArguments", "build_parser", "run"]
+
+HELP = "a local web app for a generator or a classifier (output folder or Hub repo); needs hubtune[demo]"
 
 
 @dataclass
