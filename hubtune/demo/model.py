@@ -132,9 +132,9 @@ def _card_summary(source: str, revision: str | None, token: str | None) -> str:
         text = path.read_text(encoding="utf-8") if path else ""
     except Exception:  # noqa: BLE001
         return ""
-    body = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)
-    after_title = body.split("\n# ", 1)[-1].split("\n", 1)[-1] if "\n# " in "\n" + body else body
-    for paragraph in re.split(r"\n\s*\n", after_title):
+    lines = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S).splitlines()
+    start = next((i + 1 for i, line in enumerate(lines) if line.startswith("# ")), 0)
+    for paragraph in re.split(r"\n\s*\n", "\n".join(lines[start:])):
         paragraph = paragraph.strip()
         if paragraph and not paragraph.startswith(("#", "!", "|", "```", "<")):
             return " ".join(paragraph.split())

@@ -38,11 +38,13 @@ def served_demo(tmp_path):
         model = tmp_path / "gan"
         StyleGAN2Generator(image_size=32, channels=1, latent_dim=16, w_dim=16, mapping_layers=2, channel_base=256,
                            channel_max=16).save_pretrained(model)
-    before = digest(Path(model)) if Path(model).is_dir() else None
+    folder = Path(model).resolve() if Path(model).is_dir() else None
+    before = digest(folder) if folder else None
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "hubtune", "demo", str(model), "--port", str(port),
+    # run from inside the model folder: nothing may be written there, not even Gradio's working files
+    process = subprocess.Popen([sys.executable, "-m", "hubtune", "demo", str(folder or model), "--port", str(port),
                                 "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+                               cwd=folder, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     url = f"http://127.0.0.1:{port}/"
     try:
         for _ in range(240):
@@ -59,8 +61,8 @@ def served_demo(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
-    if before is not None:
-        assert digest(Path(model)) == before
+    if folder is not None:
+        assert digest(folder) == before
 
 
 def test_chromium_moves_the_seed_generates_and_takes_a_screenshot(served_demo, tmp_path):
