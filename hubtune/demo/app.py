@@ -33,6 +33,8 @@ from hubtune.errors import HubtuneError
 __all__ = ["DEFAULT_HOST", "build_demo", "launch_demo"]
 
 DEFAULT_HOST = "127.0.0.1"
+# the grid of small images fills its box, pixels kept sharp (the PNG download keeps the native size)
+_CSS = "#grid img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 
 
 def _in_page(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,7 +60,7 @@ def _generator_page(demo: DemoModel) -> None:
                             visible=demo.truncation)
             generate = gr.Button("Generate", variant="primary", elem_id="generate")
         with gr.Column(scale=2):
-            grid = gr.Image(label="Samples (PNG)", type="pil", format="png", interactive=False,
+            grid = gr.Image(label="Samples (PNG)", type="pil", format="png", interactive=False, height=480,
                             buttons=["download"], elem_id="grid")
 
     # preprocess=False: the values reach the checks of hubtune.demo.model as sent (3.5, "abc", 7), so every bad
@@ -111,6 +113,6 @@ def launch_demo(model: str | os.PathLike | DemoModel | gr.Blocks, *, host: str |
     host = host or os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
     blocks.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, prevent_thread_lock=prevent_thread_lock, quiet=quiet, share=False,
-        show_error=False, ssr_mode=False, max_file_size=MAX_UPLOAD_BYTES, inbrowser=False,
+        show_error=False, ssr_mode=False, max_file_size=MAX_UPLOAD_BYTES, inbrowser=False, css=_CSS,
     )
     return blocks

@@ -92,6 +92,8 @@ def test_chromium_moves_the_seed_generates_and_takes_a_screenshot(served_demo, t
             page.wait_for_function("(old) => { const img = document.querySelector('#grid img');"
                                    " return img && img.src !== old; }", arg=first, timeout=60_000)
 
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(1000)  # the grid's fade-in after loading
             shot = tmp_path / "demo-generator.png"
             page.screenshot(path=str(shot), full_page=True)
 
