@@ -124,3 +124,27 @@ def test_a_bad_space_name_fails_before_any_request(local_hub, hub_token, hub_rep
     with pytest.raises(ConfigError, match="not of the form 'org/name'"):
         push_model_and_space(generator_folder, hub_repo_id, "bad--name", token=hub_token)
     assert len(local_hub.routes_seen()) == seen
+
+
+def test_finetune_push_to_hub_with_hub_space_publishes_the_space_too(local_hub, hub_token, hub_repo_id, tmp_path,
+                                                                     capsys):
+    out = tmp_path / "out"
+    code = main(["finetune", "--model", "test_resnet", "--method", "ce", "--max_steps", "2", "--max_train_samples",
+                 "32", "--max_eval_samples", "16", "--batch-size", "16", "--output_dir", str(out), "--disable_tqdm",
+                 "true", "--push_to_hub", "--hub_model_id", hub_repo_id, "--hub_token", hub_token,
+                 "--hub_space", "try-it"])
+    assert code == 0, capsys.readouterr().err
+    space_id = f"{hub_repo_id.split('/')[0]}/try-it"
+    space_url = f"{local_hub.endpoint}/spaces/{space_id}"
+    assert f"its demo Space: {space_url}" in capsys.readouterr().out
+    assert f"[{space_id}]({space_url})" in local_hub.files(hub_repo_id)["README.md"].decode()
+    assert space_url not in (out / "README.md").read_text()  # the local card is left as it was
+    space = local_hub.files(f"spaces/{space_id}")
+    assert f'launch_demo("{hub_repo_id}")' in space["app.py"].decode()
+    assert _front_matter(space["README.md"].decode())["models"] == [hub_repo_id]
+
+
+def test_hub_space_without_push_to_hub_is_a_one_line_error(tmp_path, capsys):
+    assert main(["finetune", "--output_dir", str(tmp_path / "x"), "--hub_space", "demo"]) == 1
+    err = capsys.readouterr().err
+    assert "--hub_space needs --push_to_hub --hub_model_id" in err and len(err.strip().splitlines()) == 1
