@@ -19,6 +19,7 @@ from PIL import Image
 
 import hubtune
 from hubtune.commands import main
+from hubtune.demo.model import classify, load_demo_model
 from hubtune.errors import ConfigError, HubPushError
 from hubtune.gan import Generator
 from hubtune.hub.space import push_model_and_space
@@ -142,6 +143,11 @@ def test_finetune_push_to_hub_with_hub_space_publishes_the_space_too(local_hub, 
     space = local_hub.files(f"spaces/{space_id}")
     assert f'launch_demo("{hub_repo_id}")' in space["app.py"].decode()
     assert _front_matter(space["README.md"].decode())["models"] == [hub_repo_id]
+    # what the Space's app loads: the classifier by repo id, with its facts and labels, from the Hub
+    demo = load_demo_model(hub_repo_id, token=hub_token, device="cpu")
+    assert demo.kind == "classifier" and demo.facts["Data"] == "digits" and "Metrics" in demo.facts
+    top = classify(demo, Image.new("RGB", (40, 30), "white"))
+    assert len(top) == 5 and set(top) <= {str(i) for i in range(10)} and sum(top.values()) <= 1 + 1e-6
 
 
 def test_hub_space_without_push_to_hub_is_a_one_line_error(tmp_path, capsys):
