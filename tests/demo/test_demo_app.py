@@ -183,3 +183,15 @@ def test_classifier_page_shows_the_cards_facts(classifier_app):
     config = _page_config(blocks)
     assert "Cross-entropy" in config or "cross-entropy" in config
     assert "digits" in config and "eval_accuracy 0.875" in config and "eval_runtime" not in config
+
+
+@pytest.mark.gpu
+def test_the_demo_runs_on_the_gpu_when_present_and_gives_the_cpus_images(generator_folder, classifier_folder):
+    from hubtune.demo.model import classify, generate_grid, load_demo_model
+
+    gpu, cpu = load_demo_model(generator_folder), load_demo_model(generator_folder, device="cpu")
+    assert gpu.device.type == "cuda" and next(gpu.model.parameters()).is_cuda
+    on_gpu = np.asarray(generate_grid(gpu, 7, 4, 0.7), dtype=int)
+    assert np.abs(on_gpu - np.asarray(generate_grid(cpu, 7, 4, 0.7), dtype=int)).max() <= 2
+    classifier = load_demo_model(classifier_folder)
+    assert classifier.device.type == "cuda" and len(classify(classifier, Image.new("RGB", (40, 40)))) == 5
