@@ -102,14 +102,15 @@ def build_demo(model: str | os.PathLike | DemoModel, *, device: str | None = Non
 
 def launch_demo(model: str | os.PathLike | DemoModel | gr.Blocks, *, host: str | None = None,
                 port: int | None = None, device: str | None = None, token: str | None = None,
-                prevent_thread_lock: bool = False, quiet: bool = False) -> gr.Blocks:
+                revision: str | None = None, prevent_thread_lock: bool = False, quiet: bool = False) -> gr.Blocks:
     """Serve the page of ``model`` on ``host:port``.
 
     ``host`` defaults to ``GRADIO_SERVER_NAME`` (which a Space sets) or 127.0.0.1, never to every interface;
     ``port`` to ``GRADIO_SERVER_PORT`` or the first free one from 7860. Uploads are capped at
     :data:`~hubtune.demo.model.MAX_UPLOAD_BYTES`.
     """
-    blocks = model if isinstance(model, gr.Blocks) else build_demo(model, device=device, token=token)
+    blocks = model if isinstance(model, gr.Blocks) else build_demo(model, device=device, token=token,
+                                                                   revision=revision)
     host = host or os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
     blocks.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, prevent_thread_lock=prevent_thread_lock, quiet=quiet, share=False,

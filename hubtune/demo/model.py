@@ -167,7 +167,8 @@ def _classifier_facts(source: str, revision: str | None, token: str | None) -> d
 
 
 def _generator_facts(source: str, config: dict[str, Any], revision: str | None, token: str | None) -> dict[str, str]:
-    facts = {"Architecture": str(config.get("arch")) + (f" (preset {config['preset']})" if config.get("preset") else ""),
+    preset = f" (preset {config['preset']})" if config.get("preset") else ""
+    facts = {"Architecture": f"{config.get('arch')}{preset}",
              "Images": f"{config.get('image_size')}x{config.get('image_size')} px, {config.get('channels')} channel(s)"}
     training = _optional_json(source, "training_config.json", revision, token)
     if training:

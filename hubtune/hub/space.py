@@ -60,7 +60,7 @@ _APP = '''"""The demo of {repo_id}: the app of `hubtune demo {repo_id}` (written
 
 from hubtune.demo import launch_demo
 
-launch_demo("{repo_id}")
+launch_demo("{repo_id}"{revision})
 '''
 
 
@@ -81,8 +81,9 @@ def _installed(package: str) -> str | None:
         return None
 
 
-def space_files(repo_id: str, space_id: str, endpoint: str | None = None) -> dict[str, str]:
-    """The Space's files (name -> text) for the model ``repo_id`` on the Hub at ``endpoint``."""
+def space_files(repo_id: str, space_id: str, endpoint: str | None = None,
+                revision: str | None = None) -> dict[str, str]:
+    """The Space's files (name -> text) for the model ``repo_id`` (at ``revision``) on the Hub at ``endpoint``."""
     model_url = f"{(endpoint or HfApi().endpoint).rstrip('/')}/{repo_id}"
     pins = [f"hubtune[demo]=={__version__}"]
     pins += [f"{name}=={version}" for name in SPACE_PINNED_PACKAGES if (version := _installed(name))]
@@ -96,7 +97,8 @@ def space_files(repo_id: str, space_id: str, endpoint: str | None = None) -> dic
         f"written by `hubtune push --space`. The same app runs locally: `pip install 'hubtune[demo]'` then "
         f"`hubtune demo {repo_id}`.\n"
     )
-    return {"app.py": _APP.format(repo_id=repo_id), "requirements.txt": "\n".join(pins) + "\n", "README.md": readme}
+    app = _APP.format(repo_id=repo_id, revision=f", revision={revision!r}" if revision not in (None, "main") else "")
+    return {"app.py": app, "requirements.txt": "\n".join(pins) + "\n", "README.md": readme}
 
 
 def add_space_link(card: str, space_id: str, url: str) -> str:
@@ -131,8 +133,9 @@ def _folder_with_space_link(folder: Path, space_id: str, url: str) -> Iterator[P
 
 
 def push_space(space_id: str, repo_id: str, *, token: str | None = None, private: bool = False,
-               commit_message: str = "Demo Space written by hubtune") -> str:
-    """Create (or update) the Gradio Space ``space_id`` for the model ``repo_id`` in one commit; its URL.
+               revision: str | None = None, commit_message: str = "Demo Space written by hubtune") -> str:
+    """Create (or update) the Gradio Space ``space_id`` for the model ``repo_id`` (its branch ``revision``) in one
+    commit; its URL.
 
     Raises HubPushError (HubAuthError for the token) in words; when this call created the Space and the upload
     then failed, the message says an empty Space was left behind.
@@ -144,7 +147,7 @@ def push_space(space_id: str, repo_id: str, *, token: str | None = None, private
     api = HfApi(token=token)
     url = space_url(space_id, api.endpoint)
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=text.encode("utf-8"))
-                  for name, text in space_files(repo_id, space_id, api.endpoint).items()]
+                  for name, text in space_files(repo_id, space_id, api.endpoint, revision).items()]
     step, created = "create the Space", False
     try:
         existed = api.repo_exists(space_id, repo_type="space")
@@ -182,7 +185,7 @@ def push_model_and_space(folder: str | Path, repo_id: str, space: str, *, token:
         model_url = push_folder(staged, repo_id, token=token, private=private, revision=revision,
                                 commit_message=commit_message)
     try:
-        return model_url, push_space(space_id, repo_id, token=token, private=private)
+        return model_url, push_space(space_id, repo_id, token=token, private=private, revision=revision)
     except HubPushError as err:
         raise type(err)(
             f"The model was published at {model_url} and is intact (its card links to {link}), but the Space "

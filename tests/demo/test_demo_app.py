@@ -146,7 +146,8 @@ def _expected_top5(folder, image_path):
     left = int(round((resize - size) / 2.0))
     image = image.crop((left, left, left + size, left + size))
     x = torch.tensor(np.asarray(image), dtype=torch.float64).permute(2, 0, 1) / 255
-    x = (x - torch.tensor(pre["mean"], dtype=torch.float64)[:, None, None]) / torch.tensor(pre["std"], dtype=torch.float64)[:, None, None]
+    mean, std = (torch.tensor(pre[key], dtype=torch.float64)[:, None, None] for key in ("mean", "std"))
+    x = (x - mean) / std
     with torch.no_grad():
         probs = model(pixel_values=x.float()[None]).logits[0].double().softmax(-1)
     top = probs.topk(5)

@@ -154,3 +154,12 @@ def test_hub_space_without_push_to_hub_is_a_one_line_error(tmp_path, capsys):
     assert main(["finetune", "--output_dir", str(tmp_path / "x"), "--hub_space", "demo"]) == 1
     err = capsys.readouterr().err
     assert "--hub_space needs --push_to_hub --hub_model_id" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_space_for_a_branch_loads_that_branch():
+    from hubtune.hub.space import space_files
+
+    app = space_files("org/model", "org/demo", "http://hub.invalid", revision="v2")["app.py"]
+    compile(app, "app.py", "exec")
+    assert "launch_demo(\"org/model\", revision='v2')" in app
+    assert 'launch_demo("org/model")\n' in space_files("org/model", "org/demo", "http://hub.invalid", "main")["app.py"]
