@@ -23,8 +23,10 @@ private repos need a valid token (401 otherwise, as the Hub answers); an unknown
 Fault injection (per test): :meth:`LocalHub.inject_fault` makes the next N requests of a route answer an
 HTTP status (401, 404, 500, ...) or drop the connection after reading part of the request body.
 
-Only models are hosted (``repo_type="model"``); anything else is answered with a 404 and recorded in
-:attr:`LocalHub.unhandled` so a test can see what a client asked for that the server does not know.
+Models and Spaces are hosted (``repo_type="model"`` / ``"space"``, the same routes under ``/api/spaces/`` and
+``/spaces/{ns}/{name}/resolve/``); a Space is stored as ``"spaces/{ns}/{name}"`` in :attr:`LocalHub.repos`, so
+``hub.files("spaces/org/name")`` lists its files. Anything else (datasets) is answered with a 404 and recorded
+in :attr:`LocalHub.unhandled` so a test can see what a client asked for that the server does not know.
 
 This file is also the suite's pytest plugin (registered by tests/conftest.py, see the bottom of the file):
 fixtures ``local_hub`` (the session's one server, started at the first test that asks for it, with no
@@ -173,7 +175,7 @@ class LocalHub:
 
         ``route`` is one of the names in :attr:`RequestRecord.route` (``"commit"``, ``"preupload"``,
         ``"create_repo"``, ``"resolve"``, ``"repo_info"``, ``"whoami"``, ``"branch"``, ``"tree"``,
-        ``"validate_yaml"``, ...); ``kind`` an HTTP status such as 401/404/500, ``"drop"`` to close the
+        ``"validate_yaml"``, ...; a Space's repo routes are ``"space_commit"``, ``"space_repo_info"``, ...); ``kind`` an HTTP status such as 401/404/500, ``"drop"`` to close the
         connection after reading half of the request body, without an answer, or ``"garbage"`` to answer
         200 with a body that is not JSON (a proxy's error page, say).
         """
@@ -451,35 +453,44 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         m = API_REPO_RE.match(path)
         if m:
             kind, ns, name, rest = m.group(1), unquote(m.group(2)), unquote(m.group(3)), m.group(4) or ""
-            if kind != "models":
+            if kind not in ("models", "spaces"):
                 return "other", None
-            repo_id = f"{ns}/{name}"
-            segs = rest.split("/") if rest else []
-            if not segs and method == "GET":
-                return "repo_info", lambda p, q: self.h_repo_info(repo_id, "main", q)
-            if segs[:1] == ["revision"] and len(segs) >= 2 and method == "GET":
-                return "repo_info", lambda p, q: self.h_repo_info(repo_id, unquote("/".join(segs[1:])), q)
-            if segs[:1] == ["preupload"] and len(segs) >= 2 and method == "POST":
-                return "preupload", lambda p, q: self.h_preupload(repo_id, unquote(segs[1]))
-            if segs[:1] == ["commit"] and len(segs) >= 2 and method == "POST":
-                return "commit", lambda p, q: self.h_commit(repo_id, unquote(segs[1]), q)
-            if segs[:1] == ["branch"] and len(segs) >= 2 and method in ("POST", "DELETE"):
-                return "branch", lambda p, q: self.h_branch(repo_id, unquote(segs[1]), method)
-            if segs[:1] == ["tree"] and len(segs) >= 2 and method == "GET":
-                sub = unquote("/".join(segs[2:])) if len(segs) > 2 else ""
-                return "tree", lambda p, q: self.h_tree(repo_id, unquote(segs[1]), sub, q)
-            if segs[:1] == ["paths-info"] and len(segs) >= 2 and method == "POST":
-                return "paths_info", lambda p, q: self.h_paths_info(repo_id, unquote(segs[1]))
-            if segs == ["refs"] and method == "GET":
-                return "refs", lambda p, q: self.h_refs(repo_id)
-            return "other", None
+            repo_id = f"{'spaces/' if kind == 'spaces' else ''}{ns}/{name}"
+            if kind == "spaces":  # the same handlers; routes named "space_commit", "space_repo_info", ...
+                route, handler = self._repo_route(method, repo_id, rest)
+                return f"space_{route}", handler
+            return self._repo_route(method, repo_id, rest)
         if method in ("GET", "HEAD"):
             segs = path.lstrip("/").split("/")
+            prefix = ""
+            if segs[0] == "spaces":
+                prefix, segs = "spaces/", segs[1:]
             if len(segs) >= 5 and segs[2] == "resolve":
-                repo_id = f"{unquote(segs[0])}/{unquote(segs[1])}"
+                repo_id = f"{prefix}{unquote(segs[0])}/{unquote(segs[1])}"
                 revision = unquote(segs[3])
                 filename = "/".join(unquote(s) for s in segs[4:])
                 return "resolve", lambda p, q: self.h_resolve(repo_id, revision, filename, head=method == "HEAD")
+        return "other", None
+
+    def _repo_route(self, method: str, repo_id: str, rest: str):
+        segs = rest.split("/") if rest else []
+        if not segs and method == "GET":
+            return "repo_info", lambda p, q: self.h_repo_info(repo_id, "main", q)
+        if segs[:1] == ["revision"] and len(segs) >= 2 and method == "GET":
+            return "repo_info", lambda p, q: self.h_repo_info(repo_id, unquote("/".join(segs[1:])), q)
+        if segs[:1] == ["preupload"] and len(segs) >= 2 and method == "POST":
+            return "preupload", lambda p, q: self.h_preupload(repo_id, unquote(segs[1]))
+        if segs[:1] == ["commit"] and len(segs) >= 2 and method == "POST":
+            return "commit", lambda p, q: self.h_commit(repo_id, unquote(segs[1]), q)
+        if segs[:1] == ["branch"] and len(segs) >= 2 and method in ("POST", "DELETE"):
+            return "branch", lambda p, q: self.h_branch(repo_id, unquote(segs[1]), method)
+        if segs[:1] == ["tree"] and len(segs) >= 2 and method == "GET":
+            sub = unquote("/".join(segs[2:])) if len(segs) > 2 else ""
+            return "tree", lambda p, q: self.h_tree(repo_id, unquote(segs[1]), sub, q)
+        if segs[:1] == ["paths-info"] and len(segs) >= 2 and method == "POST":
+            return "paths_info", lambda p, q: self.h_paths_info(repo_id, unquote(segs[1]))
+        if segs == ["refs"] and method == "GET":
+            return "refs", lambda p, q: self.h_refs(repo_id)
         return "other", None
 
     # ------------------------------------------------------------------ access helpers
@@ -524,24 +535,30 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         user = self._user()
         if user is None:
             raise HubError(401, "You must be authenticated to create a repository")
-        if payload.get("type", "model") not in ("model", None):
-            raise HubError(400, "The local Hub only hosts model repositories")
+        kind = payload.get("type") or "model"
+        if kind not in ("model", "space"):
+            raise HubError(400, "The local Hub only hosts model and Space repositories")
+        if kind == "space" and payload.get("sdk") not in ("gradio", "docker", "static"):
+            raise HubError(400, f"A Space needs an sdk (gradio, docker or static), got {payload.get('sdk')!r}")
         name = payload.get("name") or ""
         if not REPO_NAME_RE.match(name):
             raise HubError(400, f"Invalid repository name {name!r}")
         namespace = payload.get("organization") or user
-        repo_id = f"{namespace}/{name}"
+        repo_id = f"{'spaces/' if kind == 'space' else ''}{namespace}/{name}"
         private = payload.get("visibility") == "private" or bool(payload.get("private"))
         with self.hub.lock:
             if repo_id in self.hub.repos:
                 self._json(409, {"error": "You already created this model repo", "url": f"{self.hub.endpoint}/{repo_id}"})
                 return
             self.hub.create_repo(repo_id, private=private, owner=user)
-        self._json(200, {"url": f"{self.hub.endpoint}/{repo_id}", "name": repo_id, "id": repo_id})
+        plain_id = repo_id.removeprefix("spaces/")
+        self._json(200, {"url": f"{self.hub.endpoint}/{repo_id}", "name": plain_id, "id": plain_id})
 
     def h_delete_repo(self, path, query):
         payload = json.loads(self._body() or b"{}")
         repo_id = f"{payload.get('organization') or self._user()}/{payload.get('name')}"
+        if payload.get("type") == "space":
+            repo_id = f"spaces/{repo_id}"
         self._writable_repo(repo_id)
         with self.hub.lock:
             del self.hub.repos[repo_id]
@@ -638,7 +655,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             ]
         last_modified = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.timestamp))
         self._json(200, {
-            "_id": repo_id, "id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0],
+            "_id": repo_id, "id": repo_id.removeprefix("spaces/"), "modelId": repo_id.removeprefix("spaces/"),
+            "author": repo_id.removeprefix("spaces/").split("/")[0],
             "sha": commit.sha, "lastModified": last_modified, "createdAt": last_modified,
             "private": repo.private, "gated": False, "disabled": False, "downloads": 0, "likes": 0,
             "tags": [], "siblings": siblings,

@@ -1,4 +1,4 @@
-"""The ``hubtune`` command line: ``finetune`` (the main job), ``compare``, ``gan``, ``ood``, ``push`` and ``convert``.
+"""The ``hubtune`` command line: ``finetune`` (the main job), ``compare``, ``gan``, ``ood``, ``demo``, ``push`` and ``convert``.
 
 Commands are registered in :data:`COMMANDS`, one line each: name -> (module, one-line help). A command's module
 is imported only when that command runs, so ``hubtune --help`` imports neither torch nor transformers. Each
@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "train a GAN with the AdaptiveMix discriminator regulariser and publish its generator"),
     "ood": ("hubtune.commands.ood",
             "out-of-distribution detection: score in-distribution and OOD images, print AUROC / FPR95 / AUPR"),
+    "demo": ("hubtune.commands.demo",
+             "a local web app for a generator or a classifier (output folder or Hub repo); needs hubtune[demo]"),
     "push": ("hubtune.commands.push", "publish a finished output folder (model, card) to the Hugging Face Hub"),
     "convert": ("hubtune.commands.convert",
                 "convert a MoCo v1/v2/v3 or torchvision checkpoint into a timm local-dir: backbone folder "

@@ -14,6 +14,7 @@ from transformers import HfArgumentParser
 from hubtune.commands._parsing import CONFIG_FILE_SUFFIXES, parse_command_line
 from hubtune.errors import ConfigError
 from hubtune.hub import DEFAULT_COMMIT_MESSAGE, push_folder
+from hubtune.hub.space import push_model_and_space
 
 __all__ = ["HELP", "PushArguments", "build_parser", "positionals_to_flags", "run"]
 
@@ -33,6 +34,9 @@ class PushArguments:
     hub_token: str | None = field(default=None, metadata={
         "help": "Hub token (default: HF_TOKEN or the stored login)", "aliases": ["--token"]})
     commit_message: str = field(default=DEFAULT_COMMIT_MESSAGE, metadata={"help": "the commit's summary"})
+    space: str | None = field(default=None, metadata={
+        "help": "also publish a Gradio Space NAME (in the model's namespace) or ORG/NAME running `hubtune demo` "
+                "on the model; the model card links to it"})
 
     def __post_init__(self) -> None:
         missing = [name for name in ("folder", "repo_id") if not getattr(self, name)]
@@ -68,9 +72,12 @@ def positionals_to_flags(argv: Sequence[str]) -> list[str]:
 
 def run(argv: Sequence[str]) -> int:
     (args,) = parse_command_line(build_parser(), positionals_to_flags(argv))
-    url = push_folder(
-        args.folder, args.repo_id, token=args.hub_token, private=args.hub_private_repo, revision=args.revision,
-        commit_message=args.commit_message,
-    )
-    print(url)
+    options = dict(token=args.hub_token, private=args.hub_private_repo, revision=args.revision,
+                   commit_message=args.commit_message)
+    if args.space:
+        model_url, space_url = push_model_and_space(args.folder, args.repo_id, args.space, **options)
+        print(model_url)
+        print(space_url)
+        return 0
+    print(push_folder(args.folder, args.repo_id, **options))
     return 0

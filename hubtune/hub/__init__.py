@@ -5,6 +5,7 @@
   :func:`write_model_card`), its training-curve plot and the run-info file ``hubtune_run.json``.
 * :mod:`hubtune.hub.generator_card`: the GAN generator's card.
 * :mod:`hubtune.hub.push`: :func:`push_folder`, publishing a finished output folder with typed errors.
+* :mod:`hubtune.hub.space`: a Gradio Space beside the model (``hubtune push --space``), same fault handling.
 """
 
 from hubtune.errors import HubAuthError, HubPushError

@@ -30,6 +30,7 @@ from hubtune.arguments import check_output_dir
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
 from hubtune.errors import ConfigError, OutputDirError
 from hubtune.hub import push_folder, write_model_card, write_run_info
+from hubtune.hub.space import push_model_and_space
 from hubtune.layouts import detect_layout
 from hubtune.locking import output_dir_lock
 from hubtune.methods import get_method
@@ -37,6 +38,7 @@ from hubtune.modeling import HubtuneForImageClassification
 from hubtune.devices import configure_backends
 from hubtune.training.callbacks import LossWeightWarmupCallback
 from hubtune.training.finetune_args import (
+    HUB_SPACE_NEEDS,
     DataArguments,
     FinetuneTrainingArguments,
     ModelArguments,
@@ -174,9 +176,14 @@ def _run_finetune(
               f"eval_accuracy={metrics.get('eval_accuracy', float('nan')):.4f} in {time.perf_counter() - started:.1f} s; "
               f"model, card and metrics in {out.resolve()}")
         if training_args.push_to_hub:
-            url = push_folder(out, training_args.hub_model_id, token=training_args.hub_token,
-                              private=bool(training_args.hub_private_repo), revision=training_args.hub_revision)
-            print(f"Pushed to {url}")
+            options = dict(token=training_args.hub_token, private=bool(training_args.hub_private_repo),
+                           revision=training_args.hub_revision)
+            if training_args.hub_space:
+                url, space_url = push_model_and_space(out, training_args.hub_model_id, training_args.hub_space,
+                                                      **options)
+                print(f"Pushed to {url}; its demo Space: {space_url}")
+            else:
+                print(f"Pushed to {push_folder(out, training_args.hub_model_id, **options)}")
         print(next_steps(out, repo_id))
     return metrics
 
@@ -231,6 +238,8 @@ def _trainer_args(args: FinetuneTrainingArguments) -> FinetuneTrainingArguments:
     commit, errors in words), unless a hub_strategy that pushes checkpoints asks the Trainer to push too."""
     if args.push_to_hub and args.hub_model_id is None:
         raise ConfigError("--push_to_hub needs --hub_model_id ORG/NAME (the Hub repository to publish to).")
+    if args.hub_space and not args.push_to_hub:
+        raise ConfigError(HUB_SPACE_NEEDS)
     strategy = str(getattr(args.hub_strategy, "value", args.hub_strategy))
     if not args.push_to_hub or strategy in ("checkpoint", "all_checkpoints"):
         return args

@@ -22,6 +22,7 @@ from hubtune.arguments import check_file_values, check_number, given_options, op
 from hubtune.backbones import names_weights
 from hubtune.errors import ConfigError, MethodError
 from hubtune.hub.push import validate_repo_id
+from hubtune.hub.space import space_id_for
 from hubtune.methods import MethodConfig, available_methods, get_method
 from hubtune.trackers import check_trackers_installed
 
@@ -83,6 +84,9 @@ class DataArguments:
         "help": "stop at the first unreadable image (naming it) instead of leaving unreadable images out"})
 
 
+HUB_SPACE_NEEDS = "--hub_space needs --push_to_hub --hub_model_id ORG/NAME (the Space shows that model)."
+
+
 @dataclass
 class FinetuneTrainingArguments(TrainingArguments):
     """``transformers.TrainingArguments`` with hubtune's defaults (every other option as in transformers).
@@ -119,6 +123,9 @@ class FinetuneTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = False
     report_to: None | str | list[str] = "none"
     seed: int = 0
+    hub_space: str | None = field(default=None, metadata={
+        "help": "with --push_to_hub: also publish a Gradio Space NAME (in the model's namespace) or ORG/NAME "
+                "running `hubtune demo` on the model; the card links to it"})
     dataloader_num_workers: int = field(default=-1, metadata={
         "help": "data-loading processes; -1 (default) = min(8, CPU cores) when CUDA is present, else 0"})
     # The option names the user set (flags, config-file or dict keys), recorded by parse_finetune_args so that the
@@ -140,6 +147,10 @@ class FinetuneTrainingArguments(TrainingArguments):
         self._check_numbers()
         if self.push_to_hub and self.hub_model_id is not None:
             validate_repo_id(self.hub_model_id)
+        if self.hub_space is not None:  # (whether push_to_hub is on is checked when training starts)
+            if not self.hub_model_id:
+                raise ConfigError(HUB_SPACE_NEEDS)
+            space_id_for(self.hub_space, self.hub_model_id)
         super().__post_init__()
         check_trackers_installed(self.report_to, "--report_to")  # before data or model load, not at Trainer start
 

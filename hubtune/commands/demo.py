@@ -1,0 +1,61 @@
+"""``hubtune demo MODEL``: a local web app (Gradio) for a generator or a classifier; see :mod:`hubtune.demo`.
+
+MODEL is an output folder of ``hubtune gan`` / ``hubtune finetune`` or a Hub repo id. The app binds 127.0.0.1
+unless ``--host`` says otherwise, and runs on the GPU when there is one (``--device cpu`` to avoid it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+import hubtune.demo
+from hubtune.commands._parsing import parse_command_line
+from hubtune.errors import ConfigError
+
+__all__ = ["HELP", "DemoArguments", "build_parser", "run"]
+
+HELP = "a local web app for a generator or a classifier (output folder or Hub repo); needs hubtune[demo]"
+
+
+@dataclass
+class DemoArguments:
+    """What to show, and where."""
+
+    model: str | None = field(default=None, metadata={
+        "help": "output folder (hubtune gan / finetune) or Hub repo id ORG/NAME; also the first positional"})
+    host: str = field(default="127.0.0.1", metadata={
+        "help": "address to bind (0.0.0.0 makes the app reachable from other machines)"})
+    port: int | None = field(default=None, metadata={"help": "port (default: the first free one from 7860)"})
+    device: str | None = field(default=None, metadata={"help": "torch device (default: cuda when present, else cpu)"})
+    revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)"})
+    hub_token: str | None = field(default=None, metadata={
+        "help": "Hub token for a private repo (default: HF_TOKEN or the stored login)", "aliases": ["--token"]})
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("hubtune demo needs a model: `hubtune demo DIR` or `hubtune demo ORG/NAME`.")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ConfigError(f"--port must be from 1 to 65535, got {self.port}.")
+
+
+def build_parser() -> HfArgumentParser:
+    return HfArgumentParser(
+        DemoArguments, prog="hubtune demo",
+        description="Launch a local web app for a generator (seed, number of images, truncation psi, PNG download) "
+        "or a classifier (top-5 labels of an image), with the card's key facts. Needs `pip install "
+        "'hubtune[demo]'`. Usage: hubtune demo MODEL [--host 127.0.0.1] [--port 7860].",
+    )
+
+
+def run(argv: Sequence[str]) -> int:
+    argv = list(argv)
+    if argv and not argv[0].startswith("-"):
+        argv = ["--model", argv.pop(0), *argv]
+    (args,) = parse_command_line(build_parser(), argv)
+    hubtune.demo.require_gradio()  # before loading the model: the one-line install hint comes at once
+    blocks = hubtune.demo.build_demo(args.model, device=args.device, token=args.hub_token, revision=args.revision)
+    hubtune.demo.launch_demo(blocks, host=args.host, port=args.port)
+    return 0

@@ -1,0 +1,165 @@
+"""`hubtune push DIR ORG/NAME --space NAME`: the Space files the local Hub receives, the model card's link, the
+Space's app.py started from those files (it serves the demo of the model, loaded by repo id), and the fault
+handling: a failing Space push leaves the published model intact and says what was left behind."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from demo_helpers import digest, free_port
+from gradio_client import Client
+from PIL import Image
+
+import hubtune
+from hubtune.commands import main
+from hubtune.demo.model import classify, load_demo_model
+from hubtune.errors import ConfigError, HubPushError
+from hubtune.gan import Generator
+from hubtune.hub.space import push_model_and_space
+
+
+def _front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def _push(folder, repo_id, token, space, capsys):
+    assert main(["push", str(folder), repo_id, "--hub_token", token, "--space", space]) == 0
+    return capsys.readouterr().out.split()
+
+
+def test_push_with_space_uploads_the_demo_and_links_it_from_the_card(local_hub, hub_token, hub_repo_id,
+                                                                      generator_folder, capsys):
+    before = digest(generator_folder)
+    model_url, space_url = _push(generator_folder, hub_repo_id, hub_token, "demo", capsys)
+    space_id = f"{hub_repo_id.split('/')[0]}/demo"
+    assert model_url == f"{local_hub.endpoint}/{hub_repo_id}" and space_url == f"{local_hub.endpoint}/spaces/{space_id}"
+
+    model_files = local_hub.files(hub_repo_id)
+    card = model_files["README.md"].decode()
+    assert f"[{space_id}]({space_url})" in card
+    # one line (and a blank one) added after the title; the rest is the folder's card
+    lines = card.splitlines()
+    (at,) = [i for i, row in enumerate(lines) if space_url in row]
+    assert lines[at - 2].startswith("# ") and lines[at - 1] == ""
+    assert "\n".join(lines[:at - 1] + lines[at + 1:]).strip() == (generator_folder / "README.md").read_text().strip()
+    assert model_files["model.safetensors"] == (generator_folder / "model.safetensors").read_bytes()
+    assert digest(generator_folder) == before  # the local card was not touched
+
+    space = {name: data.decode() for name, data in local_hub.files(f"spaces/{space_id}").items()}
+    assert set(space) == {".gitattributes", "app.py", "requirements.txt", "README.md"}
+    # app.py is the demo of `hubtune demo`, imported from hubtune, loading the model by repo id: not a copy
+    assert "from hubtune.demo import launch_demo" in space["app.py"]
+    assert f'launch_demo("{hub_repo_id}")' in space["app.py"] and "gr.Blocks" not in space["app.py"]
+    requirements = dict(line.split("==") for line in space["requirements.txt"].split())
+    assert requirements["hubtune[demo]"] == hubtune.__version__
+    for package in ("torch", "gradio", "huggingface-hub", "transformers"):
+        assert requirements[package] == importlib.metadata.version(package)
+    meta = _front_matter(space["README.md"])
+    assert meta["sdk"] == "gradio" and meta["models"] == [hub_repo_id] and meta["app_file"] == "app.py"
+    assert meta["sdk_version"] == importlib.metadata.version("gradio")
+
+    # pushing again (an existing Space) updates it in place and keeps one link in the card
+    assert _push(generator_folder, hub_repo_id, hub_token, space_id, capsys) == [model_url, space_url]
+    assert local_hub.files(hub_repo_id)["README.md"].decode().count(space_url) == 1
+
+
+def test_the_spaces_app_py_serves_the_model_from_the_hub(local_hub, hub_token, hub_repo_id, generator_folder,
+                                                         tmp_path, capsys):
+    """The Space started from its own files: app.py run as the Space runs it, loading the model by repo id."""
+    _push(generator_folder, hub_repo_id, hub_token, "app", capsys)
+    space_id = f"{hub_repo_id.split('/')[0]}/app"
+    for name, data in local_hub.files(f"spaces/{space_id}").items():
+        (tmp_path / name).write_bytes(data)
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
+           "HF_HOME": str(tmp_path / "hf-home")}  # an empty cache: the model must come from the Hub
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        client = None
+        for _ in range(240):
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited with {process.returncode}: {process.stdout.read()[-3000:]}")
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "dl"))
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.5)
+        assert client is not None, "app.py did not start serving within 2 minutes"
+        grid = np.asarray(Image.open(client.predict(5, 2, 1.0, api_name="/generate")).convert("L"))
+        expected = Generator.from_pretrained(generator_folder).generate(2, seed=5)[0, 0]
+        assert np.abs(grid[2:34, 2:34].astype(int) - (expected * 255).round().numpy().astype(int)).max() <= 1
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_failing_space_push_leaves_the_model_intact_and_says_what_is_left(local_hub, hub_token, hub_repo_id,
+                                                                             generator_folder):
+    local_hub.inject_fault("space_commit", 500)
+    with pytest.raises(HubPushError) as caught:
+        push_model_and_space(generator_folder, hub_repo_id, "broken", token=hub_token)
+    message = str(caught.value)
+    space_id = f"{hub_repo_id.split('/')[0]}/broken"
+    assert f"The model was published at {local_hub.endpoint}/{hub_repo_id} and is intact" in message
+    assert "server error (500)" in message and "An empty Space was left behind" in message
+    assert f"--space broken" in message and hub_token not in message
+    model_files = local_hub.files(hub_repo_id)
+    assert model_files["model.safetensors"] == (generator_folder / "model.safetensors").read_bytes()
+    assert set(local_hub.files(f"spaces/{space_id}")) == {".gitattributes"}
+    # the same command again publishes the Space
+    push_model_and_space(generator_folder, hub_repo_id, "broken", token=hub_token)
+    assert "app.py" in local_hub.files(f"spaces/{space_id}")
+
+
+def test_a_bad_space_name_fails_before_any_request(local_hub, hub_token, hub_repo_id, generator_folder):
+    seen = len(local_hub.routes_seen())
+    with pytest.raises(ConfigError, match="not of the form 'org/name'"):
+        push_model_and_space(generator_folder, hub_repo_id, "bad--name", token=hub_token)
+    assert len(local_hub.routes_seen()) == seen
+
+
+def test_finetune_push_to_hub_with_hub_space_publishes_the_space_too(local_hub, hub_token, hub_repo_id, tmp_path,
+                                                                     capsys):
+    out = tmp_path / "out"
+    code = main(["finetune", "--model", "test_resnet", "--method", "ce", "--max_steps", "2", "--max_train_samples",
+                 "32", "--max_eval_samples", "16", "--batch-size", "16", "--output_dir", str(out), "--disable_tqdm",
+                 "true", "--push_to_hub", "--hub_model_id", hub_repo_id, "--hub_token", hub_token,
+                 "--hub_space", "try-it"])
+    assert code == 0, capsys.readouterr().err
+    space_id = f"{hub_repo_id.split('/')[0]}/try-it"
+    space_url = f"{local_hub.endpoint}/spaces/{space_id}"
+    assert f"its demo Space: {space_url}" in capsys.readouterr().out
+    assert f"[{space_id}]({space_url})" in local_hub.files(hub_repo_id)["README.md"].decode()
+    assert space_url not in (out / "README.md").read_text()  # the local card is left as it was
+    space = local_hub.files(f"spaces/{space_id}")
+    assert f'launch_demo("{hub_repo_id}")' in space["app.py"].decode()
+    assert _front_matter(space["README.md"].decode())["models"] == [hub_repo_id]
+    # what the Space's app loads: the classifier by repo id, with its facts and labels, from the Hub
+    demo = load_demo_model(hub_repo_id, token=hub_token, device="cpu")
+    assert demo.kind == "classifier" and demo.facts["Data"] == "digits" and "Metrics" in demo.facts
+    top = classify(demo, Image.new("RGB", (40, 30), "white"))
+    assert len(top) == 5 and set(top) <= {str(i) for i in range(10)} and sum(top.values()) <= 1 + 1e-6
+
+
+def test_hub_space_without_push_to_hub_is_a_one_line_error(tmp_path, capsys):
+    assert main(["finetune", "--output_dir", str(tmp_path / "x"), "--hub_space", "demo"]) == 1
+    err = capsys.readouterr().err
+    assert "--hub_space needs --push_to_hub --hub_model_id" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_space_for_a_branch_loads_that_branch():
+    from hubtune.hub.space import space_files
+
+    app = space_files("org/model", "org/demo", "http://hub.invalid", revision="v2")["app.py"]
+    compile(app, "app.py", "exec")
+    assert "launch_demo(\"org/model\", revision='v2')" in app
+    assert 'launch_demo("org/model")\n' in space_files("org/model", "org/demo", "http://hub.invalid", "main")["app.py"]
