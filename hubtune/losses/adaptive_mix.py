@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from hubtune.errors import ConfigError
 from hubtune.losses._random import sample_symmetric_beta
+from hubtune.losses._precision import at_least_float32
 from hubtune.losses.adaptive_mix_settings import (
     DISTANCES,
     AdaptiveMixSettings,
@@ -91,9 +92,6 @@ class MixDraws:
     noise: Tensor | None = None
 
 
-def _at_least_float32(x: Tensor) -> Tensor:
-    """Loss maths in float32, or float64 when given float64 (never in bf16 / fp16)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _weight_argument(shrinkage_weight: float | None, weight: float | None, default: float) -> float:
@@ -171,8 +169,8 @@ def shrinkage_loss(
         )
     batch = mixed_features.shape[0]
     with torch.autocast(device_type=mixed_features.device.type, enabled=False):
-        mixed = _at_least_float32(mixed_features.reshape(batch, -1))
-        target = _at_least_float32(target_features.detach().reshape(batch, -1)).to(mixed.dtype)
+        mixed = at_least_float32(mixed_features.reshape(batch, -1))
+        target = at_least_float32(target_features.detach().reshape(batch, -1)).to(mixed.dtype)
         if noise is not None:
             if noise.shape != target.shape:
                 raise ValueError(f"noise must have the flattened feature shape {tuple(target.shape)}, got {tuple(noise.shape)}")
@@ -512,15 +510,15 @@ class AdaptiveMixClassifierLoss(nn.Module):
 
         device_type = pixel_values.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            feats = _at_least_float32(features.detach())
+            feats = at_least_float32(features.detach())
             lam32 = lam.to(feats.dtype)
             target = lam32.view(-1, 1) * feats + (1 - lam32.view(-1, 1)) * feats[permutation]
             shrinkage = shrinkage_loss(mixed_features, target, self.sigma, self.distance, draws.noise)
-            log_probs = F.log_softmax(_at_least_float32(mixed_logits), dim=1)
+            log_probs = F.log_softmax(at_least_float32(mixed_logits), dim=1)
             nll_own = F.nll_loss(log_probs, labels, reduction="none")
             nll_partner = F.nll_loss(log_probs, labels[permutation], reduction="none")
             ce = (lam32 * nll_own + (1 - lam32) * nll_partner).mean()
             if self.clean_ce:
-                ce = ce + F.cross_entropy(_at_least_float32(logits), labels)
+                ce = ce + F.cross_entropy(at_least_float32(logits), labels)
             loss = ce + self.weight * shrinkage
         return AdaptiveMixLossOutput(loss=loss, ce_loss=ce.detach(), shrinkage_loss=shrinkage.detach(), logits=logits)
