@@ -199,6 +199,9 @@ class GANTrainingConfig:
     hub_token: str | None = field(default=None, metadata=_help(
         "Hub token (default: HF_TOKEN or the stored login); never written to any file"))
     hub_private_repo: bool = field(default=False, metadata=_help("create the Hub repo private"))
+    hub_space: str | None = field(default=None, metadata=_help(
+        "with --push_to_hub: also publish a Gradio Space NAME (in the model's namespace) or ORG/NAME running "
+        "`hubtune demo` on the generator; the card links to it"))
 
     # the options of the architecture and of the discriminator (a dict of options, an ArchConfig or None)
     arch_config: Any = field(default=None, repr=False, metadata={"flag": False})
@@ -254,6 +257,9 @@ class GANTrainingConfig:
             )
         if self.push_to_hub and not self.hub_model_id:
             raise ConfigError("push_to_hub needs hub_model_id ORG/NAME (--hub_model_id ORG/NAME).")
+        if self.hub_space is not None and not (self.push_to_hub and self.hub_model_id):
+            raise ConfigError("hub_space needs push_to_hub and hub_model_id ORG/NAME (--push_to_hub --hub_model_id "
+                              "ORG/NAME --hub_space NAME): the Space shows that model.")
 
     # ------------------------------------------------------------------------------ architecture options
 

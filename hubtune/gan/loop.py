@@ -61,6 +61,7 @@ from hubtune.gan.data import ImageSet, StepBatchSampler, load_image_set
 from hubtune.gan.augment import AdaptiveAugmentProbability, DiffAugment
 from hubtune.gan.metrics import evaluate_generator
 from hubtune.gan.models import Discriminator, Generator, as_discriminator
+from hubtune.hub.space import push_model_and_space, space_id_for
 from hubtune.locking import output_dir_lock
 from hubtune.manifest import MANIFEST_NAME, manifest_mismatch
 from hubtune.losses.adaptive_mix import AdaptiveMix
@@ -87,6 +88,7 @@ class GANTrainingResult:
     wall_time_s: float
     hub_url: str | None = None
     is_main_process: bool = True
+    space_url: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------- losses
@@ -371,6 +373,8 @@ def _prepare_run(config: GANTrainingConfig, generator: Generator | None, discrim
     resume_from = _resolve_resume(config.resume_from_checkpoint, output_dir)
     _refuse_to_overwrite(output_dir, resume_from, config.overwrite_output_dir)
     check_output_dir(output_dir)  # a read-only or dangling-link folder fails before anything is built
+    if config.hub_space:
+        space_id_for(config.hub_space, config.hub_model_id)  # a bad Space name fails before training, not after
     resume_state = _read_resume_state(config, resume_from)
     start_step = int(resume_state["step"]) if resume_state else 0
     if accelerator is None:
@@ -680,16 +684,20 @@ def _train_gan(config: GANTrainingConfig, generator: Generator | None, discrimin
                                      config.eval_batch_size, config.export_generator)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    hub_url = None
+    hub_url = space = None
     if config.push_to_hub and accelerator.is_main_process:
         if generator_dir is None:
             raise ConfigError("push_to_hub needs export_generator=True (the pushed generator is the exported one)")
-        hub_url = str(run.ema.push_to_hub(config.hub_model_id, token=config.hub_token,
-                                          private=config.hub_private_repo or None))
+        if config.hub_space:  # the exported folder, its card linking the Space, then the Space (as `hubtune push --space`)
+            hub_url, space = push_model_and_space(generator_dir, config.hub_model_id, config.hub_space,
+                                                  token=config.hub_token, private=bool(config.hub_private_repo))
+        else:
+            hub_url = str(run.ema.push_to_hub(config.hub_model_id, token=config.hub_token,
+                                              private=config.hub_private_repo or None))
     return GANTrainingResult(
         output_dir=str(run.schedule.output_dir), steps=step, losses=run.losses, metrics=metrics, generator_dir=generator_dir,
         last_checkpoint=run.last_checkpoint, sample_grids=run.grids, wall_time_s=time.perf_counter() - start_time,
-        hub_url=hub_url, is_main_process=accelerator.is_main_process,
+        hub_url=hub_url, is_main_process=accelerator.is_main_process, space_url=space,
     )
 
 
@@ -702,6 +710,8 @@ def format_summary(result: GANTrainingResult) -> str:
         lines.append(f"generator: Generator.from_pretrained({result.generator_dir!r})")
     if result.hub_url:
         lines.append(f"pushed the generator: {result.hub_url}")
+    if result.space_url:
+        lines.append(f"its demo Space: {result.space_url}")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import torch
 import pytest
 import yaml
 from demo_helpers import digest, free_port
@@ -163,3 +164,31 @@ def test_a_space_for_a_branch_loads_that_branch():
     compile(app, "app.py", "exec")
     assert "launch_demo(\"org/model\", revision='v2')" in app
     assert 'launch_demo("org/model")\n' in space_files("org/model", "org/demo", "http://hub.invalid", "main")["app.py"]
+
+
+def test_gan_push_to_hub_with_hub_space_publishes_the_space_too(local_hub, hub_token, hub_repo_id, tmp_path, capsys):
+    out = tmp_path / "gan"
+    code = main(["gan", "--dataset", "digits", "--arch", "dcgan", "--image_size", "16", "--max_steps", "2",
+                 "--per_device_train_batch_size", "8", "--eval_num_samples", "0", "--no_progress_bar",
+                 "--output_dir", str(out), "--push_to_hub",
+                 "--hub_model_id", hub_repo_id, "--hub_token", hub_token, "--hub_space", "play"])
+    assert code == 0, capsys.readouterr().err
+    space_id = f"{hub_repo_id.split('/')[0]}/play"
+    space_url = f"{local_hub.endpoint}/spaces/{space_id}"
+    assert f"its demo Space: {space_url}" in capsys.readouterr().out
+    model_files = local_hub.files(hub_repo_id)
+    assert f"[{space_id}]({space_url})" in model_files["README.md"].decode()
+    assert not any(name.startswith("checkpoint-") or name.startswith(".hubtune") for name in model_files)
+    space = local_hub.files(f"spaces/{space_id}")
+    assert f'launch_demo("{hub_repo_id}")' in space["app.py"].decode()
+    assert _front_matter(space["README.md"].decode())["models"] == [hub_repo_id]
+    demo = load_demo_model(hub_repo_id, token=hub_token, device="cpu")
+    assert demo.kind == "generator"
+    local = Generator.from_pretrained(str(out))
+    assert torch.equal(demo.model.generate(2, seed=4), local.generate(2, seed=4))
+
+
+def test_gan_hub_space_without_push_to_hub_is_a_one_line_error(tmp_path, capsys):
+    assert main(["gan", "--output_dir", str(tmp_path / "x"), "--hub_space", "demo"]) == 1
+    err = capsys.readouterr().err
+    assert "hub_space needs push_to_hub and hub_model_id" in err and len(err.strip().splitlines()) == 1
