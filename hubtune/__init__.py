@@ -21,6 +21,7 @@ import importlib.util
 __version__ = "0.2.0"
 
 from hubtune import _auto_classes  # noqa: E402
+from hubtune._lazy import lazy_exports  # noqa: E402
 from hubtune.errors import HubtuneError  # noqa: E402
 
 _auto_classes.install()
@@ -46,9 +47,10 @@ _EXPORTS = {
 __all__ = ["__version__", "HubtuneError", "HubtuneConfig", "HubtuneForImageClassification", *_EXPORTS]
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+def _submodule(name):
     if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         return importlib.import_module(f"{__name__}.{name}")  # hubtune.modeling etc., as an eager import allowed
     raise AttributeError(f"module 'hubtune' has no attribute {name!r}")
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), fallback=_submodule)

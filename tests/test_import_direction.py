@@ -25,7 +25,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "losses, data, backbones, hub": ("hubtune.losses", "hubtune.data", "hubtune.backbones", "hubtune.hub"),
     "errors, devices, registry, utilities": (
         "hubtune",  # the package itself: the version and lazy names (imported by importlib, not statements)
-        "hubtune.errors", "hubtune.devices", "hubtune.registry", "hubtune._auto_classes", "hubtune.arguments",
+        "hubtune.errors", "hubtune.devices", "hubtune.registry", "hubtune._lazy", "hubtune._auto_classes", "hubtune.arguments",
         "hubtune.distributed", "hubtune.files", "hubtune.locking", "hubtune.manifest", "hubtune.offline",
         "hubtune.permissions", "hubtune.stats", "hubtune.trackers",
     ),

@@ -18,8 +18,7 @@ The names below are imported when first used (PEP 562), so that ``hubtune gan --
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hubtune._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("CheckpointError", "DatasetTooSmallError", "FeatureExtractorError", "GANDataError",
@@ -44,14 +43,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hubtune.gan' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

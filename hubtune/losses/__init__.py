@@ -3,8 +3,7 @@ Co-Tuning."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hubtune._lazy import lazy_exports
 
 # imported when first used (PEP 562): hubtune.losses.adaptive_mix_settings is torch-free, and importing it (for a
 # config) must not import torch through this package
@@ -26,14 +25,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hubtune.losses' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
