@@ -31,6 +31,7 @@ from hubtune.errors import ConfigError, ExportError, MethodError, WeightsFileErr
 from hubtune.hub import push_folder, write_model_card
 from hubtune.layouts import (
     CONFIG_NAME,
+    LIBRARY_LAYOUTS,
     SAFE_WEIGHTS_NAME,
     ClassifierParts,
     layout_of_config,
@@ -43,10 +44,21 @@ from hubtune.layouts import (
 )
 from hubtune.methods import MethodConfig, create_method
 
-__all__ = ["HubtuneConfig", "HubtuneForImageClassification", "HubtuneImageClassifierOutput", "EXPORT_FORMATS"]
+__all__ = ["HubtuneConfig", "HubtuneForImageClassification", "HubtuneImageClassifierOutput", "EXPORT_FORMATS",
+           "export_formats", "check_export_format"]
 
 CLASSIFIER_TYPES = ("linear", "orthogonal-abs")
-EXPORT_FORMATS = ("auto", "hubtune", "timm", "transformers")
+EXPORT_FORMATS = ("auto", "hubtune", "timm", "transformers")  # the built-in ones; any registered layout also counts
+
+
+def export_formats() -> tuple[str, ...]:
+    """What ``export_format`` accepts: auto, hubtune and every registered library layout (plug-ins included)."""
+    return ("auto", "hubtune", *LIBRARY_LAYOUTS.names())
+
+
+def check_export_format(export_format: str) -> None:
+    if export_format not in export_formats():
+        raise ConfigError(f"export_format must be one of {', '.join(export_formats())}, not {export_format!r}.")
 # Arguments of transformers' loaders that AutoModelForImageClassification forwards; they do not apply here.
 _LOADER_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "subfolder", "trust_remote_code",
                   "_commit_hash", "_from_auto", "_from_pipeline", "code_revision", "use_safetensors", "resume_download")
@@ -394,8 +406,7 @@ class HubtuneForImageClassification(PreTrainedModel):
                 ``"hubtune"`` keeps the training-only heads so training can resume; ``"timm"`` /
                 ``"transformers"`` force a layout (it must be the backbone's library).
         """
-        if export_format not in EXPORT_FORMATS:
-            raise ConfigError(f"export_format must be one of {EXPORT_FORMATS}, not {export_format!r}.")
+        check_export_format(export_format)
         if kwargs.get("safe_serialization", True) is False:
             raise ConfigError("hubtune writes weights as safetensors only; drop safe_serialization=False.")
         if export_format == "auto":
@@ -404,7 +415,7 @@ class HubtuneForImageClassification(PreTrainedModel):
             return None
         if export_format == "hubtune":
             return self._save_hubtune_layout(save_directory, kwargs.get("state_dict"))
-        if export_format != self.backbone.library:
+        if not LIBRARY_LAYOUTS.get(export_format).writes(self.backbone.library):
             raise ExportError(
                 f"A {self.backbone.library} backbone cannot be exported in the {export_format} layout; use "
                 f"export_format='auto' (= {self.backbone.library!r}) or 'hubtune'."

@@ -28,6 +28,12 @@ class LibraryLayout:
     """
 
     name: ClassVar[str] = ""
+    # the backbone libraries whose models this layout can write (None: any, from the plain parts)
+    backbone_libraries: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def writes(cls, backbone_library: str) -> bool:
+        return cls.backbone_libraries is None or backbone_library in cls.backbone_libraries
 
     def matches(self, config: dict[str, Any]) -> bool:
         """Whether a parsed config.json is in this layout."""

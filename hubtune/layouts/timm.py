@@ -155,6 +155,7 @@ class TimmLayout(LibraryLayout):
     """timm's Hub layout: a config.json with ``architecture`` and ``pretrained_cfg`` and no ``model_type``."""
 
     name = "timm"
+    backbone_libraries = ("timm",)
 
     def matches(self, config: dict[str, Any]) -> bool:
         return config.get("model_type") is None and "architecture" in config and "pretrained_cfg" in config

@@ -143,6 +143,7 @@ class TransformersLayout(LibraryLayout):
     """The transformers layout: any config.json with a ``model_type`` (but hubtune's own)."""
 
     name = "transformers"
+    backbone_libraries = ("transformers",)
 
     def matches(self, config: dict[str, Any]) -> bool:
         model_type = config.get("model_type")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import importlib
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ __all__ = [
     "parse_finetune_args",
 ]
 
-# the layouts HubtuneForImageClassification.save_pretrained writes (hubtune.modeling.EXPORT_FORMATS)
+# the built-in layouts HubtuneForImageClassification.save_pretrained writes; a registered layout is accepted too
+# (hubtune.modeling.export_formats)
 ExportFormat = Literal["auto", "hubtune", "timm", "transformers"]
 
 
@@ -53,14 +55,15 @@ class ModelArguments:
         "local-dir:, a transformers id or folder), no for a bare timm architecture name such as resnet18",
         "nargs": "?", "const": True})
     image_size: int | None = field(default=32, metadata={"help": "input size (default 32); none = the backbone's own"})
-    export_format: ExportFormat = field(default="auto", metadata={
-        "help": "layout of the final model: auto = the backbone library's own (loads in plain timm / transformers)"})
+    export_format: str = field(default="auto", metadata={
+        "help": "layout of the final model: auto = the backbone library's own (loads in plain timm / transformers), "
+                "hubtune (resumable, keeps training-only heads), timm, transformers or a registered layout"})
 
     def __post_init__(self) -> None:
         if self.pretrained is None:
             self.pretrained = names_weights(str(self.model))
-        if self.export_format not in typing.get_args(ExportFormat):
-            raise ConfigError(f"export_format must be one of {typing.get_args(ExportFormat)}, not {self.export_format!r}.")
+        # the registered layouts (plug-ins too); imported here so that `hubtune finetune --help` stays light
+        importlib.import_module("hubtune.modeling").check_export_format(self.export_format)
         if self.image_size is not None and self.image_size < 8:
             raise ConfigError(f"image_size={self.image_size} is too small for any backbone; use 8 px or more.")
 

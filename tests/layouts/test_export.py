@@ -377,3 +377,22 @@ def test_a_toy_layout_that_loses_weights_is_refused_before_writing(flat_layout, 
     assert not (tmp_path / "lossy").exists()
     with pytest.raises(ExportError, match="Unknown export layout 'toy-npz'; choose one of timm, transformers, toy-flat"):
         write_library_layout(parts, "toy-npz", tmp_path / "npz", expected)
+
+
+def test_a_registered_layout_is_an_export_format_of_save_pretrained_and_hubtune_finetune(flat_layout, timm_model,
+                                                                                          tmp_path, capsys):
+    from hubtune.commands import main
+
+    timm_model.save_pretrained(tmp_path / "saved", export_format=flat_layout)
+    assert detect_layout(tmp_path / "saved") == flat_layout
+    out = tmp_path / "run"
+    assert main(["finetune", "--model", "test_resnet", "--method", "ce", "--max_steps", "1", "--max_train_samples",
+                 "16", "--max_eval_samples", "8", "--batch-size", "8", "--output_dir", str(out), "--disable_tqdm",
+                 "true", "--export_format", flat_layout]) == 0, capsys.readouterr().err
+    assert detect_layout(out) == flat_layout and json.loads((out / "config.json").read_text())["toy_flat_layout"] == 1
+    assert isinstance(load_export(out), HubtuneForImageClassification)
+    unregister_layout(flat_layout)  # gone from the registry: no longer an export format, in one line
+    assert main(["finetune", "--output_dir", str(tmp_path / "x"), "--export_format", flat_layout]) == 1
+    err = capsys.readouterr().err.strip()
+    assert f"export_format must be one of auto, hubtune, timm, transformers, not '{flat_layout}'" in err
+    assert len(err.splitlines()) == 1
