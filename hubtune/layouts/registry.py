@@ -35,6 +35,11 @@ class LibraryLayout:
     def writes(cls, backbone_library: str) -> bool:
         return cls.backbone_libraries is None or backbone_library in cls.backbone_libraries
 
+    def load_hint(self, repo: str, folder: Path) -> str | None:
+        """How a user loads the Hub repo ``repo`` (or the local ``folder``) in this layout, for the end-of-run line;
+        None: with ``HubtuneForImageClassification.from_pretrained``."""
+        return None
+
     def matches(self, config: dict[str, Any]) -> bool:
         """Whether a parsed config.json is in this layout."""
         raise NotImplementedError

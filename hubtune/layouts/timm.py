@@ -157,6 +157,10 @@ class TimmLayout(LibraryLayout):
     name = "timm"
     backbone_libraries = ("timm",)
 
+    def load_hint(self, repo: str, folder: Path) -> str:
+        return (f'timm.create_model("hf-hub:{repo}", pretrained=True) or AutoModelForImageClassification'
+                f'.from_pretrained("{repo}"); locally timm.create_model("local-dir:{folder}", pretrained=True)')
+
     def matches(self, config: dict[str, Any]) -> bool:
         return config.get("model_type") is None and "architecture" in config and "pretrained_cfg" in config
 

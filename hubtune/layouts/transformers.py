@@ -145,6 +145,9 @@ class TransformersLayout(LibraryLayout):
     name = "transformers"
     backbone_libraries = ("transformers",)
 
+    def load_hint(self, repo: str, folder: Path) -> str:
+        return f'AutoModelForImageClassification.from_pretrained("{repo}"); locally from_pretrained("{folder}")'
+
     def matches(self, config: dict[str, Any]) -> bool:
         model_type = config.get("model_type")
         return bool(model_type) and isinstance(model_type, str) and model_type != "hubtune"

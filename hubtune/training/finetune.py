@@ -31,7 +31,7 @@ from hubtune.data import build_transforms, collate_image_batch, load_image_class
 from hubtune.errors import ConfigError, OutputDirError
 from hubtune.hub import push_folder, write_model_card, write_run_info
 from hubtune.hub.space import push_model_and_space
-from hubtune.layouts import detect_layout
+from hubtune.layouts import LIBRARY_LAYOUTS, detect_layout, get_layout
 from hubtune.locking import output_dir_lock
 from hubtune.methods import get_method
 from hubtune.modeling import HubtuneForImageClassification
@@ -193,13 +193,8 @@ def next_steps(folder: str | Path, repo_id: str | None = None) -> str:
     folder = Path(folder).resolve()
     layout = detect_layout(folder)
     repo = repo_id or "ORG/NAME"
-    if layout == "timm":
-        load = (f'timm.create_model("hf-hub:{repo}", pretrained=True) or AutoModelForImageClassification'
-                f'.from_pretrained("{repo}"); locally timm.create_model("local-dir:{folder}", pretrained=True)')
-    elif layout == "transformers":
-        load = f'AutoModelForImageClassification.from_pretrained("{repo}"); locally from_pretrained("{folder}")'
-    else:
-        load = f'HubtuneForImageClassification.from_pretrained("{repo}"); locally from_pretrained("{folder}")'
+    hint = get_layout(layout).load_hint(repo, folder) if layout in LIBRARY_LAYOUTS else None
+    load = hint or f'HubtuneForImageClassification.from_pretrained("{repo}"); locally from_pretrained("{folder}")'
     push = "" if repo_id else f"publish with `hubtune push {folder} ORG/NAME`, then "
     return f"Next: {push}load with {load}."
 
