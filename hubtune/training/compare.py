@@ -89,6 +89,17 @@ def _check_knobs_apply(labels: list[str], knobs_args: Any) -> None:
         raise MethodError(f"--preset {preset} is offered by none of --methods {' '.join(labels)}.")
 
 
+def _check_backbone_serves(labels: list[str], model_args: Any) -> None:
+    """Refuse, before any training, a method that needs the pretrained weights' own head on a random backbone."""
+    needing = [x for x in labels if get_method(parse_method_label(x)[0]).uses_source_classifier]
+    if needing and not model_args.pretrained:
+        raise MethodError(
+            f"{', '.join(needing)} needs the pretrained weights' own classifier, but --model {model_args.model} is "
+            "randomly initialised; pass pretrained weights (e.g. --model local-dir:PATH or hf-hub:timm/NAME) or "
+            f"drop {', '.join(needing)} from --methods."
+        )
+
+
 def _fingerprint(model_args: Any, data_args: Any, compare_args: Any, settings: Mapping[str, Any]) -> str:
     described = {
         "model": dataclasses.asdict(model_args), "data": dataclasses.asdict(data_args),
@@ -160,6 +171,7 @@ def run_compare(model_args: Any, data_args: Any, knobs_args: Any, compare_args: 
     """Train every method on every seed (skipping runs already in the output folder); write and return the report."""
     labels = [m.strip() for m in compare_args.methods]
     _check_knobs_apply(labels, knobs_args)
+    _check_backbone_serves(labels, model_args)
     if training_args.push_to_hub:
         raise ConfigError("hubtune compare publishes nothing; drop --push_to_hub (train the chosen method with "
                           "`hubtune finetune --push_to_hub`).")

@@ -172,3 +172,13 @@ def test_summary_statistics_against_hand_counts():
     assert ct["p"] == pytest.approx(4 / 8)
     assert ct["time_ratio"] == pytest.approx(1.1)  # median of 1.1, 1.2, 1.0
     assert "| core-tuning | 3 | 82.67 ± 7.77 | +2.67 | 2/3 | 0.500 | 1.10 |" in report["markdown"]
+
+
+def test_co_tuning_on_a_random_backbone_is_refused_before_any_run(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = main(["compare", "--model", "test_resnet", "--methods", "ce", "co-tuning", "--seeds", "2",
+                 "--train_samples_per_class", "2", "--max_steps", "1", "--output_dir", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert "co-tuning needs the pretrained weights' own classifier" in err and "drop co-tuning from --methods" in err
+    assert not (out / "compare.jsonl").exists()  # nothing trained, not even ce
