@@ -48,7 +48,7 @@ __all__ = ["HubtuneConfig", "HubtuneForImageClassification", "HubtuneImageClassi
            "export_formats", "check_export_format"]
 
 CLASSIFIER_TYPES = ("linear", "orthogonal-abs")
-EXPORT_FORMATS = ("auto", "hubtune", "timm", "transformers")  # the built-in ones; any registered layout also counts
+EXPORT_FORMATS = ("auto", "hubtune", "timm", "transformers")  # the built-in ones; export_formats() adds plug-ins
 
 
 def export_formats() -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from transformers import HfArgumentParser, TrainingArguments
@@ -28,7 +28,6 @@ from hubtune.methods import MethodConfig, available_methods, get_method
 from hubtune.trackers import check_trackers_installed
 
 __all__ = [
-    "ExportFormat",
     "ModelArguments",
     "DataArguments",
     "FinetuneTrainingArguments",
@@ -36,11 +35,6 @@ __all__ = [
     "finetune_parser",
     "parse_finetune_args",
 ]
-
-# the built-in layouts HubtuneForImageClassification.save_pretrained writes; a registered layout is accepted too
-# (hubtune.modeling.export_formats)
-ExportFormat = Literal["auto", "hubtune", "timm", "transformers"]
-
 
 @dataclass
 class ModelArguments:
