@@ -8,7 +8,14 @@
 * a folder of images, one sub-folder per class (``datasets``' ``imagefolder`` builder);
 * a folder written by ``save_to_disk`` (a ``Dataset`` or a ``DatasetDict``);
 * a ``datasets.Dataset`` or ``DatasetDict`` object;
-* a Hugging Face Hub dataset name.
+* a Hugging Face Hub dataset name;
+* with ``streaming=True``: any of these as a ``datasets.IterableDataset`` read as it goes (a Hub data set, a folder
+  or list of WebDataset ``.tar`` shards or Parquet files), never held in memory or on disk as a whole.
+
+Images are checked as they are read: a map-style data set under :data:`CHECK_IMAGES_LIMIT` images is decoded once
+before training (a bad file is named now, not mid-run); past it, and always for a stream, an unreadable image is
+skipped during training and counted (``unreadable_images`` in each batch that follows one), and ``strict_data``
+stops at the first instead.
 
 :func:`build_transforms` maps a PIL image to the tensor a backbone expects (its
 :class:`~hubtune.backbones.PreprocessingConfig`), :func:`with_transforms` applies it on the fly and
@@ -18,34 +25,58 @@
 
 from __future__ import annotations
 
+import glob
 import io
+import logging
 import os
+import tarfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import datasets
 import numpy as np
+from datasets.distributed import split_dataset_by_node
 import torch
 from PIL import Image as PILImage
 
 from hubtune.backbones import PreprocessingConfig
 from hubtune.errors import ConfigError, DatasetError
 
+logger = logging.getLogger(__name__)
+
 DIGITS = "digits"
-LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "coarse_label", "target")
+# "cls" is the WebDataset convention for a class index (webdataset's README; datasets' webdataset builder decodes it).
+LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "coarse_label", "target", "cls")
 EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
+# Decoding every image before training costs about one epoch of decoding; past this many images (and for any stream)
+# a bad image is skipped and counted while training instead (about a minute of JPEG decoding on one core).
+CHECK_IMAGES_LIMIT = 20_000
+DEFAULT_EVAL_FRACTION = 0.2
+UNREADABLE_KEY = "unreadable_images"  # the batch key that counts images skipped since the previous batch
 
 
 @dataclass
 class ImageClassificationData:
-    """A train / eval pair with columns ``"image"`` (``datasets.Image``) and ``"label"`` (``ClassLabel``)."""
+    """A train / eval pair with columns ``"image"`` (``datasets.Image``) and ``"label"`` (``ClassLabel``).
 
-    train: datasets.Dataset
-    eval: datasets.Dataset
+    For a stream (``streaming=True``) both are ``datasets.IterableDataset`` (images not decoded: ``Image(decode=False)``),
+    ``eval`` is None when the stream has no evaluation split, and ``num_train_examples`` is the training split's
+    length when its metadata states it (else None: train by steps). ``unreadable_images`` counts the images left
+    out by the check before training.
+    """
+
+    train: datasets.Dataset | datasets.IterableDataset
+    eval: datasets.Dataset | datasets.IterableDataset | None
     label_names: list[str]
     name: str
+    unreadable_images: int = 0
+    num_train_examples: int | None = None
+
+    @property
+    def streaming(self) -> bool:
+        return isinstance(self.train, datasets.IterableDataset)
 
     @property
     def num_labels(self) -> int:
@@ -155,9 +186,106 @@ def _load_source(source: Any) -> tuple[dict[str, datasets.Dataset], str]:
     return splits, name
 
 
-def _choose_splits(
-    splits: dict[str, datasets.Dataset], eval_split: str | None
-) -> tuple[str, datasets.Dataset, str | None, datasets.Dataset | None]:
+# Shards and files a stream reads: datasets' packaged builder for each (datasets/packaged_modules/webdataset and
+# parquet), so no tar or Parquet reading of hubtune's own.
+_STREAM_BUILDERS = {".tar": "webdataset", ".parquet": "parquet"}
+_STREAM_NEEDS = ("With streaming, pass a Hub dataset name, a folder of WebDataset .tar shards, Parquet files or images, "
+                 "a list or glob of .tar / .parquet files, a folder written by save_to_disk, or a datasets object.")
+# Rows per shard when a map-style dataset is streamed (to_iterable_dataset), so that processes and workers can share it.
+_MAP_STYLE_STREAM_SHARDS = 64
+
+
+def check_shards(files: Sequence[str | os.PathLike]) -> None:
+    """DatasetError naming the first local ``.tar`` shard that is missing or truncated.
+
+    A tar archive ends with two zero blocks of 512 bytes (POSIX ustar; Python's tarfile and GNU tar write them, then pad
+    to a whole record); a copy cut short lacks them. Without this check datasets' reader ends a truncated shard early
+    without a word, or fails with tarfile's "unexpected end of data", which names no file. One seek per shard.
+    """
+    for file in files:
+        path = Path(file)
+        if "://" in str(file) or path.suffix.lower() != ".tar":
+            continue
+        if not path.is_file():
+            raise DatasetError(f"Shard {str(file)!r} does not exist; restore it or leave it out of the list.")
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            f.seek(max(size - 1024, 0))
+            tail = f.read(1024)
+        if size == 0 or size % 512 or tail != bytes(1024):
+            raise DatasetError(f"Shard {str(file)!r} is truncated ({size} bytes, no tar end-of-archive marker); write it "
+                               "again or leave it out.")
+
+
+def _is_glob(source: Any) -> bool:
+    return any(c in str(source) for c in "*?[")
+
+
+def _stream_files(source: Any) -> list[str] | None:
+    """The files a list, a glob or a single .tar / .parquet path names (None for other sources)."""
+    if isinstance(source, (list, tuple)):
+        files = [str(f) for f in source]
+    elif isinstance(source, (str, os.PathLike)) and not Path(source).is_dir() and (
+            _is_glob(source) or Path(source).suffix.lower() in _STREAM_BUILDERS):
+        files = sorted(glob.glob(str(source))) if _is_glob(source) else [str(source)]
+        if not files:
+            raise DatasetError(f"No file matches {str(source)!r}. {_STREAM_NEEDS}")
+    else:
+        return None
+    kinds = {Path(f).suffix.lower() for f in files}
+    if not files or len(kinds) != 1 or not kinds <= set(_STREAM_BUILDERS):
+        raise DatasetError(f"Stream files must all be .tar shards or all .parquet files, not {sorted(kinds) or 'none'}. "
+                           f"{_STREAM_NEEDS}")
+    return files
+
+
+def load_streams(source: Any) -> tuple[dict[str, datasets.IterableDataset], str, dict[str, int | None]]:
+    """The splits of ``source`` as streams, a display name, and each split's length where its metadata states it.
+
+    Missing or truncated local shards end in DatasetError naming the shard (:func:`check_shards`)."""
+    if isinstance(source, datasets.IterableDatasetDict):
+        splits, name = dict(source), "dataset"
+    elif isinstance(source, datasets.IterableDataset):
+        splits, name = {"train": source}, source.info.dataset_name or "dataset"
+    elif isinstance(source, (datasets.Dataset, datasets.DatasetDict)) or (
+            isinstance(source, (str, os.PathLike)) and (str(source) == DIGITS or is_saved_dataset(source))):
+        maps, name = _load_source(source)
+        lengths = {split: len(data) for split, data in maps.items()}
+        return {split: data.to_iterable_dataset(num_shards=max(1, min(_MAP_STYLE_STREAM_SHARDS, len(data))))
+                for split, data in maps.items()}, name, lengths
+    elif (files := _stream_files(source)) is not None:
+        check_shards(files)
+        builder = _STREAM_BUILDERS[Path(files[0]).suffix.lower()]
+        splits, name = _open_stream(builder, {"data_files": {"train": files}}), str(source if isinstance(source, str) else files[0])
+    elif isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        check_shards(sorted(str(p) for p in Path(source).rglob("*.tar")))
+        splits, name = _open_stream(str(source), {}), str(source)
+    elif isinstance(source, str) and source:
+        splits, name = _open_stream(source, {}), source
+    else:
+        raise DatasetError(f"Unsupported dataset source {source!r}. {_STREAM_NEEDS}")
+    lengths = {split: _stated_length(stream, split) for split, stream in splits.items()}
+    return splits, name, lengths
+
+
+def _open_stream(path: str, kwargs: dict) -> dict[str, datasets.IterableDataset]:
+    try:
+        loaded = datasets.load_dataset(path, streaming=True, **kwargs)
+    except FileNotFoundError as e:
+        raise DatasetError(f"Cannot stream {path!r}: {str(e).splitlines()[0]}. {_STREAM_NEEDS}") from e
+    except Exception as e:  # noqa: BLE001 - offline, unknown name, unreadable files...: all end the same way
+        raise DatasetError(f"Cannot stream {path!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
+                           f"{_STREAM_NEEDS}") from e
+    return dict(loaded) if isinstance(loaded, datasets.IterableDatasetDict) else {"train": loaded}
+
+
+def _stated_length(stream: datasets.IterableDataset, split: str) -> int | None:
+    """The number of examples the stream's metadata states for ``split`` (a Hub card's dataset_info), else None."""
+    info = stream.info.splits.get(split) if stream.info and stream.info.splits else None
+    return int(info.num_examples) if info is not None and info.num_examples else None
+
+
+def _choose_splits(splits: dict[str, Any], eval_split: str | None) -> tuple[str, Any, str | None, Any]:
     available = ", ".join(splits) or "none"
     if "train" in splits:
         train_name = "train"
@@ -184,33 +312,30 @@ def _columns_listing(features: datasets.Features) -> str:
     return ", ".join(f"{name} ({type(feat).__name__})" for name, feat in features.items()) or "none"
 
 
-def _find_image_column(features: datasets.Features, image_column: str | None) -> str:
+def find_image_column(features: datasets.Features | None, image_column: str | None = None, *,
+                      what: str = "The dataset", error: type[Exception] = DatasetError) -> str:
+    """The image column: ``image_column`` when given (a ``datasets.Image`` or a column of image paths), else the one
+    ``datasets.Image`` feature (the one named ``"image"`` among several); ``error`` (DatasetError by default) naming
+    the columns otherwise. ``what`` starts the message ("The dataset", "OOD set 'x'" ...)."""
+    features = features or datasets.Features()
     if image_column is not None:
         if image_column not in features:
-            raise DatasetError(
-                f"image_column {image_column!r} does not exist. Available columns: {_columns_listing(features)}."
-            )
+            raise error(f"image_column {image_column!r} does not exist. Available columns: {_columns_listing(features)}.")
         feature = features[image_column]
         is_path = isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
         if not isinstance(feature, datasets.Image) and not is_path:
-            raise DatasetError(
-                f"image_column {image_column!r} holds {feature!r}, not images or image paths. "
-                f"Available columns: {_columns_listing(features)}."
-            )
+            raise error(f"image_column {image_column!r} holds {feature!r}, not images or image paths. "
+                        f"Available columns: {_columns_listing(features)}.")
         return image_column
     image_columns = [name for name, feat in features.items() if isinstance(feat, datasets.Image)]
+    if len(image_columns) == 1 or "image" in image_columns:
+        return image_columns[0] if len(image_columns) == 1 else "image"
     if not image_columns:
-        raise DatasetError(
-            f"The dataset has no image column (a datasets.Image feature). Available columns: "
-            f"{_columns_listing(features)}. Name the column with image_column (--image-column), or cast it "
-            "with dataset.cast_column(name, datasets.Image())."
-        )
-    if len(image_columns) > 1:
-        raise DatasetError(
-            f"The dataset has several image columns ({', '.join(image_columns)}); choose one with image_column "
-            "(--image-column)."
-        )
-    return image_columns[0]
+        raise error(f"{what} has no image column (a datasets.Image feature). Available columns: "
+                    f"{_columns_listing(features)}. Name the column with image_column (--image_column), or cast it "
+                    "with dataset.cast_column(name, datasets.Image()).")
+    raise error(f"{what} has several image columns ({', '.join(image_columns)}); choose one with image_column "
+                "(--image_column).")
 
 
 def _find_label_column(features: datasets.Features, label_column: str | None, image_column: str) -> str:
@@ -267,31 +392,56 @@ def _is_single_class_folder(folder: Path) -> bool:
     return bool(files) and len(classes) <= 1
 
 
-def _drop_unreadable_images(dataset: datasets.Dataset, split: str, strict: bool) -> datasets.Dataset:
-    """``dataset`` without the rows whose image cannot be decoded (or DatasetError naming the first, if strict)."""
+def open_image(item: Any) -> PILImage.Image:
+    """A fully decoded PIL image from a stored one: ``{"bytes", "path"}`` (``datasets.Image(decode=False)``), a path,
+    or a PIL image. PIL's errors (of many types) propagate: the caller decides between skipping and stopping."""
+    if isinstance(item, PILImage.Image):
+        item.load()
+        return item
+    if isinstance(item, dict):
+        data = item.get("bytes")
+        image = PILImage.open(io.BytesIO(data) if data is not None else item["path"])
+    else:
+        image = PILImage.open(item)
+    image.load()
+    return image
+
+
+def describe_image(item: Any, index: int | None = None) -> str:
+    """How a message names a stored image: its file or shard member, else its row."""
+    path = item.get("path") if isinstance(item, dict) else item if isinstance(item, (str, os.PathLike)) else None
+    return repr(str(path)) if path else (f"row {index}" if index is not None else "an image without a file name")
+
+
+def unreadable_image_error(where: str, error: BaseException) -> DatasetError:
+    """The one-line error of ``strict_data`` for an image that cannot be decoded."""
+    reason = f"{type(error).__name__}: {error}".splitlines()[0]
+    return DatasetError(f"Cannot read image {where} ({reason}); fix or remove it, or drop --strict_data to leave "
+                        "unreadable images out.")
+
+
+def _drop_unreadable_images(dataset: datasets.Dataset, split: str, strict: bool) -> tuple[datasets.Dataset, int]:
+    """``dataset`` without the rows whose image cannot be decoded, and how many those were (or DatasetError naming
+    the first, if strict)."""
     raw = dataset.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
-    bad: list[tuple[int, str, str]] = []
+    bad: list[int] = []
     for index, item in enumerate(raw["image"]):
-        where = (item or {}).get("path") or f"row {index}"
         try:
-            data = item.get("bytes")
-            with PILImage.open(io.BytesIO(data) if data is not None else item["path"]) as image:
-                image.load()
+            open_image(item)
         except Exception as e:  # noqa: BLE001 - PIL raises many types for a damaged file
-            bad.append((index, str(where), f"{type(e).__name__}: {e}".splitlines()[0]))
             if strict:
-                break
+                raise unreadable_image_error(describe_image(item, index), e) from e
+            if not bad:
+                first = f"{describe_image(item, index)}: {type(e).__name__}"
+            bad.append(index)
     if not bad:
-        return dataset
-    if strict:
-        raise DatasetError(f"Cannot read image {bad[0][1]} ({bad[0][2]}); fix or remove it, or drop --strict_data to "
-                           "leave unreadable images out.")
-    print(f"Leaving out {len(bad)} unreadable image(s) of split {split!r} (first: {bad[0][1]}: {bad[0][2]}); pass "
-          "--strict_data to stop at them instead.")
+        return dataset, 0
+    logger.warning("Left out %d unreadable image(s) of split %r (first: %s); pass --strict_data to stop at them "
+                   "instead.", len(bad), split, first)
     if len(bad) == len(dataset):
-        raise DatasetError(f"No image of split {split!r} could be read (first: {bad[0][1]}: {bad[0][2]}).")
-    dropped = {index for index, _, _ in bad}
-    return dataset.select([i for i in range(len(dataset)) if i not in dropped])
+        raise DatasetError(f"No image of split {split!r} could be read (first: {first}).")
+    dropped = set(bad)
+    return dataset.select([i for i in range(len(dataset)) if i not in dropped]), len(bad)
 
 
 def _unique_labels(dataset: datasets.Dataset) -> list[Any]:
@@ -407,64 +557,81 @@ def _split_by_fraction(dataset: datasets.Dataset, eval_fraction: float, seed: in
     return parts["train"], parts["test"]
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What the caller of :func:`load_image_classification_data` asked for, handed on as one value."""
+
+    image_column: str | None
+    label_column: str | None
+    eval_split: str | None
+    eval_fraction: float | None
+    seed: int
+    max_train_samples: int | None
+    max_eval_samples: int | None
+    check_images: bool | None
+    strict_data: bool
+
+
 def load_image_classification_data(
-    source: str | os.PathLike | datasets.Dataset | datasets.DatasetDict,
+    source: Any,
     *,
     image_column: str | None = None,
     label_column: str | None = None,
     eval_split: str | None = None,
-    eval_fraction: float = 0.2,
+    eval_fraction: float | None = None,
     seed: int = 0,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
-    check_images: bool = True,
+    check_images: bool | None = None,
     strict_data: bool = False,
+    streaming: bool = False,
 ) -> ImageClassificationData:
     """Load an image-classification dataset as a train / eval pair with ``"image"`` and ``"label"`` columns.
 
     Args:
-        source: ``"digits"`` (the embedded scikit-learn digits), an image folder (one sub-folder per class),
-            a folder written by ``save_to_disk``, a ``datasets.Dataset`` / ``DatasetDict``, or a Hub dataset
-            name.
-        image_column: the image column; by default the one ``datasets.Image`` feature. A column of image
-            paths (strings) is accepted when named here.
-        label_column: the label column; by default the ``ClassLabel`` feature, else a column named
-            label / labels / fine_label / coarse_label / target. Integer or string labels become
-            ``ClassLabel`` ids 0..C-1 in the sorted order of their values.
-        eval_split: the evaluation split; by default the first of validation / valid / val / test present,
-            else ``eval_fraction`` of the training split held out (stratified by label) with ``seed``.
-        max_train_samples, max_eval_samples: keep at most this many examples (a seeded random subset).
-        check_images: decode every image once before training, so that a corrupt file is found now, with its
-            name, and not at whichever batch reaches it; unreadable images are left out with a count printed.
+        source: ``"digits"`` (embedded scikit-learn digits), an image folder (one sub-folder per class), a folder
+            written by ``save_to_disk``, a ``datasets`` object, or a Hub dataset name; with ``streaming`` also a
+            folder, list or glob of WebDataset ``.tar`` shards (or ``.parquet`` files).
+        image_column: by default the one ``datasets.Image`` feature; a column of image paths when named here.
+        label_column: by default the ``ClassLabel`` feature, else one named label / labels / fine_label /
+            coarse_label / target / cls. Integer or string labels become ids 0..C-1 in sorted order (map-style only).
+        eval_split: by default the first of validation / valid / val / test present, else ``eval_fraction``
+            (default 0.2) of the training split held out, stratified by label with ``seed``. A stream has no length
+            to take a fraction of: without an evaluation split its ``eval`` is None.
+        max_train_samples, max_eval_samples: keep at most this many examples (a seeded random subset; for a
+            stream, its first ones).
+        check_images: decode every image once before training, leaving unreadable ones out (counted in
+            ``unreadable_images``); by default only for map-style data of at most :data:`CHECK_IMAGES_LIMIT` images.
+            Otherwise a bad image is skipped and counted while training (:func:`with_transforms`).
         strict_data: stop at the first unreadable image (naming the file) instead of leaving it out.
+        streaming: read the data as ``datasets.IterableDataset`` streams (see :class:`ImageStream`).
 
     Raises:
         DatasetError: the source cannot be read, has no image or label column, a named column or split does
-            not exist, a split is empty, or labels fall outside [0, num_labels).
+            not exist, a split is empty, labels fall outside [0, num_labels), or a shard is missing or truncated.
     """
-    max_train_samples = _positive_or_none(max_train_samples, "max_train_samples")
-    max_eval_samples = _positive_or_none(max_eval_samples, "max_eval_samples")
-    splits, name = _load_source(source)
-    for split_name, split in splits.items():
-        if not isinstance(split, datasets.Dataset):
-            raise DatasetError(
-                f"Split {split_name!r} is a {type(split).__name__}; hubtune needs map-style datasets.Dataset splits "
-                "(load without streaming=True)."
-            )
-    train_name, train, eval_name, evaluation = _choose_splits(splits, eval_split)
-    if len(train) == 0:
+    request = _Request(image_column, label_column, eval_split, eval_fraction, seed,
+                       _positive_or_none(max_train_samples, "max_train_samples"),
+                       _positive_or_none(max_eval_samples, "max_eval_samples"), check_images, strict_data)
+    return _load_stream(source, request) if streaming else _load_map_style(source, request)
+
+
+def _columns_and_splits(splits: dict[str, Any], name: str, source: Any, request: _Request) -> tuple[Any, Any, str, str]:
+    """The training and evaluation splits with standard columns, the label column's original name and the
+    training split's name."""
+    train_name, train, eval_name, evaluation = _choose_splits(splits, request.eval_split)
+    if isinstance(train, datasets.Dataset) and len(train) == 0:
         raise DatasetError(f"The training split {train_name!r} of {name!r} is empty; it needs labelled images.")
-    if evaluation is not None and len(evaluation) == 0:
+    if isinstance(evaluation, datasets.Dataset) and len(evaluation) == 0:
         raise DatasetError(
             f"The evaluation split {eval_name!r} of {name!r} is empty; pass another eval_split or remove that split "
             "so that eval_fraction of the training data is held out."
         )
-
-    image_col = _find_image_column(train.features, image_column)
+    image_col = find_image_column(train.features, request.image_column)
     try:
-        label_col = _find_label_column(train.features, label_column, image_col)
+        label_col = _find_label_column(train.features, request.label_column, image_col)
     except DatasetError:
-        if label_column is None and isinstance(source, (str, os.PathLike)) and _is_single_class_folder(Path(source)):
+        if request.label_column is None and isinstance(source, (str, os.PathLike)) and _is_single_class_folder(Path(source)):
             raise DatasetError(
                 f"Image folder {str(source)!r} has only one class: its images sit in a single folder. A classifier "
                 "needs two or more classes, one sub-folder per class (e.g. cats/ and dogs/)."
@@ -473,32 +640,75 @@ def load_image_classification_data(
     train = _standardise_columns(train, image_col, label_col, train_name)
     if evaluation is not None:
         evaluation = _standardise_columns(evaluation, image_col, label_col, eval_name)
-    if check_images:
-        train = _drop_unreadable_images(train, train_name, strict_data)
-        if evaluation is not None:
-            evaluation = _drop_unreadable_images(evaluation, eval_name, strict_data)
+    return train, (evaluation, eval_name), label_col, train_name
 
+
+def _load_map_style(source: Any, request: _Request) -> ImageClassificationData:
+    splits, name = _load_source(source)
+    for split_name, split in splits.items():
+        if not isinstance(split, datasets.Dataset):
+            raise DatasetError(f"Split {split_name!r} is a {type(split).__name__}; pass streaming=True (--streaming) "
+                               "to read streams, or load the data without streaming=True.")
+    train, (evaluation, eval_name), label_col, train_name = _columns_and_splits(splits, name, source, request)
+    unreadable = 0
+    total = len(train) + (len(evaluation) if evaluation is not None else 0)
+    if request.check_images or (request.check_images is None and total <= CHECK_IMAGES_LIMIT):
+        train, unreadable = _drop_unreadable_images(train, train_name, request.strict_data)
+        if evaluation is not None:
+            evaluation, left_out = _drop_unreadable_images(evaluation, eval_name, request.strict_data)
+            unreadable += left_out
     if isinstance(train.features["label"], datasets.ClassLabel):
         label_names = _class_label_names(train, evaluation, label_col)
     else:
         train, evaluation, label_names = _encode_raw_labels(train, evaluation, label_col)
+    _check_two_classes(label_names, name)
+    _check_label_range(train, len(label_names), train_name, label_col)
+    if evaluation is not None:
+        _check_label_range(evaluation, len(label_names), eval_name, label_col)
+    else:
+        fraction = DEFAULT_EVAL_FRACTION if request.eval_fraction is None else request.eval_fraction
+        train, evaluation = _split_by_fraction(train, fraction, request.seed)
+    train = _subsample(train, request.max_train_samples, request.seed)
+    return ImageClassificationData(train=train, eval=_subsample(evaluation, request.max_eval_samples, request.seed),
+                                   label_names=[str(n) for n in label_names], name=name,
+                                   unreadable_images=unreadable, num_train_examples=len(train))
+
+
+def _check_two_classes(label_names: Sequence[Any], name: str) -> None:
     if len(label_names) < 2:
         raise DatasetError(
             f"{name!r} has only one class ({', '.join(map(str, label_names)) or 'none'}); a classifier needs two or more. "
             "An image folder needs one sub-folder per class."
         )
-    _check_label_range(train, len(label_names), train_name, label_col)
-    if evaluation is not None:
-        _check_label_range(evaluation, len(label_names), eval_name, label_col)
-    else:
-        train, evaluation = _split_by_fraction(train, eval_fraction, seed)
 
-    return ImageClassificationData(
-        train=_subsample(train, max_train_samples, seed),
-        eval=_subsample(evaluation, max_eval_samples, seed),
-        label_names=[str(n) for n in label_names],
-        name=name,
-    )
+
+def _load_stream(source: Any, request: _Request) -> ImageClassificationData:
+    if request.eval_fraction is not None:
+        raise DatasetError("eval_fraction needs the data set's length, which a stream does not have: pass an "
+                           "evaluation split (eval_split / --eval_split) or leave eval_fraction unset.")
+    if request.check_images:
+        raise DatasetError("check_images decodes a map-style data set before training; a stream's images are checked "
+                           "as they are read (bad ones skipped and counted, or --strict_data): leave it unset.")
+    splits, name, lengths = load_streams(source)
+    train, (evaluation, eval_name), label_col, train_name = _columns_and_splits(splits, name, source, request)
+    if not isinstance(train.features["label"], datasets.ClassLabel):
+        raise DatasetError(
+            f"The label column {label_col!r} of stream {name!r} holds {train.features['label']!r}, not class names, and "
+            "a stream cannot be read ahead to collect them: state them as a class_label feature in the data set "
+            "card's dataset_info (README.md beside the shards), or cast_column(label, datasets.ClassLabel(names=...)).")
+    label_names = _class_label_names(train, evaluation, label_col)
+    _check_two_classes(label_names, name)
+    undecoded = datasets.Image(decode=False)
+    train = train.cast_column("image", undecoded)
+    evaluation = None if evaluation is None else evaluation.cast_column("image", undecoded)
+    known = lengths.get(train_name)
+    if request.max_train_samples is not None:
+        train = train.take(request.max_train_samples)
+        known = None if known is None else min(known, request.max_train_samples)
+    if evaluation is not None and request.max_eval_samples is not None:
+        evaluation = evaluation.take(request.max_eval_samples)
+    return ImageClassificationData(train=train, eval=evaluation, label_names=[str(n) for n in label_names],
+                                   name=name, num_train_examples=known)
 
 
 # --------------------------------------------------------------------------------------------- transforms
@@ -597,34 +807,161 @@ def build_transforms(preprocessing: PreprocessingConfig, train: bool, hflip: boo
     return T.Compose(steps)
 
 
-class _ExampleTransform:
-    """Batch transform for ``Dataset.with_transform`` (a class, so DataLoader workers can pickle it)."""
+class ImageExampleTransform:
+    """Decode a stored image, transform it and attach its label (a class, so DataLoader workers can pickle it).
 
-    def __init__(self, transform: Callable[[PILImage.Image], torch.Tensor]):
-        self.transform = transform
+    An image that cannot be decoded gives None: :func:`collate_image_batch` (map-style data) and
+    :class:`ImageStream` (streams) skip it and count it; with ``strict`` it raises DatasetError naming the image.
+    """
+
+    def __init__(self, transform: Callable[[PILImage.Image], Any], strict: bool = False):
+        self.transform, self.strict = transform, strict
+        self._warned = False
+
+    def example(self, image: Any, label: Any = None) -> dict[str, Any] | None:
+        try:
+            decoded = open_image(image)
+        except Exception as e:  # noqa: BLE001 - PIL raises many types for a damaged file
+            if self.strict:
+                raise unreadable_image_error(describe_image(image), e) from e
+            if not self._warned:  # once per process (or worker): the count is reported at the end
+                logger.warning("Skipping unreadable image %s (%s); further ones are skipped and counted without a "
+                               "message (--strict_data stops at them).", describe_image(image), type(e).__name__)
+                self._warned = True
+            return None
+        out = {"pixel_values": self.transform(decoded)}
+        if label is not None:
+            out["labels"] = int(label)
+        return out
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        return {
-            "pixel_values": [self.transform(image) for image in batch["image"]],
-            "labels": [int(label) for label in batch["label"]],
-        }
+        """The batch form, for ``Dataset.with_transform``."""
+        outputs = [self.example(image) for image in batch["image"]]
+        return {"pixel_values": [None if out is None else out["pixel_values"] for out in outputs],
+                "labels": [int(label) for label in batch["label"]]}
 
 
-def with_transforms(dataset: datasets.Dataset, transform: Callable[[PILImage.Image], torch.Tensor]) -> datasets.Dataset:
-    """``dataset`` yielding ``{"pixel_values": Tensor, "labels": int}``, transformed on the fly."""
+def _undecoded(dataset: Any) -> Any:
+    """``dataset`` with its ``"image"`` column left undecoded, for :class:`ImageExampleTransform` to decode."""
+    feature = (dataset.features or {}).get("image")
+    if isinstance(feature, datasets.Image) and feature.decode:
+        return dataset.cast_column("image", datasets.Image(decode=False))
+    return dataset
+
+
+def with_transforms(dataset: datasets.Dataset, transform: Callable[[PILImage.Image], torch.Tensor],
+                    strict: bool = False) -> datasets.Dataset:
+    """``dataset`` yielding ``{"pixel_values": Tensor, "labels": int}``, transformed on the fly.
+
+    An unreadable image yields ``pixel_values=None``, which :func:`collate_image_batch` leaves out and counts; with
+    ``strict`` it raises DatasetError naming the image.
+    """
     missing = [c for c in ("image", "label") if c not in dataset.column_names]
     if missing:
         raise DatasetError(
             f"with_transforms needs columns 'image' and 'label' (missing: {', '.join(missing)}); load the data with "
             "load_image_classification_data first."
         )
-    return dataset.with_transform(_ExampleTransform(transform), columns=["image", "label"])
+    return _undecoded(dataset).with_transform(ImageExampleTransform(transform, strict), columns=["image", "label"])
 
 
-def collate_image_batch(examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack examples into ``pixel_values`` (B, C, H, W) float and ``labels`` (B,) long."""
+def collate_image_batch(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack examples into ``pixel_values`` (B, C, H, W) float and ``labels`` (B,) long (when examples have labels).
+
+    Examples whose image could not be read (``pixel_values`` None) are left out; the batch then says how many
+    images were skipped since the previous batch under ``"unreadable_images"`` (an int, present only when
+    positive), which a training loop pops and adds up.
+    """
     if len(examples) == 0:
         raise DatasetError("collate_image_batch got an empty list of examples.")
-    pixel_values = torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples]).float()
-    labels = torch.tensor([int(e["labels"]) for e in examples], dtype=torch.long)
-    return {"pixel_values": pixel_values, "labels": labels}
+    kept = [e for e in examples if e["pixel_values"] is not None]
+    unreadable = len(examples) - len(kept) + sum(int(e.get(UNREADABLE_KEY, 0)) for e in kept)
+    if not kept:
+        raise DatasetError(f"None of the {len(examples)} images of a batch could be read; check the data set "
+                           "(--strict_data names the first bad file).")
+    batch: dict[str, Any] = {"pixel_values": torch.stack([torch.as_tensor(e["pixel_values"]) for e in kept]).float()}
+    if "labels" in kept[0]:
+        batch["labels"] = torch.tensor([int(e["labels"]) for e in kept], dtype=torch.long)
+    if unreadable:
+        batch[UNREADABLE_KEY] = unreadable
+    return batch
+
+
+# --------------------------------------------------------------------------------------------- streams
+
+
+class ImageStream(torch.utils.data.IterableDataset):
+    """This process's part of a stream, decoded and transformed example by example, pass after pass.
+
+    The part is ``datasets.distributed.split_dataset_by_node(stream, rank, world_size)``: whole shards when their
+    number divides by ``world_size``, else every ``world_size``-th example. So each process reads only its own part,
+    and together the parts hold every example exactly once per pass. With ``passes=None`` the passes go on until the
+    training loop stops at ``max_steps``, so no process runs out before another and every process takes the same
+    number of steps (what webdataset's README advises for multi-node training: an endless stream, training counted
+    in steps). Each pass reshuffles (``set_epoch``) with ``seed``: shard order and a ``buffer_size`` buffer.
+    DataLoader workers share the part by shards (datasets' ``IterableDataset._iter_pytorch``).
+
+    Unreadable images are skipped; the next example carries their count under ``"unreadable_images"``, which
+    :func:`collate_image_batch` adds up. ``state_dict`` / ``load_state_dict`` hold the pass and datasets' position in
+    it (shard and example; a shuffle buffer's content is not kept), for torchdata's ``StatefulDataLoader``.
+    """
+
+    def __init__(self, stream: datasets.IterableDataset, transform: ImageExampleTransform, *, rank: int = 0,
+                 world_size: int = 1, seed: int = 0, shuffle: bool = True, passes: int | None = None,
+                 buffer_size: int = 1000):
+        super().__init__()
+        self.stream, self.transform, self.rank, self.world_size = _undecoded(stream), transform, rank, world_size
+        self.seed, self.shuffle, self.passes, self.buffer_size = seed, shuffle, passes, buffer_size
+        self._pass, self._part, self._resume = 0, None, None
+
+    def part(self, epoch: int) -> datasets.IterableDataset:
+        """This process's part of the stream for pass ``epoch`` (shuffled with seed + epoch when ``shuffle``)."""
+        stream = self.stream.shuffle(seed=self.seed, buffer_size=self.buffer_size) if self.shuffle else self.stream
+        part = split_dataset_by_node(stream, rank=self.rank, world_size=self.world_size) if self.world_size > 1 else stream
+        part.set_epoch(epoch)
+        return part
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        resume, self._resume = self._resume or {}, None
+        self._pass, skipped = int(resume.get("pass", 0)), 0
+        while self.passes is None or self._pass < self.passes:
+            self._part = self.part(self._pass)
+            if resume.get("part"):
+                self._part.load_state_dict(resume.pop("part"))
+            kept = 0
+            for example in _read(self._part):
+                out = self.transform.example(example["image"], example.get("label"))
+                if out is None:
+                    skipped += 1
+                    continue
+                if skipped:
+                    out[UNREADABLE_KEY], skipped = skipped, 0
+                kept += 1
+                yield out
+            if kept == 0 and skipped == 0:
+                return  # an empty part (a DataLoader worker without shards): nothing to repeat
+            if kept == 0:
+                raise DatasetError(f"No image of a whole pass over the stream could be read ({skipped} unreadable).")
+            self._pass += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pass": self._pass, "part": None if self._part is None else self._part.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume = dict(state)
+
+
+def _read(stream: datasets.IterableDataset) -> Iterator[dict[str, Any]]:
+    """The stream's examples; a shard that fails mid-read (cut short, deleted, unreadable) ends in DatasetError."""
+    iterator, last = iter(stream), None
+    while True:
+        try:
+            example = next(iterator)
+        except StopIteration:
+            return
+        except (tarfile.TarError, OSError, EOFError) as e:
+            where = f"after {describe_image(last['image'])}" if last else "at its start"
+            raise DatasetError(f"Reading the stream failed {where} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                               "a shard is probably truncated, missing or unreadable: check the files.") from e
+        last = example
+        yield example

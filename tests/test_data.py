@@ -506,13 +506,14 @@ def test_unstratifiable_split_falls_back_to_random_with_a_warning():
     assert data.num_labels == 3
 
 
-def test_unreadable_images_are_left_out_with_a_count_or_named_under_strict(image_folder, capsys):
+def test_unreadable_images_are_left_out_with_a_count_or_named_under_strict(image_folder, caplog):
     folder, _ = image_folder
     good = (folder / "cat" / "1.png").read_bytes()
     (folder / "cat" / "broken.png").write_bytes(good[: len(good) // 2])  # a truncated PNG
-    data = load_image_classification_data(str(folder), eval_fraction=0.3)
-    assert len(data.train) + len(data.eval) == 9
-    assert "Leaving out 1 unreadable image(s)" in capsys.readouterr().out
+    with caplog.at_level("WARNING", logger="hubtune.data"):
+        data = load_image_classification_data(str(folder), eval_fraction=0.3)
+    assert len(data.train) + len(data.eval) == 9 and data.unreadable_images == 1
+    assert "Left out 1 unreadable image(s)" in caplog.text and "broken.png" in caplog.text
     with pytest.raises(DatasetError, match=r"Cannot read image .*broken\.png"):
         load_image_classification_data(str(folder), strict_data=True)
 

@@ -2,7 +2,8 @@
 
 Images are decoded once, resized (shorter side, then centre crop) to the training size and held in memory as
 uint8 (N, C, H, W); batches are scaled to [-1, 1] on the fly. This suits the small and medium sets hubtune's
-GANs train on; stream a very large set through your own loop instead.
+GANs train on. A set too large for memory streams instead (:func:`load_image_stream`: a Hub data set, WebDataset
+shards, Parquet files), each process reading its own part (:class:`hubtune.data.ImageStream`).
 
 Batches come from :class:`StepBatchSampler`: the batch of step ``s`` on process ``r`` depends only on
 ``(seed, s, r)``, so training resumes exactly without saving a data-loader state, and every batch is full
@@ -23,14 +24,22 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from hubtune.data import ConvertChannels, is_saved_dataset
+from hubtune.data import (
+    ConvertChannels,
+    ImageExampleTransform,
+    ImageStream,
+    find_image_column,
+    is_saved_dataset,
+    load_streams,
+)
 from hubtune.errors import DatasetTooSmallError, GANDataError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
-__all__ = ["GANDataError", "DatasetTooSmallError", "ImageSet", "load_image_set", "StepBatchSampler"]
+__all__ = ["GANDataError", "DatasetTooSmallError", "ImageSet", "load_image_set", "StepBatchSampler", "StreamedImages",
+           "load_image_stream"]
 
 
 @dataclass
@@ -122,15 +131,6 @@ def load_image_folder(folder: str | os.PathLike, image_size: int, channels: int 
     return _stack(arrays, str(folder), skipped)
 
 
-def _image_column(dataset: Any) -> str:
-    import datasets
-
-    for name, feature in dataset.features.items():
-        if isinstance(feature, datasets.Image):
-            return name
-    raise GANDataError(f"the dataset has no image column (columns: {list(dataset.features)})")
-
-
 def load_hf_images(source: Any, image_size: int, channels: int = 3, split: str = "train", max_images: int | None = None) -> ImageSet:
     """Images of a ``datasets.Dataset``, a folder written by ``save_to_disk``, or a Hub dataset name."""
     import datasets
@@ -149,7 +149,7 @@ def load_hf_images(source: Any, image_size: int, channels: int = 3, split: str =
             except Exception as err:  # the library raises many types for "not found / offline"
                 raise GANDataError(f"cannot load the Hugging Face dataset {source!r} (split {split!r}): {err}") from err
         source = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-    column = _image_column(source)
+    column = find_image_column(source.features, error=GANDataError)
     if max_images is not None:
         source = source.select(range(min(max_images, len(source))))
     mode = "L" if channels == 1 else "RGB"
@@ -186,6 +186,63 @@ def load_image_set(
     if max_images is not None:
         images = ImageSet(images.images[:max_images], images.source, images.skipped)
     return images
+
+
+class FitToTensor:
+    """A PIL image -> float (C, size, size) in [-1, 1]: the in-memory sets' resize (:func:`_fit`), for streams."""
+
+    def __init__(self, size: int, channels: int):
+        self.size, self.mode = size, "L" if channels == 1 else "RGB"
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        return torch.from_numpy(_fit(image, self.size, self.mode)).float().div(127.5).sub(1.0)
+
+
+@dataclass
+class StreamedImages:
+    """GAN training images read as a stream (column ``"image"``, undecoded): never all in memory.
+
+    :meth:`process_stream` is one process's endless part of it (items: float (C, H, W) in [-1, 1]; collate with
+    :func:`hubtune.data.collate_image_batch`, which also counts unreadable images); :meth:`first_images` decodes the
+    first ones into an :class:`ImageSet` (the real images FID compares with).
+    """
+
+    stream: Any
+    source: str
+    image_size: int
+    channels: int
+    strict: bool = False
+
+    def transform(self) -> ImageExampleTransform:
+        return ImageExampleTransform(FitToTensor(self.image_size, self.channels), strict=self.strict)
+
+    def process_stream(self, rank: int = 0, world_size: int = 1, seed: int = 0) -> ImageStream:
+        return ImageStream(self.stream, self.transform(), rank=rank, world_size=world_size, seed=seed)
+
+    def first_images(self, count: int) -> ImageSet:
+        stream = ImageStream(self.stream.take(count), self.transform(), shuffle=False, passes=1)
+        arrays = [((item["pixel_values"] + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy() for item in stream]
+        return _stack(arrays, self.source, 0)
+
+
+def load_image_stream(data: Any, image_size: int = 32, channels: int = 3, strict: bool = False,
+                      max_images: int | None = None, split: str = "train") -> StreamedImages:
+    """Training images as a stream: a Hub dataset name, a folder (or list, or glob) of WebDataset ``.tar`` shards or
+    Parquet files, a folder written by ``save_to_disk``, ``"digits"`` or a ``datasets`` object (see
+    :func:`hubtune.data.load_image_classification_data` with ``streaming=True``; labels are not needed)."""
+    if channels not in (1, 3):
+        raise GANDataError(f"channels must be 1 or 3, got {channels!r}")
+    splits, name, _ = load_streams(data)
+    if split not in splits and len(splits) != 1:
+        raise GANDataError(f"split {split!r} not found; available: {list(splits)}")
+    stream = splits[split] if split in splits else next(iter(splits.values()))
+    column = find_image_column(stream.features, error=GANDataError)
+    stream = stream.select_columns([column])
+    if column != "image":
+        stream = stream.rename_column(column, "image")
+    if max_images is not None:
+        stream = stream.take(max_images)
+    return StreamedImages(stream, name, image_size, channels, strict)
 
 
 class StepBatchSampler(Sampler[list[int]]):

@@ -7,7 +7,6 @@ photos), both made with the in-distribution images' size and mode so that only c
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hubtune.data import load_image_classification_data, no_images_in
+from hubtune.data import describe_image, find_image_column, load_image_classification_data, no_images_in, open_image
 from hubtune.errors import DatasetError, OODError
 
 __all__ = [
@@ -187,36 +186,8 @@ def load_ood_data(
 
 
 def image_column(dataset: datasets.Dataset, name: str) -> str:
-    """The dataset's image column: ``"image"``, else its one ``datasets.Image`` feature."""
-    if "image" in dataset.column_names:
-        return "image"
-    columns = [c for c, f in dataset.features.items() if isinstance(f, datasets.Image)]
-    if len(columns) != 1:
-        raise OODError(
-            f"Dataset {name!r} needs one image column (a datasets.Image feature or a column named 'image'); its "
-            f"columns are: {', '.join(dataset.column_names) or 'none'}."
-        )
-    return columns[0]
-
-
-def _decode(item: Any) -> None:
-    """Fully decode one stored image (``{"bytes", "path"}``, a path, or a PIL image)."""
-    if isinstance(item, Image.Image):
-        item.load()
-        return
-    if isinstance(item, dict):
-        data, path = item.get("bytes"), item.get("path")
-        with Image.open(io.BytesIO(data) if data else path) as image:
-            image.load()
-        return
-    if isinstance(item, (str, os.PathLike)):
-        with Image.open(item) as image:
-            image.load()
-
-
-def _describe(item: Any, index: int) -> str:
-    path = item.get("path") if isinstance(item, dict) else item if isinstance(item, (str, os.PathLike)) else None
-    return f"file {str(path)!r}" if path else f"image #{index}"
+    """The dataset's image column (:func:`hubtune.data.find_image_column`), OODError naming the set otherwise."""
+    return find_image_column(dataset.features, what=f"OOD set {name!r}", error=OODError)
 
 
 def check_ood_images(dataset: datasets.Dataset, name: str) -> None:
@@ -235,10 +206,10 @@ def check_ood_images(dataset: datasets.Dataset, name: str) -> None:
     for batch in view.iter(batch_size=_CHECK_BATCH):
         for item in batch[column]:
             try:
-                _decode(item)
+                open_image(item)
             except Exception as e:  # noqa: BLE001 - PIL raises many types for a bad file
                 raise OODError(
-                    f"OOD set {name!r}: {_describe(item, index)} cannot be read as an image ({type(e).__name__}: "
+                    f"OOD set {name!r}: {describe_image(item, index)} cannot be read as an image ({type(e).__name__}: "
                     f"{e}). Remove or replace it; nothing was scored."
                 ) from e
             index += 1
