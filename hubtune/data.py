@@ -374,9 +374,14 @@ def _standardise_columns(dataset: datasets.Dataset, image_column: str, label_col
             f"Split {split!r} lacks column(s) {', '.join(missing)} that the training split has. Available columns: "
             f"{_columns_listing(dataset.features)}."
         )
+    if isinstance(dataset, datasets.IterableDataset):
+        # Undecoded before anything else: a stream's rename maps its examples, which decodes (and re-encodes) images
+        # upstream of any later cast; ImageExampleTransform decodes them, skipping and counting bad ones.
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     # Selecting first avoids clashes when an unrelated column is already called "image" or "label".
     dataset = dataset.select_columns([image_column, label_column])
-    dataset = dataset.rename_columns({image_column: "image", label_column: "label"})
+    renames = {old: new for old, new in ((image_column, "image"), (label_column, "label")) if old != new}
+    dataset = dataset.rename_columns(renames) if renames else dataset
     if not isinstance(dataset.features["image"], datasets.Image):
         dataset = dataset.cast_column("image", datasets.Image())
     return dataset
@@ -698,9 +703,6 @@ def _load_stream(source: Any, request: _Request) -> ImageClassificationData:
             "card's dataset_info (README.md beside the shards), or cast_column(label, datasets.ClassLabel(names=...)).")
     label_names = _class_label_names(train, evaluation, label_col)
     _check_two_classes(label_names, name)
-    undecoded = datasets.Image(decode=False)
-    train = train.cast_column("image", undecoded)
-    evaluation = None if evaluation is None else evaluation.cast_column("image", undecoded)
     known = lengths.get(train_name)
     if request.max_train_samples is not None:
         train = train.take(request.max_train_samples)

@@ -195,7 +195,7 @@ class FitToTensor:
         self.size, self.mode = size, "L" if channels == 1 else "RGB"
 
     def __call__(self, image: Image.Image) -> Tensor:
-        return torch.from_numpy(_fit(image, self.size, self.mode)).float().div(127.5).sub(1.0)
+        return torch.tensor(_fit(image, self.size, self.mode), dtype=torch.float32).div(127.5).sub(1.0)
 
 
 @dataclass
@@ -230,6 +230,8 @@ def load_image_stream(data: Any, image_size: int = 32, channels: int = 3, strict
     """Training images as a stream: a Hub dataset name, a folder (or list, or glob) of WebDataset ``.tar`` shards or
     Parquet files, a folder written by ``save_to_disk``, ``"digits"`` or a ``datasets`` object (see
     :func:`hubtune.data.load_image_classification_data` with ``streaming=True``; labels are not needed)."""
+    import datasets
+
     if channels not in (1, 3):
         raise GANDataError(f"channels must be 1 or 3, got {channels!r}")
     splits, name, _ = load_streams(data)
@@ -237,7 +239,7 @@ def load_image_stream(data: Any, image_size: int = 32, channels: int = 3, strict
         raise GANDataError(f"split {split!r} not found; available: {list(splits)}")
     stream = splits[split] if split in splits else next(iter(splits.values()))
     column = find_image_column(stream.features, error=GANDataError)
-    stream = stream.select_columns([column])
+    stream = stream.cast_column(column, datasets.Image(decode=False)).select_columns([column])  # (see _standardise_columns)
     if column != "image":
         stream = stream.rename_column(column, "image")
     if max_images is not None:
