@@ -18,5 +18,7 @@ python benchmarks/bench_adaptivemix_gan.py --device "$device" "${extra[@]}" --ou
 python benchmarks/bench_adaptivemix_gan.py --device "$device" "${extra[@]}" --arch resnet --output "$out"
 # torch.compile (inductor) against eager; on CPU the first call compiles for ~1-2 minutes
 python benchmarks/bench_compile.py --device "$device" "${extra[@]}" --output "$out"
-[ "$device" = "cpu" ] && python benchmarks/bench_dataloading.py --output "$out"
+[ "$device" = "cpu" ] && python benchmarks/bench_dataloading.py --mode step --output "$out"
+# hubtune's map-style and streaming input pipelines against timm's create_loader, 224 px, 0 / 2 / all-core workers
+python benchmarks/bench_dataloading.py --output "$out"
 exit 0

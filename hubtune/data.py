@@ -37,9 +37,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import datasets
 import numpy as np
-from datasets.distributed import split_dataset_by_node
 import torch
+from datasets.distributed import split_dataset_by_node
 from PIL import Image as PILImage
+from torch.utils.data import default_collate
 
 from hubtune.backbones import PreprocessingConfig
 from hubtune.errors import ConfigError, DatasetError
@@ -772,12 +773,75 @@ class ConvertChannels:
         return f"{type(self).__name__}(channels={self.channels})"
 
 
-def build_transforms(preprocessing: PreprocessingConfig, train: bool, hflip: bool = False) -> Callable[[PILImage.Image], torch.Tensor]:
+def _pixel_tensor(image: PILImage.Image) -> torch.Tensor:
+    """An 8-bit L or RGB image as uint8 (C, H, W), a view of one copy of its pixels (torchvision's ``pil_to_tensor``
+    without its final contiguous copy: the float conversion that follows makes the tensor contiguous anyway)."""
+    pixels = torch.from_numpy(np.array(image, np.uint8, copy=True)).view(image.size[1], image.size[0], -1)
+    return pixels.permute(2, 0, 1)
+
+
+def normalize_pixels(pixels: torch.Tensor, mean: Sequence[float] | torch.Tensor,
+                     std: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (..., C, H, W) -> float32 ``(pixels / 255 - mean) / std``: torchvision's ``ToTensor`` then
+    ``Normalize``, the same operations in the same order (torchvision/transforms/functional.py ``to_tensor``,
+    _functional_tensor.py ``normalize``), so bit for bit the same, but with one float copy instead of four; on one
+    image or on a whole batch (after the DataLoader, on the device, as timm's PrefetchLoader does)."""
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=pixels.device).view(-1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=pixels.device).view(-1, 1, 1)
+    tensor = pixels.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+    return tensor.div_(255).sub_(mean).div_(std)
+
+
+def normalize_batch(pixel_values: torch.Tensor, preprocessing: PreprocessingConfig) -> torch.Tensor:
+    """A batch from ``build_transforms(..., uint8=True)`` normalised for the backbone (float batches pass as they are)."""
+    if pixel_values.dtype != torch.uint8:
+        return pixel_values
+    channels = int(preprocessing.input_size[0])
+    return normalize_pixels(pixel_values, _per_channel(preprocessing.mean, channels, "mean"),
+                            _per_channel(preprocessing.std, channels, "std"))
+
+
+class ToPixelTensor:
+    """A PIL image (already in the backbone's mode, L or RGB) -> uint8 (C, H, W), for :func:`normalize_batch`."""
+
+    def __call__(self, image: PILImage.Image) -> torch.Tensor:
+        return _pixel_tensor(image)  # a (C, H, W) view of (H, W, C) pixels: collating copies it once, in order
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ToNormalizedTensor:
+    """``ToTensor`` then ``Normalize(mean, std)``, bit for bit, with one copy (:func:`normalize_pixels`).
+
+    torchvision's pair copies the pixels five times (array, contiguous permute, float, divide, Normalize's clone);
+    at 224 px this step then costs about twice as much (``benchmarks/bench_dataloading.py``).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, image: PILImage.Image) -> torch.Tensor:
+        if image.mode not in ("L", "RGB"):
+            from torchvision.transforms import functional as F
+
+            return F.normalize(F.to_tensor(image), self.mean, self.std)
+        return normalize_pixels(_pixel_tensor(image), self.mean, self.std)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mean={list(self.mean)}, std={list(self.std)})"
+
+
+def build_transforms(preprocessing: PreprocessingConfig, train: bool, hflip: bool = False,
+                     uint8: bool = False) -> Callable[[PILImage.Image], torch.Tensor]:
     """The PIL image -> tensor (C, H, W) pipeline for a backbone's ``preprocessing``.
 
     Train: ``RandomResizedCrop(size, scale=(0.7, 1.0))``, a horizontal flip if ``hflip``. Eval: resize to
     ``size / crop_pct`` then centre-crop ``size``. Both convert the image to the backbone's channel count
-    first and end with ``ToTensor`` and ``Normalize(mean, std)``.
+    first and end with ``ToTensor`` and ``Normalize(mean, std)`` (as one step, :class:`ToNormalizedTensor`); with
+    ``uint8`` they end with the uint8 pixels instead, which :func:`normalize_batch` turns into the same floats
+    batch by batch after the DataLoader (a quarter of the bytes through worker queues and to the GPU, and no float
+    maths in the workers: timm's ``create_loader`` with its prefetcher does the same).
     """
     # Not timm.data.create_transform, though its eval transform gives the same tensors for RGB images and square
     # sizes: it does not convert grayscale / RGBA / 16-bit images to the backbone's channels, for a non-square size
@@ -805,7 +869,7 @@ def build_transforms(preprocessing: PreprocessingConfig, train: bool, hflip: boo
         # A single int resizes the shorter edge, keeping the aspect ratio (timm's eval transform does the same).
         resize = int(height / crop_pct) if height == width else (int(height / crop_pct), int(width / crop_pct))
         steps += [T.Resize(resize, interpolation=interpolation), T.CenterCrop((height, width))]
-    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    steps.append(ToPixelTensor() if uint8 else ToNormalizedTensor(mean, std))
     return T.Compose(steps)
 
 
@@ -868,7 +932,8 @@ def with_transforms(dataset: datasets.Dataset, transform: Callable[[PILImage.Ima
 
 
 def collate_image_batch(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack examples into ``pixel_values`` (B, C, H, W) float and ``labels`` (B,) long (when examples have labels).
+    """Stack examples into ``pixel_values`` (B, C, H, W; float, or uint8 from ``build_transforms(..., uint8=True)``)
+    and ``labels`` (B,) long (when the examples have labels).
 
     Examples whose image could not be read (``pixel_values`` None) are left out; the batch then says how many
     images were skipped since the previous batch under ``"unreadable_images"`` (an int, present only when
@@ -881,7 +946,11 @@ def collate_image_batch(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not kept:
         raise DatasetError(f"None of the {len(examples)} images of a batch could be read; check the data set "
                            "(--strict_data names the first bad file).")
-    batch: dict[str, Any] = {"pixel_values": torch.stack([torch.as_tensor(e["pixel_values"]) for e in kept]).float()}
+    # default_collate stacks straight into shared memory inside a DataLoader worker (one copy fewer than torch.stack)
+    pixels = default_collate([torch.as_tensor(e["pixel_values"]) for e in kept])
+    # uint8 stays uint8 (normalize_batch's input); other integer pixels become floats as they always did
+    batch: dict[str, Any] = {"pixel_values": pixels if pixels.is_floating_point() or pixels.dtype == torch.uint8
+                             else pixels.float()}
     if "labels" in kept[0]:
         batch["labels"] = torch.tensor([int(e["labels"]) for e in kept], dtype=torch.long)
     if unreadable:

@@ -487,6 +487,35 @@ def test_with_transforms_and_collator():
         with_transforms(datasets.Dataset.from_dict({"label": [0]}), build_transforms(pre, train=False))
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_the_one_copy_tensor_step_is_torchvisions_to_tensor_and_normalize_bit_for_bit(mode):
+    from torchvision import transforms as T
+
+    from hubtune.data import ToNormalizedTensor
+
+    channels = len(mode)
+    mean, std = (0.485, 0.456, 0.406, 0.5)[:channels], (0.229, 0.224, 0.225, 0.25)[:channels]
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 7, channels)).astype(np.uint8)
+    image = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
+    expected = T.Compose([T.ToTensor(), T.Normalize(mean, std)])(image)
+    assert torch.equal(ToNormalizedTensor(mean, std)(image), expected)
+
+
+def test_uint8_batches_normalised_after_the_loader_equal_the_float_pipeline_bit_for_bit():
+    from hubtune.data import normalize_batch
+
+    preprocessing = PreprocessingConfig(input_size=(3, 12, 12), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 256, (20, 17, 3)).astype(np.uint8)) for _ in range(4)]
+    as_float = collate_image_batch([{"pixel_values": build_transforms(preprocessing, train=False)(im), "labels": 0}
+                                    for im in images])
+    as_uint8 = collate_image_batch([{"pixel_values": build_transforms(preprocessing, train=False, uint8=True)(im),
+                                     "labels": 0} for im in images])
+    assert as_uint8["pixel_values"].dtype == torch.uint8
+    assert torch.equal(normalize_batch(as_uint8["pixel_values"], preprocessing), as_float["pixel_values"])
+    assert normalize_batch(as_float["pixel_values"], preprocessing) is as_float["pixel_values"]
+
+
 def test_collator_stacks_given_tensors():
     examples = [{"pixel_values": torch.full((2, 3, 3), float(i)), "labels": i} for i in range(3)]
     batch = collate_image_batch(examples)
