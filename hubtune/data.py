@@ -56,6 +56,7 @@ EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
 CHECK_IMAGES_LIMIT = 20_000
 DEFAULT_EVAL_FRACTION = 0.2
 UNREADABLE_KEY = "unreadable_images"  # the batch key that counts images skipped since the previous batch
+POSITION_KEY = "stream_position"  # the batch key of a stream worker's position after the batch (ImageStream)
 
 
 @dataclass
@@ -937,7 +938,8 @@ def collate_image_batch(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Examples whose image could not be read (``pixel_values`` None) are left out; the batch then says how many
     images were skipped since the previous batch under ``"unreadable_images"`` (an int, present only when
-    positive), which a training loop pops and adds up.
+    positive), and a stream's batch where its worker stands (``"stream_position"``): a training loop pops both
+    (:class:`StreamProgress`).
     """
     if len(examples) == 0:
         raise DatasetError("collate_image_batch got an empty list of examples.")
@@ -955,6 +957,8 @@ def collate_image_batch(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch["labels"] = torch.tensor([int(e["labels"]) for e in kept], dtype=torch.long)
     if unreadable:
         batch[UNREADABLE_KEY] = unreadable
+    if POSITION_KEY in examples[-1]:
+        batch[POSITION_KEY] = examples[-1][POSITION_KEY]
     return batch
 
 
@@ -972,9 +976,18 @@ class ImageStream(torch.utils.data.IterableDataset):
     in steps). Each pass reshuffles (``set_epoch``) with ``seed``: shard order and a ``buffer_size`` buffer.
     DataLoader workers share the part by shards (datasets' ``IterableDataset._iter_pytorch``).
 
-    Unreadable images are skipped; the next example carries their count under ``"unreadable_images"``, which
-    :func:`collate_image_batch` adds up. ``state_dict`` / ``load_state_dict`` hold the pass and datasets' position in
-    it (shard and example; a shuffle buffer's content is not kept), for torchdata's ``StatefulDataLoader``.
+    Each example carries two pieces of bookkeeping that :func:`collate_image_batch` passes on and
+    :class:`StreamProgress` collects: how many unreadable images were skipped just before it, and where its worker
+    stands (the pass, and how many examples of it the worker has read). Because the position travels with the
+    batch, the training loop knows exactly what it consumed, also with workers (as torchdata's StatefulDataLoader
+    knows from per-worker snapshots), and :meth:`load_state_dict` makes every worker continue from there: it reads
+    its part of that pass again, without decoding, up to its position (the order is a function of seed, pass and
+    worker, shuffle buffer included), so every worker goes on with exactly the batches it would have made (the
+    DataLoader asks worker 0 first again, so workers' batches may take turns in another order).
+    Not ``datasets.IterableDataset.state_dict``: restored inside a DataLoader worker it is first loaded into the
+    whole stream's iterable, whose shard list is longer than the worker's, and fails (IndexError) once shards are
+    shuffled (datasets 5.2, iterable_dataset.py ``_iter_pytorch`` then ``_prepare_ex_iterable_for_iteration``);
+    and it drops what waits in the shuffle buffer.
     """
 
     def __init__(self, stream: datasets.IterableDataset, transform: ImageExampleTransform, *, rank: int = 0,
@@ -983,7 +996,8 @@ class ImageStream(torch.utils.data.IterableDataset):
         super().__init__()
         self.stream, self.transform, self.rank, self.world_size = _undecoded(stream), transform, rank, world_size
         self.seed, self.shuffle, self.passes, self.buffer_size = seed, shuffle, passes, buffer_size
-        self._pass, self._part, self._resume = 0, None, None
+        self._start: dict[str, Any] = {}
+        self._progress = StreamProgress()  # what this process consumed without workers (see state_dict)
 
     def part(self, epoch: int) -> datasets.IterableDataset:
         """This process's part of the stream for pass ``epoch`` (shuffled with seed + epoch when ``shuffle``)."""
@@ -993,33 +1007,80 @@ class ImageStream(torch.utils.data.IterableDataset):
         return part
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        resume, self._resume = self._resume or {}, None
-        self._pass, skipped = int(resume.get("pass", 0)), 0
-        while self.passes is None or self._pass < self.passes:
-            self._part = self.part(self._pass)
-            if resume.get("part"):
-                self._part.load_state_dict(resume.pop("part"))
-            kept = 0
-            for example in _read(self._part):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        start = StreamProgress.position(self._start, worker, workers)
+        epoch, done, skipped = int(start.get("pass", 0)), int(start.get("read", 0)), 0
+        while self.passes is None or epoch < self.passes:
+            read = kept = 0
+            for example in _read(self.part(epoch)):
+                read += 1
+                if read <= done:
+                    continue  # consumed before the resume
                 out = self.transform.example(example["image"], example.get("label"))
                 if out is None:
                     skipped += 1
                     continue
                 if skipped:
                     out[UNREADABLE_KEY], skipped = skipped, 0
+                out[POSITION_KEY] = {"worker": worker, "num_workers": workers, "pass": epoch, "read": read}
                 kept += 1
+                if info is None:
+                    self._progress.take(out, pop=False)
                 yield out
-            if kept == 0 and skipped == 0:
+            if read == 0:
                 return  # an empty part (a DataLoader worker without shards): nothing to repeat
-            if kept == 0:
+            if kept == 0 and read > done:
                 raise DatasetError(f"No image of a whole pass over the stream could be read ({skipped} unreadable).")
-            self._pass += 1
+            epoch, done = epoch + 1, 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pass": self._pass, "part": None if self._part is None else self._part.state_dict()}
+        """Where iterating in this process (no workers) got to; with workers, ask the :class:`StreamProgress` that
+        took the batches."""
+        return self._progress.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._resume = dict(state)
+        """Continue from a :meth:`StreamProgress.state_dict` (the next iteration; the same number of workers)."""
+        self._start = dict(state or {})
+
+
+class StreamProgress:
+    """What the batches of a stream report besides images: the unreadable images skipped, and each DataLoader
+    worker's position. A training loop passes every batch through :meth:`take` and saves :meth:`state_dict` with
+    its checkpoints; :meth:`ImageStream.load_state_dict` resumes from it."""
+
+    def __init__(self, state: dict[str, Any] | None = None):
+        state = state or {}
+        self.unreadable = int(state.get("unreadable_images", 0))
+        self.num_workers = state.get("num_workers")
+        self.positions: dict[str, Any] = dict(state.get("positions", {}))
+
+    def take(self, batch: dict[str, Any], pop: bool = True) -> dict[str, Any]:
+        """``batch`` without its bookkeeping (with ``pop``), after counting it."""
+        get = batch.pop if pop else batch.get
+        self.unreadable += int(get(UNREADABLE_KEY, 0) or 0)
+        position = get(POSITION_KEY, None)
+        if position is not None:
+            self.num_workers = position["num_workers"]
+            self.positions[str(position["worker"])] = {"pass": position["pass"], "read": position["read"]}
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"unreadable_images": self.unreadable, "num_workers": self.num_workers, "positions": dict(self.positions)}
+
+    @staticmethod
+    def position(state: dict[str, Any], worker: int, workers: int) -> dict[str, Any]:
+        """Worker ``worker``'s start in a saved state (empty: from the beginning). A state saved with another number
+        of workers cannot be divided among these: they start the stream again, and say so."""
+        if not state.get("positions"):
+            return {}
+        if state.get("num_workers") != workers:
+            if worker == 0:
+                logger.warning("The stream was saved with %s DataLoader worker(s) and resumes with %d: it starts again "
+                               "from its beginning (resume with --dataloader_num_workers %s to continue where it "
+                               "stopped).", state.get("num_workers"), workers, state.get("num_workers"))
+            return {}
+        return dict(state["positions"].get(str(worker), {}))
 
 
 def _read(stream: datasets.IterableDataset) -> Iterator[dict[str, Any]]:

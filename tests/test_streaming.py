@@ -16,10 +16,12 @@ from torch.utils.data import DataLoader
 
 import hubtune.data as data_module
 from hubtune.data import (
+    POSITION_KEY,
     UNREADABLE_KEY,
     DatasetError,
     ImageExampleTransform,
     ImageStream,
+    StreamProgress,
     collate_image_batch,
     find_image_column,
     load_image_classification_data,
@@ -209,6 +211,54 @@ def test_a_stream_resumes_where_it_stopped(tmp_path):
     assert first[15:] == list(range(7)) and ids_of(resumed) == rest == list(range(7, 15))
 
 
+def _batches(stream, workers, count=None, progress=None):
+    loader = DataLoader(stream, batch_size=3, num_workers=workers, collate_fn=collate_image_batch)
+    out = []
+    for batch in loader:
+        if progress is not None:
+            progress.take(batch)
+        out.append([example_id(p) for p in batch["pixel_values"]])
+        if len(out) == count:
+            break
+    return out
+
+
+def test_a_stream_read_by_workers_resumes_where_the_training_loop_stopped(tmp_path, caplog):
+    write_shards(tmp_path / "s", [6, 6, 6, 6], corrupt={7})
+    data = load_image_classification_data(str(tmp_path / "s"), streaming=True)
+
+    def stream():
+        return ImageStream(data.train, ids_transform(), shuffle=False, passes=1, rank=0, world_size=1)
+
+    progress = StreamProgress()
+    consumed = _batches(stream(), workers=2, count=3, progress=progress)  # what the loop took; prefetched ones aside
+    saved = progress.state_dict()
+    assert saved["num_workers"] == 2 and saved["unreadable_images"] == 1 and set(saved["positions"]) == {"0", "1"}
+    resumed = stream()
+    resumed.load_state_dict(StreamProgress(saved).state_dict())  # (as read back from a checkpoint)
+    rest = _batches(resumed, workers=2)
+    seen = [i for b in consumed + rest for i in b]
+    assert sorted(seen) == [i for i in range(24) if i != 7], "every example once: none lost, none repeated"
+    # shuffled (shards and a buffer): every worker goes on with exactly the batches of a run that was never stopped
+    # (after the resume the DataLoader asks worker 0 first, so the two workers' batches may take turns the other way)
+    def shuffled():
+        return ImageStream(data.train, ids_transform(), seed=5, passes=2, buffer_size=4)
+
+    progress = StreamProgress()
+    consumed = _batches(shuffled(), workers=2, count=11, progress=progress)  # into the second pass
+    resumed = shuffled()
+    resumed.load_state_dict(progress.state_dict())
+    unstopped = _batches(shuffled(), workers=2)
+    assert consumed == unstopped[:11] and sorted(consumed + _batches(resumed, workers=2)) == sorted(unstopped)
+    # another number of workers cannot continue those positions: the stream starts again, and says so
+    restarted = stream()
+    restarted.load_state_dict(saved)
+    with caplog.at_level("WARNING", logger="hubtune.data"):
+        again = _batches(restarted, workers=0)
+    assert sorted(i for b in again for i in b) == [i for i in range(24) if i != 7]
+    assert "starts again from its beginning" in caplog.text
+
+
 # --------------------------------------------------------------------------------------------- unreadable images
 
 
@@ -220,6 +270,7 @@ def test_a_corrupt_image_in_a_shard_is_skipped_and_counted_or_named_under_strict
     batches = list(loader)
     assert sum(len(b["pixel_values"]) for b in batches) == 9 and all(len(b["pixel_values"]) == 4 for b in batches[:2])
     assert [b.get(UNREADABLE_KEY, 0) for b in batches] == [0, 1, 0]
+    assert [(b[POSITION_KEY]["pass"], b[POSITION_KEY]["read"]) for b in batches] == [(0, 4), (0, 9), (0, 10)]
     with pytest.raises(DatasetError, match=r"Cannot read image '000006\.png'.*--strict_data") as info:
         list(ImageStream(data.train, ids_transform(strict=True), shuffle=False, passes=1))
     assert "\n" not in str(info.value)
