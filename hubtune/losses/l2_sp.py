@@ -47,7 +47,7 @@ class L2SPLossOutput(NamedTuple):
 class L2SPLoss(nn.Module):
     """Cross-entropy plus the L2-SP penalty; owns no parameters (the weights are passed to ``forward``)."""
 
-    def __init__(self, alpha: float = 0.1, beta: float = 0.01):
+    def __init__(self, alpha: float = 0.01, beta: float = 0.01):
         super().__init__()
         self.alpha = float(alpha)
         self.beta = float(beta)

@@ -28,5 +28,5 @@ class CrossEntropyMethod(TrainingMethod):
     # (methods.base.SGD_FINE_TUNING_RECIPE). tllib's plain fine-tuning (erm.py --finetune) is `--recipe bss`: BSS's
     # recipe is tllib's fine-tuning recipe unchanged (methods.base.TLLIB_FINE_TUNING_RECIPE).
     recipe = dict(SGD_FINE_TUNING_RECIPE)
-    recipe_source = ("the CE-tuning baseline of the Core-tuning paper, trained as Core-tuning (Vanint/Core-tuning "
-                     "Core-tuning.py:339-340: SGD Nesterov 0.9, lr 0.01, weight decay 1e-4, cosine)")
+    recipe_source = ("Core-tuning's recipe, shared by hubtune's CE baseline (Vanint/Core-tuning Core-tuning.py:339-340: "
+                     "SGD Nesterov 0.9, lr 0.01, weight decay 1e-4, cosine)")

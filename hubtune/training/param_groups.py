@@ -1,7 +1,7 @@
 """Learning rates per part of the model, and which parameters weight decay reaches: the two optimizer settings a
 training recipe may set besides ``transformers.TrainingArguments``.
 
-* ``lr_multipliers`` (``"backbone=0.1,source_classifier=0.1"``): the learning rate of each named part is the
+* ``lr_multipliers`` (``"backbone=0.1"``, ``"backbone=0.1,projector=0.5"``): the learning rate of each named part is the
   multiplier times ``learning_rate``. A part is a top-level module of the model: ``backbone`` (the pre-trained
   weights), ``classifier`` (the new head) and a method's heads (Core-tuning's ``projector``, Co-Tuning's
   ``source_classifier``). Parts not named train at 1x. This is tllib's ``--finetune`` (the pre-trained backbone at
@@ -83,7 +83,7 @@ def check_parts(model: nn.Module, multipliers: Mapping[str, float]) -> None:
     parts = sorted({part_of(name) for name, _ in _trainable(model)})
     unknown = [name for name in multipliers if name not in parts]
     if unknown:
-        raise ConfigError(f"lr_multipliers names {', '.join(unknown)}, which this model has no trainable part of that "
+        raise ConfigError(f"lr_multipliers names {', '.join(unknown)}, but this model has no trainable part of that "
                           f"name; its parts are: {', '.join(parts)}.")
 
 
