@@ -28,8 +28,9 @@ __all__ = ["MethodConfig", "MethodOutput", "TrainingMethod", "FrozenCopy", "SGD_
 # thuml/Transfer-Learning-Library (tllib) c4aa59e, lixingjian/DELTA 6ba10d2, WentianZhang-ML/AdaptiveMix 163e5d5.
 # docs/methods.md, section 3, tabulates every recipe value with its source.
 
-# The fine-tuning recipe of the Core-tuning paper's public script, used there for Core-tuning and for its
-# cross-entropy baseline alike (Vanint/Core-tuning, Core-tuning.py:339-340: ``optim.SGD(model.parameters(), lr,
+# The fine-tuning recipe of the Core-tuning paper's public script, which hubtune's cross-entropy baseline shares so
+# that CE and Core-tuning differ in the loss only (the script itself has no CE-only mode; its README reports
+# CE-tuning beside Core-tuning, README.md:51-54) (Vanint/Core-tuning, Core-tuning.py:339-340: ``optim.SGD(model.parameters(), lr,
 # momentum, weight_decay, nesterov=True)`` and ``CosineAnnealingLR(optimizer, args.epochs)``, stepped once per epoch
 # at :389; defaults lr 0.01 at :61, momentum 0.9 at :68, weight decay 1e-4 at :70, 100 epochs at :53; no warm-up
 # and no gradient clipping anywhere in the script). Deliberate differences:
