@@ -132,7 +132,8 @@ class CoTuningMethod(TrainingMethod):
     @torch.no_grad()
     def prepare(self, model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> None:
         """Compute p(y_s | y_t) with the starting model in eval mode on the training images under the evaluation
-        transform (tllib co_tuning.py:108-110: the relationship's loader uses ``val_transform``; ``collect_labels``
+        transform (tllib examples/task_adaptation/image_classification/co_tuning.py:36-37, :83-84 and :108-110: the
+        relationship's loader uses ``val_transform``; ``collect_labels``
         puts the model in eval mode, tllib/regularization/co_tuning.py:80), summed over processes; nothing when
         the model already holds it (a resumed checkpoint). The source head reads the backbone's own pooled
         features, never the L2-normalised ones of ``normalize_features``: it was trained on the former."""
