@@ -23,6 +23,7 @@ from hubtune.data import build_transforms
 from hubtune.errors import ConfigError
 from hubtune.gan import Generator
 from hubtune.hub import RUN_INFO_FILENAME, method_card_of
+from hubtune.hub.examples import describe_expected_input, read_demo_examples
 from hubtune.layouts import read_config
 from hubtune.layouts.files import fetch, read_json_file
 from hubtune.modeling import HubtuneForImageClassification
@@ -60,7 +61,8 @@ class DemoModel:
 
     ``kind`` is ``"generator"`` or ``"classifier"``; ``facts`` the card's key facts (name -> value, in order);
     ``truncation`` whether the generator takes a truncation psi (StyleGAN2); ``transform`` the classifier's eval
-    preprocessing (PIL image -> tensor) and ``labels`` its class names by index.
+    preprocessing (PIL image -> tensor) and ``labels`` its class names by index; ``examples`` the (file, label) pairs
+    stored with a classifier (:mod:`hubtune.hub.examples`) and ``expects`` one line on the input it expects.
     """
 
     source: str
@@ -71,6 +73,8 @@ class DemoModel:
     truncation: bool = False
     transform: Callable[[Image.Image], torch.Tensor] | None = None
     labels: list[str] = field(default_factory=list)
+    examples: list[tuple[str, str]] = field(default_factory=list)
+    expects: str = ""
 
     @property
     def title(self) -> str:
@@ -105,9 +109,11 @@ def load_demo_model(source: str | os.PathLike, *, device: str | torch.device | N
     classifier = HubtuneForImageClassification.from_pretrained(source, revision=revision, token=token)
     classifier = classifier.to(device).eval()
     labels = [str(classifier.config.id2label.get(i, i)) for i in range(classifier.config.num_labels)]
+    examples, expects = read_demo_examples(source, revision, token)
     return DemoModel(source, "classifier", classifier, device,
                      facts=_classifier_facts(source, revision, token),
-                     transform=build_transforms(classifier.preprocessing, train=False), labels=labels)
+                     transform=build_transforms(classifier.preprocessing, train=False), labels=labels,
+                     examples=examples, expects=expects or describe_expected_input(classifier.preprocessing))
 
 
 def _generate_parameters(generator: Generator) -> set[str]:
@@ -187,8 +193,9 @@ def _generator_facts(source: str, config: dict[str, Any], revision: str | None, 
 
 
 def facts_markdown(demo: DemoModel) -> str:
-    """The page's header: the model's name and its key facts as a Markdown list."""
+    """The page's header: the model's name, what input it expects (classifiers) and its key facts as a list."""
     lines = [f"## {demo.title}", f"*{demo.kind}, running on {demo.device.type}*", ""]
+    lines += [f"**{demo.expects}**", ""] if demo.expects else []
     lines += [f"- **{name}:** {value}" for name, value in demo.facts.items()]
     return "\n".join(lines)
 
