@@ -84,13 +84,14 @@ def _classifier_page(demo: DemoModel) -> None:
     with gr.Row():
         with gr.Column():
             upload = gr.File(label="Drop an image", file_types=["image"], type="filepath", elem_id="upload")
-            preview = gr.Image(label="Your image", type="pil", format="png", interactive=False, elem_id="preview")
+            preview = gr.Image(label="Your image", type="pil", format="png", interactive=False, height=240,
+                              elem_id="preview")
         with gr.Column():
             labels = gr.Label(num_top_classes=TOP_K, label=f"Top-{TOP_K}", elem_id="labels")
     if demo.examples:
         gallery = gr.Gallery([(path, label) for path, label in demo.examples], label="Examples from the held-out "
                              "data (click one)", columns=len(demo.examples), height=150, allow_preview=False,
-                             interactive=False, object_fit="contain", elem_id="examples")
+                             interactive=False, object_fit="contain", buttons=[], elem_id="examples")
         # the gallery's own copies (Gradio's cache) go to the upload box, whose change event classifies them
         gallery.select(_pick_example, inputs=gallery, outputs=upload, api_name=False)
 
