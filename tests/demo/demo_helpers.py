@@ -53,7 +53,7 @@ def chromium_page(tmp_path, width: int = 1200, height: int = 900):
 
     sync_api = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright")
     profile = tmp_path / "chromium-profile"
-    profile.mkdir(exist_ok=True)
+    profile.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
