@@ -23,7 +23,7 @@ from hubtune.data import build_transforms
 from hubtune.errors import ConfigError
 from hubtune.gan import Generator
 from hubtune.hub import RUN_INFO_FILENAME, method_card_of
-from hubtune.hub.examples import describe_expected_input, read_demo_examples
+from hubtune.hub.examples import EXAMPLE_FILE, EXAMPLES_INDEX, MAX_EXAMPLES, describe_expected_input
 from hubtune.layouts import read_config
 from hubtune.layouts.files import fetch, read_json_file
 from hubtune.modeling import HubtuneForImageClassification
@@ -45,6 +45,7 @@ __all__ = [
     "generate_grid",
     "load_demo_model",
     "open_upload",
+    "read_demo_examples",
 ]
 
 MAX_IMAGES = 64
@@ -114,6 +115,27 @@ def load_demo_model(source: str | os.PathLike, *, device: str | torch.device | N
                      facts=_classifier_facts(source, revision, token),
                      transform=build_transforms(classifier.preprocessing, train=False), labels=labels,
                      examples=examples, expects=expects or describe_expected_input(classifier.preprocessing))
+
+
+def read_demo_examples(source: str, revision: str | None = None,
+                       token: str | None = None) -> tuple[list[tuple[str, str]], str | None]:
+    """([(local path, label)], the "expects" line) of the examples stored with ``source`` (an output folder or a Hub
+    repo id); ([], None) when it has none or they cannot be read."""
+    try:
+        index_path = fetch(source, EXAMPLES_INDEX, revision, token, required=False)
+        if not index_path:
+            return [], None
+        index = read_json_file(index_path, EXAMPLES_INDEX)
+        examples = []
+        for entry in index.get("examples", [])[:MAX_EXAMPLES]:
+            if not EXAMPLE_FILE.fullmatch(str(entry.get("file", ""))):
+                continue  # only the folder's own PNG files, whatever the index says
+            path = fetch(source, str(entry["file"]), revision, token, required=False)
+            if path:
+                examples.append((str(path), str(entry.get("label", ""))))
+        return examples, index.get("expects")
+    except Exception:  # noqa: BLE001 - examples are an extra: a model without readable ones still gets its page
+        return [], None
 
 
 def _generate_parameters(generator: Generator) -> set[str]:

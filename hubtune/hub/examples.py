@@ -5,8 +5,8 @@ Space, which reads them from the model repo) offers to click, and the one line t
 to 8 PNG images of the evaluation split (never seen in training), one class after another, and ``examples.json``
 lists them with their labels and the "expects" line (size and channels from the model's preprocessing, polarity
 from the images where they have one: scikit-learn's digits are light strokes on a dark background, and a dark digit
-on white paper is not what such a model learnt). :func:`read_demo_examples` reads them back from a folder or a Hub
-repo.
+on white paper is not what such a model learnt). :func:`hubtune.demo.model.read_demo_examples` reads them back from a
+folder or a Hub repo.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-__all__ = ["EXAMPLES_DIR", "EXAMPLES_INDEX", "MAX_EXAMPLES", "describe_expected_input", "read_demo_examples",
+__all__ = ["EXAMPLE_FILE", "EXAMPLES_DIR", "EXAMPLES_INDEX", "MAX_EXAMPLES", "describe_expected_input",
            "write_demo_examples"]
 
 EXAMPLES_DIR = "examples"
@@ -29,7 +29,7 @@ _MAX_SIDE = 512  # a larger example is stored shrunk to this (the folder stays s
 _POLARITY_SAMPLE = 64
 _DARK, _LIGHT = 64, 192
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
-_EXAMPLE_FILE = re.compile(r"examples/[A-Za-z0-9_.-]+\.png")  # border brightness (0-255) under / over which a background counts as dark / light
+EXAMPLE_FILE = re.compile(r"examples/[A-Za-z0-9_.-]+\.png")  # border brightness (0-255) under / over which a background counts as dark / light
 
 
 def _pick(labels: Sequence[int], count: int) -> list[int]:
@@ -106,26 +106,3 @@ def write_demo_examples(folder: str | Path, dataset: Any, id2label: dict[int, st
     index = {"examples": entries, "expects": describe_expected_input(preprocessing, sample)}
     (Path(folder) / EXAMPLES_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return [*written, EXAMPLES_INDEX]
-
-
-def read_demo_examples(source: str, revision: str | None = None,
-                       token: str | None = None) -> tuple[list[tuple[str, str]], str | None]:
-    """([(local path, label)], the "expects" line) of the examples stored with ``source`` (an output folder or a Hub
-    repo id); ([], None) when it has none or they cannot be read."""
-    from hubtune.layouts.files import fetch
-
-    try:
-        index_path = fetch(source, EXAMPLES_INDEX, revision, token, required=False)
-        if not index_path:
-            return [], None
-        index = json.loads(Path(index_path).read_text(encoding="utf-8"))
-        examples = []
-        for entry in index.get("examples", [])[:MAX_EXAMPLES]:
-            if not _EXAMPLE_FILE.fullmatch(str(entry.get("file", ""))):
-                continue  # only the folder's own PNG files, whatever the index says
-            path = fetch(source, str(entry["file"]), revision, token, required=False)
-            if path:
-                examples.append((str(path), str(entry.get("label", ""))))
-        return examples, index.get("expects")
-    except Exception:  # noqa: BLE001 - examples are an extra: a model without readable ones still gets its page
-        return [], None
