@@ -33,9 +33,9 @@ from hubtune.errors import HubtuneError
 __all__ = ["DEFAULT_HOST", "build_demo", "launch_demo"]
 
 DEFAULT_HOST = "127.0.0.1"
-# the grid of small images fills its box, pixels kept sharp (the PNG download keeps the native size)
+# the grid and the preview of small images fill their boxes, pixels kept sharp (the PNG download keeps the native size)
 _CSS = ("#grid img, #examples img, #preview img { image-rendering: pixelated; }\n"
-        "#grid img { width: 100%; height: 100%; object-fit: contain; }")
+        "#grid img, #preview img { width: 100%; height: 100%; object-fit: contain; }")
 
 
 def _in_page(fn: Callable[..., Any]) -> Callable[..., Any]:

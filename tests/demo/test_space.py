@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import io
+import json
 import os
 import re
 import zipfile
@@ -281,3 +282,21 @@ def test_the_wheel_is_the_same_bytes_for_the_same_code():
     from hubtune.hub.wheel import hubtune_wheel
 
     assert hubtune_wheel() == hubtune_wheel()
+
+
+def test_pip_accepts_the_wheel_and_it_installs_the_hubtune_command(tmp_path):
+    """The wheel is a valid one for pip (a visitor who clones the Space can `pip install` it)."""
+    from hubtune.hub.wheel import hubtune_wheel
+
+    name, data = hubtune_wheel()
+    (tmp_path / name).write_bytes(data)
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index",
+                           "--report", str(tmp_path / "report.json"), str(tmp_path / name)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (item,) = json.loads((tmp_path / "report.json").read_text())["install"]
+    assert item["metadata"]["name"] == "hubtune" and item["metadata"]["version"] == hubtune.__version__
+    with zipfile.ZipFile(tmp_path / name) as wheel:
+        assert "hubtune = hubtune.commands:main" in wheel.read(f"hubtune-{hubtune.__version__}.dist-info/"
+                                                               "entry_points.txt").decode()
+        assert "hubtune/model_cards/classifier.md" in wheel.namelist()
