@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import os
 import importlib
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,15 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
-from hubtune.arguments import check_file_values, check_number, given_options, option_names, parse_command_line
+from hubtune.arguments import (
+    check_file_values,
+    check_number,
+    given_options,
+    option_names,
+    optional_flag,
+    parse_command_line,
+    registry_fields,
+)
 from hubtune.backbones import names_weights
 from hubtune.errors import ConfigError, MethodError
 from hubtune.hub.push import validate_repo_id
@@ -168,18 +175,9 @@ class FinetuneTrainingArguments(TrainingArguments):
 # ------------------------------------------------------------------------------------------ method arguments
 
 
-def _knob_fields() -> dict[str, tuple[Any, list[str]]]:
-    """Every knob of every registered method: name -> (type, methods that have it)."""
-    knobs: dict[str, tuple[Any, list[str]]] = {}
-    for name in available_methods():
-        config_class = get_method(name).config_class
-        hints = typing.get_type_hints(config_class)
-        for f in dataclasses.fields(config_class):
-            if f.name == "preset":
-                continue
-            kind, owners = knobs.get(f.name, (hints[f.name], []))
-            knobs[f.name] = (kind, [*owners, name])
-    return knobs
+def _knob_fields() -> dict[str, tuple[Any, dataclasses.Field, list[str]]]:
+    """Every knob of every registered method: name -> (type, first field, methods that have it)."""
+    return registry_fields(((name, get_method(name).config_class) for name in available_methods()), skip=("preset",))
 
 
 def method_arguments_class(with_method: bool = True) -> type:
@@ -196,9 +194,8 @@ def method_arguments_class(with_method: bool = True) -> type:
         ("preset", str, field(default="paper", metadata={
             "help": "the method's preset: paper (as published) or reference (the public script's semantics)"})),
     ]
-    for knob, (kind, owners) in _knob_fields().items():
-        annotation = kind if type(None) in typing.get_args(kind) else kind | None
-        fields_.append((knob, annotation, field(default=None, metadata={"help": f"knob of {', '.join(owners)}"})))
+    for knob, (kind, _, owners) in _knob_fields().items():
+        fields_.append((knob, *optional_flag(kind, f"knob of {', '.join(owners)}")))
 
     def given_knobs(self) -> dict[str, Any]:
         """The knobs set (not None); MethodError for a knob that belongs to another method."""
