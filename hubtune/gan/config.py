@@ -384,13 +384,9 @@ class GANHubArguments:
             raise ConfigError("push_to_hub needs hub_model_id ORG/NAME (--hub_model_id ORG/NAME).")
         if self.push_to_hub and not self.export_generator:
             raise ConfigError("push_to_hub needs export_generator=True (the pushed generator is the exported one)")
-        if self.hub_space is not None:
-            if not (self.push_to_hub and self.hub_model_id):
-                raise ConfigError("hub_space needs push_to_hub and hub_model_id ORG/NAME (--push_to_hub --hub_model_id "
-                                  "ORG/NAME --hub_space NAME): the Space shows that model.")
-            from hubtune.hub.space import space_id_for  # (the Hub client: imported only when a Space is asked for)
-
-            space_id_for(self.hub_space, self.hub_model_id)  # a bad Space name fails now, not after training
+        if self.hub_space is not None and not (self.push_to_hub and self.hub_model_id):
+            raise ConfigError("hub_space needs push_to_hub and hub_model_id ORG/NAME (--push_to_hub --hub_model_id "
+                              "ORG/NAME --hub_space NAME): the Space shows that model.")
 
 
 _PARTS = {"data": GANDataArguments, "model": GANModelArguments, "optim": GANOptimArguments,

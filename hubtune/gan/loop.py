@@ -75,6 +75,7 @@ from hubtune.gan.config import (
 from hubtune.gan.data import ImageSet, StepBatchSampler, load_image_set
 from hubtune.gan.metrics import evaluate_generator
 from hubtune.gan.models import Discriminator, Generator, as_discriminator
+from hubtune.hub.space import space_id_for
 from hubtune.losses.adaptive_mix import AdaptiveMix
 from hubtune.runs.checkpoints import last_complete, publish_checkpoint, refuse_past_the_end, resolve_resume
 from hubtune.runs.checkpoints import staging_folder
@@ -342,6 +343,8 @@ def prepare_run(config: GANTrainingConfig, generator: Generator | None = None, d
     regularisers; restore the checkpoint's state (or seed each process), start the trackers, write
     ``training_config.json``."""
     configure_backends()
+    if config.hub.hub_space:
+        space_id_for(config.hub.hub_space, config.hub.hub_model_id)  # a bad Space name fails before training
     output_dir = Path(config.output_dir)
     resume_from = resolve_resume(output_dir, config.resume_from_checkpoint, check_files=ckpt.read_trainer_state)
     settings = config.to_dict()

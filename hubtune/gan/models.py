@@ -393,6 +393,9 @@ def _check_constructor_types(target: type, kwargs: dict[str, Any], config_path: 
             )
 
 
+_DOWNLOAD_OPTIONS = ("revision", "cache_dir", "force_download", "local_files_only", "token")  # what the mixin passes
+
+
 def _fetch(source: str, filename: str, hub: dict[str, Any]) -> str:
     """The path of ``filename`` in a generator folder, or downloaded from the Hub repo ``source`` (as the mixin
     downloads it); GeneratorLoadError saying why it cannot be had."""
@@ -557,31 +560,20 @@ class Generator(
             raise err
 
     @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        force_download: bool = False,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        map_location: str | torch.device = "cpu",
-        strict: bool = True,
-        config: dict[str, Any] | None = None,
-        **model_kwargs: Any,
-    ) -> "Generator":
+    def _from_pretrained(cls, *, model_id: str, config: dict[str, Any] | None = None,
+                         map_location: str | torch.device = "cpu", strict: bool = True, **kwargs: Any) -> "Generator":
         """The mixin's loading hook: build the registered subclass that config.json's ``arch`` names (``config``, the
         mixin's reading of it) and load ``model.safetensors`` strictly with the mixin's safetensors loader
         (``_load_as_safetensor``), the file fetched as the mixin fetches it (``hf_hub_download``; a folder's own file).
         Not the mixin's ``_from_pretrained`` itself: it prints a line on every local load and, on the Hub, falls back
         to unpickling ``pytorch_model.bin``. Any unloadable folder or repo raises :class:`GeneratorLoadError`.
 
-        ``model_kwargs`` (filled by the mixin from config.json, or given by the caller) override constructor
-        arguments of the subclass; other keys are ignored.
+        ``kwargs``: the mixin's download options (``revision``, ``cache_dir``, ``force_download``,
+        ``local_files_only``, ``token``), then the model's (filled by the mixin from config.json, or given by the
+        caller), which override constructor arguments of the subclass; other keys are ignored.
         """
-        hub = dict(revision=revision, cache_dir=cache_dir, force_download=force_download,
-                   local_files_only=local_files_only, token=token)
+        hub = {name: kwargs.pop(name) for name in _DOWNLOAD_OPTIONS if name in kwargs}
+        model_kwargs = kwargs
         if config is None:  # the mixin found none: say why (missing here, not in the cache, not a repository)
             _read_generator_config(_fetch(model_id, CONFIG_NAME, hub), model_id)
         target, kwargs = _generator_class_and_arguments(cls, model_id, config, model_kwargs)

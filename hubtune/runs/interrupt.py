@@ -7,7 +7,8 @@ shell's code for the signal (130 for Ctrl-C, 143 for SIGTERM).
   again, of the same kind, with where to resume from as its message;
 * :func:`exit_line` (used by the command line's error handler): the one line printed and the exit code.
 
-Light to import (no torch, no transformers): the command line takes it before any command runs.
+Light to import (no torch, no transformers, as :mod:`hubtune.runs.checkpoints`): the command line takes it before
+any command runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import signal
 from collections.abc import Iterator
 
 from hubtune.errors import Terminated
+from hubtune.runs.checkpoints import last_complete
 
 __all__ = ["exit_line", "resumable_on_interrupt", "sigterm_as_interrupt", "where_to_resume"]
 
@@ -35,8 +37,6 @@ def resumable_on_interrupt(output_dir: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt as e:
-        from hubtune.runs.checkpoints import last_complete  # (transformers, only when interrupted)
-
         raise type(e)(where_to_resume(last_complete(output_dir))) from None
 
 

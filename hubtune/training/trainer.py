@@ -23,14 +23,18 @@ from hubtune.errors import CheckpointError, NonFiniteLossError, WeightsFileError
 from hubtune.hub import write_model_card
 from hubtune.layouts import read_config
 from hubtune.manifest import write_manifest
-from hubtune.runs.checkpoints import checkpoint_step, last_complete, publish_checkpoint, refuse_past_the_end
-from hubtune.runs.checkpoints import resolve_resume as resolve_checkpoint
-from hubtune.runs.checkpoints import staging_folder
+from hubtune.runs.checkpoints import (
+    checkpoint_step,
+    last_complete,
+    publish_checkpoint,
+    refuse_past_the_end,
+    resolve_resume,
+    staging_folder,
+)
 from hubtune.training.callbacks import MethodPreparationCallback
 from hubtune.training.recipes import Setting, recipe_conflicts, resolve_training_settings, settings_to_json
 
-__all__ = ["HubtuneTrainer", "compute_accuracy", "last_checkpoint_in", "resolve_resume"]
-
+__all__ = ["HubtuneTrainer", "compute_accuracy", "last_checkpoint_in"]
 
 
 def compute_accuracy(eval_pred) -> dict[str, float]:
@@ -41,9 +45,7 @@ def compute_accuracy(eval_pred) -> dict[str, float]:
     return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
 
 
-def last_checkpoint_in(output_dir: str | os.PathLike) -> Path | None:
-    """The newest complete ``checkpoint-N`` folder of ``output_dir`` (:func:`hubtune.runs.checkpoints.last_complete`)."""
-    return last_complete(output_dir)
+last_checkpoint_in = last_complete  # the newest complete checkpoint-N folder (the name hubtune.training exports)
 
 
 def _check_weights_readable(checkpoint: Path) -> None:
@@ -61,11 +63,11 @@ def _check_weights_readable(checkpoint: Path) -> None:
                                "checkpoint (give its folder to --resume_from_checkpoint).") from e
 
 
-def resolve_resume(output_dir: str | os.PathLike, resume: str | bool | None, model_config: Any = None) -> str | None:
+def _checkpoint_to_resume(output_dir: str | os.PathLike, resume: str | bool | None, model_config: Any) -> str | None:
     """The checkpoint folder to resume from (:func:`hubtune.runs.checkpoints.resolve_resume`: the last complete,
     unchanged one for ``True``, or the given folder after checking it), its weights readable and, given
     ``model_config``, of this model."""
-    checkpoint = resolve_checkpoint(output_dir, resume, check_files=_check_weights_readable)
+    checkpoint = resolve_resume(output_dir, resume, check_files=_check_weights_readable)
     if checkpoint is None:
         return None
     if model_config is not None:
@@ -160,7 +162,7 @@ class HubtuneTrainer(Trainer):
         """Trainer's ``train``; ``resume_from_checkpoint=True`` takes the last COMPLETE checkpoint, and a
         checkpoint of another model is refused with a message naming both."""
         model_config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
-        resume = resolve_resume(self.args.output_dir, resume_from_checkpoint, model_config)
+        resume = _checkpoint_to_resume(self.args.output_dir, resume_from_checkpoint, model_config)
         self._resumed_at_step = checkpoint_step(resume)
         if resume is not None:
             refuse_past_the_end(resume, self.args.max_steps, self.args.num_train_epochs)
