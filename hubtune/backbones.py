@@ -91,11 +91,39 @@ class Backbone(nn.Module):
         self.num_features = int(num_features)
         self.source_classifier = source_classifier
 
-    def _raw_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def pooled_with(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The pooled features of ``model``: this backbone's library model or a copy of it (DELTA's frozen start)."""
         raise NotImplementedError
 
+    def feature_levels(self) -> list[tuple[str, Any]]:
+        """The modules (names inside :attr:`model`) whose outputs the library returns as intermediate feature maps,
+        in depth order, each with its resolution (a reduction factor, or an index for a list of stages)."""
+        raise NotImplementedError
+
+    def feature_map_modules(self, count: int = 4) -> list[str]:
+        """``count`` of :meth:`feature_levels` at increasing depth: the last module of each of the last ``count``
+        resolutions (a ResNet's four stages), or ``count`` blocks evenly spaced up to the last one when every block
+        keeps one resolution (a ViT)."""
+        levels = self.feature_levels()
+        return _pick_levels([name for name, _ in levels], [reduction for _, reduction in levels], count)
+
+    def pooled_and_maps(self, model: nn.Module, pixel_values: torch.Tensor,
+                        names: list[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """In one pass of ``model`` (this backbone's library model or a copy of it): the pooled features and the
+        outputs of the :meth:`feature_levels` ``names`` (in depth order), through the library's own API (timm's
+        ``forward_intermediates``, transformers' ``output_hidden_states``), so that ``torch.compile`` sees no hooks."""
+        raise NotImplementedError
+
+    def _level_indices(self, names: list[str]) -> list[int]:
+        levels = [name for name, _ in self.feature_levels()]
+        unknown = [name for name in names if name not in levels]
+        if unknown:
+            raise BackboneError(f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a feature level of "
+                                f"{self.spec.get('name')!r}; its levels are: {', '.join(levels)}.")
+        return [levels.index(name) for name in names]
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        feats = self._raw_features(pixel_values)
+        feats = self.pooled_with(self.model, pixel_values)
         if feats.ndim != 2:
             raise BackboneError(
                 f"Backbone {self.spec.get('name')!r} yields features of shape {tuple(feats.shape)}, not pooled "
@@ -105,18 +133,56 @@ class Backbone(nn.Module):
         return feats
 
 
+def _pick_levels(names: list[str], reductions: list[Any], count: int) -> list[str]:
+    """The last name of each of the last ``count`` distinct reductions; with a single reduction, ``count`` names evenly
+    spaced up to the last (``[2, 5, 8, 11]`` of 12)."""
+    if len(set(reductions)) > 1:
+        last_of = {}
+        for name, reduction in zip(names, reductions):
+            last_of[reduction] = name  # insertion order follows depth; a later block of one resolution wins
+        return list(last_of.values())[-count:]
+    count = min(count, len(names))
+    return [names[round((i + 1) * len(names) / count) - 1] for i in range(count)]
+
+
 class TimmBackbone(Backbone):
     library = "timm"
 
-    def _raw_features(self, pixel_values):
-        return self.model(pixel_values)
+    def pooled_with(self, model, pixel_values):
+        return model(pixel_values)
+
+    def feature_levels(self) -> list[tuple[str, Any]]:
+        info = getattr(self.model, "feature_info", None)
+        if not info or not hasattr(self.model, "forward_intermediates"):
+            raise BackboneError(f"timm model {self.spec.get('name')!r} has no feature_info / forward_intermediates, "
+                                "so its intermediate feature maps cannot be read; use another backbone or method.")
+        return [(dict(e)["module"], dict(e).get("reduction")) for e in info]
+
+    def pooled_and_maps(self, model, pixel_values, names):
+        final, maps = model.forward_intermediates(pixel_values, indices=self._level_indices(names))
+        return model.forward_head(final), list(maps)
 
 
 class TransformersBackbone(Backbone):
     library = "transformers"
 
-    def _raw_features(self, pixel_values):
-        return self.model(pixel_values=pixel_values).logits
+    def pooled_with(self, model, pixel_values):
+        return model(pixel_values=pixel_values).logits
+
+    def feature_levels(self) -> list[tuple[str, Any]]:
+        # The outermost list of blocks, whose outputs are hidden_states[1:]: ``vit.layers`` (transformers 5's ViT),
+        # ``*.encoder.layer`` (DeiT, DINOv2, BEiT), ``*.encoder.layers`` (Swin) or ``*.encoder.stages`` (ConvNeXt,
+        # ResNet; stages change resolution).
+        for name, module in self.model.named_modules():
+            if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers", "stages", "blocks"):
+                staged = name.endswith("stages")
+                return [(f"{name}.{i}", i if staged else 0) for i in range(len(module))]
+        raise BackboneError(f"transformers model {self.spec.get('name')!r} has no list of blocks (layers, encoder.layer "
+                            "or encoder.stages) whose hidden states could be read; use another backbone or method.")
+
+    def pooled_and_maps(self, model, pixel_values, names):
+        out = model(pixel_values=pixel_values, output_hidden_states=True)
+        return out.logits, [out.hidden_states[i + 1] for i in self._level_indices(names)]
 
 
 # --------------------------------------------------------------------------------------------- helpers

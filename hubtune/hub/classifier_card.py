@@ -247,6 +247,7 @@ def render_classifier_card(
         "results": [{"name": n, "value": _format_value(v)} for n, v in results],
         "hyperparameters": hyperparameters,
         "hyperparameter_sources": bool(sources),
+        "parameter_groups": _parameter_groups(run_info),
         "ood_table": ood_table if isinstance(ood_table, str) and ood_table.strip() else None,
         "training_curve": training_curve,
         **_label_values(run_info),
@@ -254,6 +255,16 @@ def render_classifier_card(
     }
     card_data = _card_data(run_info, method_card, base_model, model_name, eval_results, license)
     return ModelCard.from_template(card_data, template_str=load_template("classifier"), **template_kwargs)
+
+
+def _parameter_groups(run_info: dict[str, Any]) -> list[dict[str, str]] | None:
+    """Rows of the learning rate per model part, when the parts train at different rates (lr_multipliers)."""
+    groups = [g for g in run_info.get("parameter_groups") or [] if isinstance(g, dict)]
+    if len({g.get("learning_rate") for g in groups}) < 2:
+        return None
+    return [{"part": str(g.get("part")), "learning_rate": _format_value(g.get("learning_rate")),
+             "multiplier": _format_value(g.get("lr_multiplier")), "parameters": f"{int(g.get('parameters', 0)):,}"}
+            for g in groups]
 
 
 def plot_training_curve(log_history: list[dict[str, Any]], path: str | Path) -> Path | None:

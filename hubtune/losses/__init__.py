@@ -17,7 +17,8 @@ _EXPORTS: dict[str, str] = {
     "AdaptiveMixSettings": "hubtune.losses.adaptive_mix_settings",
     **dict.fromkeys(("L2SPLoss", "L2SPLossOutput", "l2_sp_penalty", "squared_distance"), "hubtune.losses.l2_sp"),
     **dict.fromkeys(("BSSLoss", "batch_spectral_shrinkage"), "hubtune.losses.bss"),
-    **dict.fromkeys(("DeltaLoss", "channel_attention", "channels_first", "delta_feature_penalty"), "hubtune.losses.delta"),
+    **dict.fromkeys(("DeltaLoss", "attention_from_importance", "channels_first", "delta_feature_penalty"),
+                   "hubtune.losses.delta"),
     **dict.fromkeys(("CoTuningLoss", "accumulate_relationship", "category_relationship", "co_tuning_loss"),
                     "hubtune.losses.co_tuning"),
 }

@@ -1,15 +1,22 @@
 """DELTA: deep learning transfer using feature-map attention (Li, Xiong, Wang, Rao, Liu, Chen, Huan, ICLR 2019,
-arXiv 1901.09229).
+arXiv 1901.09229), in the form of the authors' code (lixingjian/DELTA 6ba10d2) and tllib's (thuml/Transfer-Learning-
+Library c4aa59e, tllib/regularization/delta.py):
 
-    Omega(w) = alpha * mean_b sum_c W_bc * ||FM_c(w, x_b) - FM_c(w0, x_b)||^2  +  beta / 2 * ||w_new||^2
+    Omega(w) = alpha * sum_j 1/2 * sum_b sum_c  C_j * a_jc * ||FM_jc(w, x_b) - FM_jc(w0, x_b)||^2 / P_j
+               + beta * 1/2 * ||w_new||^2
 
-FM_c is channel c of the backbone's last feature map (a CNN's C x H x W map, a ViT's N tokens x D), w0 the
-starting backbone (frozen), ||.||^2 the sum over the channel's positions. The attention W_b. is the paper's
-"supervised attention": the softmax over channels of how much the classification loss of sample b grows when
-channel c is removed. Removing channel c of the map removes coordinate c of the pooled feature (average
-pooling, CLS token: the pooled feature's coordinate c is read from channel c only), so for all channels at
-once: logits_c = logits - f_c * W[:, c]; W_b. = softmax_c(CE(logits_c, y_b) - CE(logits, y_b)), computed from the
-starting features f = pool(FM(w0, x)) and the current classifier, without gradient. docs/methods.md, section 7.
+over the regularised layers j (the authors hook the last conv of each of ResNet's four stages, train.py:126-129),
+with FM_jc channel c of layer j's output (P_j positions: H x W of a CNN map, the tokens of a ViT), w0 the starting
+weights (a frozen copy in eval mode), a sum over the batch (not a mean) and the factor C_j / P_j: DELTA train.py:
+167-178 (``distance = c * channel_weights[i] * ||.||^2 / (h * w)``, ``fea_loss += 0.5 * sum``), tllib
+delta.py:133-144. The head term: train.py:142-147 (``0.5 * ||param||^2`` over the new fc layer, weight and bias).
+
+The channel attention a_j is computed ONCE, before fine-tuning, from filter importance on the pre-trained model:
+the importance of channel c is the mean, over a few training batches, of the increase of the cross-entropy when
+channel c of layer j's output is zeroed (channel_eval.py:178-202 zeroes filter c of the hooked conv, which is the
+same), measured with a linear classifier trained on the frozen pre-trained features (channel_eval.py:102-166).
+Each layer's importances are standardised and passed through a softmax at temperature 5 (train.py:111-116,
+tllib delta.py:224-229): :func:`attention_from_importance`. docs/methods.md, section 7.
 """
 
 from __future__ import annotations
@@ -21,10 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hubtune.losses._precision import at_least_float32
-
 from hubtune.losses.l2_sp import squared_distance
 
-__all__ = ["DeltaLoss", "channels_first", "channel_attention", "delta_feature_penalty"]
+__all__ = ["ATTENTION_TEMPERATURE", "DeltaLoss", "attention_from_importance", "channels_first",
+           "delta_feature_penalty"]
+
+# The softmax temperature of the standardised importances: DELTA train.py:115 (``F.softmax(cw / 5)``), tllib
+# delta.py:229.
+ATTENTION_TEMPERATURE = 5.0
 
 
 def channels_first(feature_map: Tensor) -> Tensor:
@@ -36,46 +47,41 @@ def channels_first(feature_map: Tensor) -> Tensor:
     raise ValueError(f"A feature map must be (B, C, H, W) or (B, tokens, D), got shape {tuple(feature_map.shape)}.")
 
 
-@torch.no_grad()
-def channel_attention(features: Tensor, labels: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """(B, C) softmax over channels of the loss increase when pooled-feature channel c is removed.
-
-    features: (B, C) pooled starting features; weight: (K, C) and bias: (K,) the classifier. Costs B x C x K.
-    """
-    f = at_least_float32(features)
-    w = at_least_float32(weight)
-    logits = F.linear(f, w, at_least_float32(bias) if bias is not None else None)  # (B, K)
-    removed = logits[:, None, :] - f[:, :, None] * w.t()[None, :, :]                        # (B, C, K)
-    base = torch.logsumexp(logits, dim=1) - logits.gather(1, labels[:, None]).squeeze(1)   # (B,)
-    target = removed.gather(2, labels[:, None, None].expand(-1, f.shape[1], 1)).squeeze(2)  # (B, C)
-    increase = torch.logsumexp(removed, dim=2) - target - base[:, None]
-    return torch.softmax(increase, dim=1)
+def attention_from_importance(importance: Tensor, temperature: float = ATTENTION_TEMPERATURE) -> Tensor:
+    """One layer's channel attention (C,) from its channels' importance (C,): ``softmax(z / temperature)`` of the
+    standardised importance ``z = (w - mean) / std`` (population std, numpy's default in the references); uniform
+    when every channel is equally important (std 0)."""
+    w = importance.double()
+    std = w.std(unbiased=False)
+    if not bool(torch.isfinite(std)) or float(std) == 0.0:
+        return torch.full_like(importance, 1.0 / importance.numel(), dtype=torch.float32)
+    return torch.softmax((w - w.mean()) / std / temperature, dim=0).float()
 
 
 def delta_feature_penalty(feature_maps: Sequence[Tensor], start_maps: Sequence[Tensor],
                           attentions: Sequence[Tensor]) -> Tensor:
-    """``sum_j mean_b sum_c W_jbc * ||FM_jbc - FM0_jbc||^2`` over layers j, in float32; maps as (B, C, positions)."""
+    """``sum_j 1/2 sum_b sum_c C_j * a_jc * ||FM_jbc - FM0_jbc||^2 / P_j`` in float32; maps as (B, C, positions),
+    attentions (C,) per layer, the starting maps without gradient."""
     total = torch.zeros((), dtype=torch.float32, device=feature_maps[0].device)
     for fm, fm0, att in zip(feature_maps, start_maps, attentions, strict=True):
-        distance = (at_least_float32(fm) - at_least_float32(fm0)).pow(2).sum(dim=2)  # (B, C)
-        total = total + (at_least_float32(att) * distance).sum(dim=1).mean()
+        channels, positions = fm.shape[1], fm.shape[2]
+        distance = (at_least_float32(fm) - at_least_float32(fm0).detach()).pow(2).sum(dim=2)  # (B, C)
+        total = total + 0.5 * (channels / positions) * (distance * at_least_float32(att)).sum()
     return total
 
 
 class DeltaLoss(nn.Module):
     """Cross-entropy plus DELTA's attention-weighted feature-map distance and L2 on the new head; owns no
-    parameters. Maps as (B, C, positions); ``start_features`` the starting model's pooled features."""
+    parameters. Maps as (B, C, positions) (see :func:`channels_first`)."""
 
     def __init__(self, alpha: float = 0.01, beta: float = 0.01):
         super().__init__()
         self.alpha = float(alpha)
         self.beta = float(beta)
 
-    def forward(self, logits: Tensor, labels: Tensor, feature_map: Tensor, start_map: Tensor, start_features: Tensor,
-                classifier: nn.Linear, new_params: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, logits: Tensor, labels: Tensor, feature_maps: Sequence[Tensor], start_maps: Sequence[Tensor],
+                attentions: Sequence[Tensor], new_params: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         ce = F.cross_entropy(at_least_float32(logits), labels)
-        attention = channel_attention(start_features, labels, classifier.weight.detach(),
-                                      classifier.bias.detach() if classifier.bias is not None else None)
-        feature_term = self.alpha * delta_feature_penalty([feature_map], [start_map], [attention])
+        feature_term = self.alpha * delta_feature_penalty(feature_maps, start_maps, attentions)
         head_term = 0.5 * self.beta * squared_distance(new_params)
         return ce + feature_term + head_term, ce, feature_term, head_term

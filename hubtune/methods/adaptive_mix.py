@@ -78,12 +78,15 @@ class AdaptiveMixMethod(TrainingMethod):
     )
     citation = CITATION
     tags = ("adaptivemix",)
-    # The paper trains its classifiers from scratch (WRN-28-10 on CIFAR); for fine-tuning hubtune uses Core-tuning's
-    # SGD recipe but keeps gradient clipping at 1.0: AdaptiveMix's loss on mixed images gives gradient norms of 20-120
+    # The authors' classifier script trains from scratch (WentianZhang-ML/AdaptiveMix, classification/train.py:108:
+    # SGD momentum 0.9, weight decay 5e-4, lr 0.1 (train.py:29) on a step schedule (classification/config.py), a
+    # WRN-28-10 on CIFAR); there is no fine-tuning recipe to follow. For fine-tuning hubtune uses Core-tuning's SGD
+    # recipe but keeps gradient clipping at 1.0: AdaptiveMix's loss on mixed images gives gradient norms of 20-120
     # in few-label fine-tuning, and without clipping it diverged (digits, 10 labels per class, MobileNetV2: about 70%
     # against CE's 90%; README, Evidence).
     recipe = {**SGD_FINE_TUNING_RECIPE, "max_grad_norm": 1.0}
-    recipe_source = "Core-tuning's fine-tuning recipe with clipping at 1.0 kept (measured by hubtune; the paper trains from scratch)"
+    recipe_source = ("Core-tuning's fine-tuning recipe with clipping at 1.0 kept (measured by hubtune; the authors' "
+                     "script, WentianZhang-ML/AdaptiveMix classification/train.py:108, trains from scratch)")
 
     def model_defaults(self) -> dict[str, Any]:
         if self.config.preset == "reference":

@@ -21,19 +21,48 @@ from torch import Tensor, nn
 
 from hubtune.errors import MethodError
 
-__all__ = ["MethodConfig", "MethodOutput", "TrainingMethod", "FrozenCopy", "SGD_FINE_TUNING_RECIPE"]
+__all__ = ["MethodConfig", "MethodOutput", "TrainingMethod", "FrozenCopy", "SGD_FINE_TUNING_RECIPE",
+           "TLLIB_FINE_TUNING_RECIPE"]
 
-# The fine-tuning recipe of the Core-tuning paper (Zhang et al. 2021, section 5 and its public script), used there
-# for Core-tuning and for its cross-entropy baseline alike: SGD with Nesterov momentum 0.9, learning rate 0.01,
-# weight decay 1e-4, a cosine schedule, no warm-up and no gradient clipping. Clipping matters: the Trainer's
-# default (max_grad_norm=1.0) shrinks every few-label fine-tuning step about tenfold (gradient norms of 8-11),
-# which hides the difference between methods (see docs/methods.md, "Training recipes").
+# Citations below name a file and line of the authors' public code at the commit read: Vanint/Core-tuning f70e1bf,
+# thuml/Transfer-Learning-Library (tllib) c4aa59e, lixingjian/DELTA 6ba10d2, WentianZhang-ML/AdaptiveMix 163e5d5.
+
+# The fine-tuning recipe of the Core-tuning paper's public script, used there for Core-tuning and for its
+# cross-entropy baseline alike (Vanint/Core-tuning, Core-tuning.py:339-340: ``optim.SGD(model.parameters(), lr,
+# momentum, weight_decay, nesterov=True)`` and ``CosineAnnealingLR``; defaults lr 0.01 at :61, momentum 0.9 at :68,
+# weight decay 1e-4 at :70; no warm-up and no gradient clipping anywhere in the script). One deliberate difference:
+# the script decays every parameter, hubtune leaves biases and normalisation parameters out (timm's and the
+# Trainer's convention, ``filter_bias_and_bn``); benchmarks/results/recipe_checks.md measures what that changes.
+# Clipping matters: the Trainer's default (max_grad_norm=1.0) shrinks every few-label fine-tuning step about
+# tenfold (gradient norms of 8-11), which hides the difference between methods (docs/methods.md, "Training recipes").
 SGD_FINE_TUNING_RECIPE: dict[str, Any] = {
     "optim": "sgd",
     "optim_args": "momentum=0.9,nesterov=True",
     "learning_rate": 0.01,
     "lr_scheduler_type": "cosine",
     "weight_decay": 1e-4,
+    "warmup_steps": 0,
+    "max_grad_norm": 0.0,
+}
+
+# tllib's fine-tuning recipe, shared by its L2-SP, BSS, DELTA and Co-Tuning scripts and by its plain fine-tuning
+# baseline (examples/task_adaptation/image_classification/erm.py): SGD with Nesterov momentum 0.9 (erm.py:96-97 via
+# ``SGD(..., nesterov=True)``; bss.py:68, co_tuning.py:96, delta.py:76), learning rate 0.01 (erm.py:179,
+# co_tuning.py:217, bss.py:184, delta.py:334), the pre-trained backbone at 0.1x that rate: every task's command line
+# in erm.sh, bss.sh, delta.sh and co_tuning.sh passes ``--finetune``, which tllib/modules/classifier.py:93
+# (``get_parameters``) turns into ``lr = 0.1 * base_lr`` for the backbone; weight decay 5e-4 on every parameter
+# (erm.py:185, bss.py:190, co_tuning.py:223; ``SGD(params, weight_decay=args.wd)`` decays biases and BatchNorm too).
+# Deliberate differences, the same for every method so that only the regulariser and its reference rates differ: a
+# cosine schedule instead of tllib's step decay (``MultiStepLR`` x0.1 at epoch 12 of 20, erm.py:181-182), since the
+# training length is the user's; no warm-up and no clipping, as in tllib.
+TLLIB_FINE_TUNING_RECIPE: dict[str, Any] = {
+    "optim": "sgd",
+    "optim_args": "momentum=0.9,nesterov=True",
+    "learning_rate": 0.01,
+    "lr_multipliers": "backbone=0.1",
+    "lr_scheduler_type": "cosine",
+    "weight_decay": 5e-4,
+    "filter_bias_and_bn": False,
     "warmup_steps": 0,
     "max_grad_norm": 0.0,
 }
@@ -106,8 +135,9 @@ class TrainingMethod:
 
     ``recipe`` is the training recipe of the method's paper or public script: ``transformers.TrainingArguments``
     names (``optim``, ``optim_args``, ``learning_rate``, ``lr_scheduler_type``, ``weight_decay``,
-    ``max_grad_norm``, ``warmup_steps`` ...) and, where a knob's value depends on them, knob names, mapped to
-    values; ``recipe_source`` says where it comes from. ``hubtune finetune``, config files, ``run_finetune`` and
+    ``max_grad_norm``, ``warmup_steps`` ...), hubtune's optimizer options (``lr_multipliers`` per model part,
+    ``filter_bias_and_bn``; :mod:`hubtune.training.param_groups`) and, where a knob's value depends on them, knob
+    names, mapped to values; ``recipe_source`` says where it comes from (repository, file and line). ``hubtune finetune``, config files, ``run_finetune`` and
     ``hubtune compare`` apply it under what the user gave and over hubtune's general defaults
     (:mod:`hubtune.training.recipes`); ``HubtuneTrainer`` warns when plain ``TrainingArguments`` contradict it.
     """
@@ -124,6 +154,9 @@ class TrainingMethod:
     recipe_source: ClassVar[str] = ""
     # Whether the method needs the pretrained weights' own classifier (Backbone.source_classifier, Co-Tuning).
     uses_source_classifier: ClassVar[bool] = False
+    # Training parts that hold pre-trained weights besides the backbone (Co-Tuning's source head): a recipe's
+    # learning-rate multiplier for ``backbone`` applies to them too unless it names them (hubtune.training.param_groups).
+    pretrained_parts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: MethodConfig | dict[str, Any] | None = None):
         if not isinstance(config, MethodConfig):
@@ -161,12 +194,21 @@ class TrainingMethod:
         return {}
 
     def prepare(self, model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> None:
-        """Work on the training data before the first step (Co-Tuning's category relationship); a no-op by default.
+        """Work on the training data before the first step (Co-Tuning's category relationship, DELTA's channel
+        attention); a no-op by default.
 
-        ``HubtuneTrainer`` runs (``hubtune finetune``, ``hubtune compare``) call it at the start of training with
-        the training dataloader; a hand-written loop calls ``model.method.prepare(model, train_dataloader)``.
+        ``batches`` are the training images under the EVALUATION transform (no random crops or flips), in a fixed
+        order, as the references compute these quantities (tllib co_tuning.py:36-37 and :83-84 build a
+        ``determin_train_loader`` with ``val_transform``); in several processes each process gets its own part.
+        ``HubtuneTrainer`` runs (``hubtune finetune``, ``hubtune compare``) call it at the start of training with a
+        loader over ``preparation_dataset``; a hand-written loop calls ``model.method.prepare(model, loader)``.
         It must do nothing when a resumed checkpoint already holds its result.
         """
+
+    @classmethod
+    def needs_preparation(cls) -> bool:
+        """Whether :meth:`prepare` does anything (the subclass overrides it)."""
+        return cls.prepare is not TrainingMethod.prepare
 
     def no_weight_decay(self, model: nn.Module) -> set[str]:
         """Names of the parameters (as ``model.named_parameters()`` gives them) that the Trainer's weight decay must

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from hubtune.errors import ConfigError
 from hubtune.losses.bss import BSSLoss
-from hubtune.methods.base import SGD_FINE_TUNING_RECIPE, MethodConfig, MethodOutput, TrainingMethod, detach_components
+from hubtune.methods.base import TLLIB_FINE_TUNING_RECIPE, MethodConfig, MethodOutput, TrainingMethod, detach_components
 from hubtune.methods.registry import register_method
 
 __all__ = ["BSSConfig", "BSSMethod"]
@@ -32,8 +32,10 @@ class BSSConfig(MethodConfig):
     """BSS's knobs.
 
     Args:
-        eta: weight of the penalty.
-        k: how many of the smallest singular values of the batch's feature matrix are shrunk.
+        eta: weight of the penalty; 0.001 is tllib's ``--trade-off`` default (thuml/Transfer-Learning-Library,
+            examples/task_adaptation/image_classification/bss.py:178).
+        k: how many of the smallest singular values of the batch's feature matrix are shrunk; 1 is tllib's ``-k``
+            default (bss.py:175; tllib/regularization/bss.py:40).
     """
 
     PRESETS: ClassVar[tuple[str, ...]] = ("paper",)
@@ -62,10 +64,11 @@ class BSSMethod(TrainingMethod):
     citation = CITATION
     tags = ("bss",)
     weight_attribute = "eta"
-    # Chen et al. 2019, section 5 (as recalled): eta = 0.001, k = 1, added to ordinary fine-tuning (SGD with momentum
-    # and weight decay); the rest is the shared fine-tuning recipe of hubtune's CE baseline.
-    recipe = dict(SGD_FINE_TUNING_RECIPE)
-    recipe_source = "BSS (Chen et al., NeurIPS 2019) on ordinary fine-tuning: hubtune's CE recipe"
+    # tllib's BSS script: its fine-tuning recipe unchanged (methods.base.TLLIB_FINE_TUNING_RECIPE; bss.py:68 builds
+    # SGD(classifier.get_parameters(lr), momentum, weight_decay=5e-4, nesterov=True), bss.sh passes --finetune).
+    recipe = dict(TLLIB_FINE_TUNING_RECIPE)
+    recipe_source = ("tllib's BSS (thuml/Transfer-Learning-Library examples/task_adaptation/image_classification/bss.py, "
+                     "--finetune): SGD Nesterov 0.9, lr 0.01, backbone 0.1x, weight decay 5e-4 on every parameter")
 
     def build_loss(self) -> BSSLoss:
         return BSSLoss(eta=self.config.eta, k=self.config.k)

@@ -24,5 +24,9 @@ class CrossEntropyMethod(TrainingMethod):
     config_class = CrossEntropyConfig
     title = "cross-entropy fine-tuning"
     description = "Plain cross-entropy fine-tuning of the backbone and a linear classifier (hubtune's baseline)."
+    # The CE-tuning baseline of the Core-tuning paper is trained with the same script and settings as Core-tuning
+    # (methods.base.SGD_FINE_TUNING_RECIPE). tllib's plain fine-tuning (erm.py --finetune) is `--recipe bss`: BSS's
+    # recipe is tllib's fine-tuning recipe unchanged (methods.base.TLLIB_FINE_TUNING_RECIPE).
     recipe = dict(SGD_FINE_TUNING_RECIPE)
-    recipe_source = "the CE-tuning baseline of the Core-tuning paper (Zhang et al., NeurIPS 2021)"
+    recipe_source = ("the CE-tuning baseline of the Core-tuning paper, trained as Core-tuning (Vanint/Core-tuning "
+                     "Core-tuning.py:339-340: SGD Nesterov 0.9, lr 0.01, weight decay 1e-4, cosine)")

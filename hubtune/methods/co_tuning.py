@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from hubtune.distributed import is_distributed
 from hubtune.errors import ConfigError, MethodError
 from hubtune.losses.co_tuning import CoTuningLoss, accumulate_relationship, category_relationship
-from hubtune.methods.base import SGD_FINE_TUNING_RECIPE, MethodConfig, MethodOutput, TrainingMethod, detach_components
+from hubtune.methods.base import TLLIB_FINE_TUNING_RECIPE, MethodConfig, MethodOutput, TrainingMethod, detach_components
 from hubtune.methods.registry import register_method
 
 __all__ = ["CoTuningConfig", "CoTuningMethod", "SourceClassifier"]
@@ -36,7 +36,9 @@ class CoTuningConfig(MethodConfig):
     """Co-Tuning's knobs.
 
     Args:
-        trade_off: lambda, the weight of the source-head cross-entropy against the translated labels.
+        trade_off: lambda, the weight of the source-head cross-entropy against the translated labels; 2.3 is tllib's
+            ``--trade-off`` default (thuml/Transfer-Learning-Library, examples/task_adaptation/image_classification/
+            co_tuning.py:206), used by every command of its co_tuning.sh.
         source_classes: the number of source classes; 0 (the default) takes it from the backbone's pretrained
             head, and the model's config then records it (so that a saved hubtune checkpoint rebuilds the head).
     """
@@ -88,15 +90,23 @@ class CoTuningMethod(TrainingMethod):
     tags = ("co-tuning",)
     weight_attribute = "trade_off"
     uses_source_classifier = True
-    # You et al. 2020, section 4 (as recalled): lambda = 2.3 and SGD with momentum 0.9; the rest is the shared
-    # fine-tuning recipe of hubtune's CE baseline, so that the comparison varies the regulariser only.
-    recipe = dict(SGD_FINE_TUNING_RECIPE)
-    recipe_source = "Co-Tuning (You et al., NeurIPS 2020): lambda 2.3; SGD recipe of hubtune's CE baseline"
+    pretrained_parts = ("source_classifier",)
+    # tllib's Co-Tuning script: its fine-tuning recipe (methods.base.TLLIB_FINE_TUNING_RECIPE) with the kept source
+    # head at the backbone's 0.1x rate (tllib/regularization/co_tuning.py:139-149, ``get_parameters``: backbone and
+    # head_source at 0.1 * base_lr under --finetune, which every command of co_tuning.sh passes; co_tuning.py:96).
+    recipe = {**TLLIB_FINE_TUNING_RECIPE, "lr_multipliers": "backbone=0.1,source_classifier=0.1"}
+    recipe_source = ("tllib's Co-Tuning (thuml/Transfer-Learning-Library examples/task_adaptation/image_classification/"
+                     "co_tuning.py, --finetune): SGD Nesterov 0.9, lr 0.01, backbone and source head 0.1x, weight "
+                     "decay 5e-4 on every parameter, lambda 2.3")
 
     def setup(self, model: nn.Module) -> dict[str, nn.Module]:
         backbone = model.backbone
         source = getattr(backbone, "source_classifier", None)
         wanted = int(self.config.source_classes)
+        if source is None and wanted == 0 and backbone.library != "timm":
+            raise MethodError("Co-Tuning needs a timm backbone with its ImageNet classifier; transformers backbones are "
+                              "not supported yet (use a timm model, e.g. --model hf-hub:timm/resnet50.a1_in1k, or "
+                              "another method).")
         if source is None and wanted == 0:
             raise MethodError(
                 f"Co-Tuning needs the pre-trained model's own classifier, and backbone {model.config.backbone_name!r} "
@@ -120,8 +130,11 @@ class CoTuningMethod(TrainingMethod):
 
     @torch.no_grad()
     def prepare(self, model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> None:
-        """Compute p(y_s | y_t) with the starting model on the training data (summed over processes); nothing
-        when the model already holds it (a resumed checkpoint)."""
+        """Compute p(y_s | y_t) with the starting model in eval mode on the training images under the evaluation
+        transform (tllib co_tuning.py:108-110: the relationship's loader uses ``val_transform``; ``collect_labels``
+        puts the model in eval mode, tllib/regularization/co_tuning.py:80), summed over processes; nothing when
+        the model already holds it (a resumed checkpoint). The source head reads the backbone's own pooled
+        features, never the L2-normalised ones of ``normalize_features``: it was trained on the former."""
         head: SourceClassifier = model.source_classifier
         if head.prepared:
             return
@@ -133,8 +146,8 @@ class CoTuningMethod(TrainingMethod):
             model.eval()
             try:
                 for batch in batches:
-                    features = model.forward_features(batch["pixel_values"].to(device))
-                    accumulate_relationship(sums, counts, head(features), batch["labels"].to(device))
+                    pooled = model.backbone(batch["pixel_values"].to(device))
+                    accumulate_relationship(sums, counts, head(pooled), batch["labels"].to(device))
             finally:
                 model.train(was_training)
             if is_distributed():
@@ -156,8 +169,9 @@ class CoTuningMethod(TrainingMethod):
                 "Co-Tuning's category relationship p(y_s|y_t) is not computed yet: call "
                 "model.method.prepare(model, train_dataloader) before training (HubtuneTrainer does it)."
             )
-        features = model.forward_features(pixel_values)
+        pooled = model.backbone(pixel_values)
+        features = model.classifier_input(pooled)
         logits = model.classifier(features)
-        loss, ce, source_ce = model.loss_fn(logits, head(features), labels, head.relationship)
+        loss, ce, source_ce = model.loss_fn(logits, head(pooled), labels, head.relationship)
         return MethodOutput(loss=loss, logits=logits, features=features,
                             components=detach_components(ce_loss=ce, source_ce_loss=source_ce))

@@ -1,20 +1,27 @@
-"""DELTA as a registered method: a frozen copy of the starting backbone, the feature-map penalty and the card section.
+"""DELTA as a registered method, in its reference form: a frozen copy of the starting backbone, channel attention
+computed once before training from filter importance on the pre-trained model, the attention-weighted feature-map
+penalty on several layers, and the card section.
 
-The maths is :mod:`hubtune.losses.delta` (see docs/methods.md, section 7).
+The maths is :mod:`hubtune.losses.delta` (see docs/methods.md, section 7); this module measures the importance
+(:func:`linear_probe`, :func:`channel_importance`) and wires the layers' outputs to the loss.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hubtune.errors import ConfigError, MethodError
-from hubtune.losses.delta import DeltaLoss, channels_first
+from hubtune.distributed import get_world_size, is_distributed
+from hubtune.errors import ConfigError, HubtuneError, MethodError
+from hubtune.losses.delta import DeltaLoss, attention_from_importance, channels_first
 from hubtune.methods.base import (
-    SGD_FINE_TUNING_RECIPE,
+    TLLIB_FINE_TUNING_RECIPE,
     FrozenCopy,
     MethodConfig,
     MethodOutput,
@@ -25,7 +32,7 @@ from hubtune.methods.base import (
 )
 from hubtune.methods.registry import register_method
 
-__all__ = ["DeltaConfig", "DeltaMethod", "feature_map_and_pooled"]
+__all__ = ["DeltaConfig", "DeltaMethod", "ChannelAttention", "linear_probe", "channel_importance"]
 
 CITATION = (
     "@inproceedings{li2019delta,\n"
@@ -38,67 +45,257 @@ CITATION = (
     "}"
 )
 
+# The linear probe whose loss the importance is measured with: the authors' channel_eval.py:102-111 trains only the
+# new fc layer of the pre-trained model, SGD lr 0.01 (run.sh: --lr_init=0.01), momentum 0.9, weight decay 1e-4, for
+# 10 epochs, the rate decaying exponentially to 0.1x over 6 epochs.
+PROBE_LEARNING_RATE = 0.01
+PROBE_MOMENTUM = 0.9
+PROBE_WEIGHT_DECAY = 1e-4
+PROBE_DECAY_EPOCHS = 6
+# Copies of a batch pushed through the network at once while measuring importances (one zeroed channel per copy).
+_IMPORTANCE_ROWS = 256
+
 
 @dataclass
 class DeltaConfig(MethodConfig):
     """DELTA's knobs.
 
     Args:
-        alpha: weight of the attention-weighted distance between the fine-tuned and the starting feature maps.
-        beta: weight of ``||w||^2 / 2`` over the new classifier's parameters.
+        alpha: weight of the attention-weighted feature-map distance; 0.01 is the DELTA authors' default
+            (lixingjian/DELTA train.py:34, and run.sh for Caltech and CUB) and tllib's ``--trade-off-backbone``
+            (examples/task_adaptation/image_classification/delta.py:326).
+        beta: weight of ``||w||^2 / 2`` over the new classifier's parameters; 0.01: DELTA train.py:35, tllib
+            delta.py:328.
+        layers: the regularised layers, comma-separated names of the backbone's feature levels (timm's
+            ``feature_info`` modules, read with ``forward_intermediates``; transformers' blocks, read from
+            ``hidden_states``), e.g. ``layer1,layer2,layer3,layer4`` for a ResNet; empty (the default): the last level
+            of each of the backbone's last four resolutions (a ResNet's four stages; four evenly spaced blocks of a
+            ViT), see ``Backbone.feature_map_modules``. The model's config records the names. The authors hook the
+            last conv of each stage's last block, before its BatchNorm (train.py:128-129,
+            ``layer1.2.conv3, ...``); hubtune reads each stage's output, which every library returns.
+        attention_epochs: epochs of the linear probe trained on the frozen pre-trained features before the
+            importances are measured; 10: DELTA channel_eval.py:109 (tllib delta.py:364).
+        attention_batches: training batches (per process) over which each channel's importance is averaged; 4:
+            DELTA channel_eval.py:179-180 (tllib uses 10, delta.py:368).
     """
 
     PRESETS: ClassVar[tuple[str, ...]] = ("paper",)
     alpha: float = 0.01
     beta: float = 0.01
+    layers: str = ""
+    attention_epochs: int = 10
+    attention_batches: int = 4
 
     def validate(self) -> None:
         if not self.alpha >= 0:
             raise ConfigError(f"alpha (the feature-map distance weight) must be >= 0, got {self.alpha}.")
         if not self.beta >= 0:
             raise ConfigError(f"beta (the weight of the new head's L2 penalty) must be >= 0, got {self.beta}.")
+        for name in ("attention_epochs", "attention_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        if not isinstance(self.layers, str):
+            raise ConfigError(f"layers must be comma-separated module names (a string), got {self.layers!r}.")
+
+    def layer_names(self) -> list[str]:
+        return [name.strip() for name in self.layers.split(",") if name.strip()]
 
 
-def feature_map_and_pooled(model: nn.Module, library: str, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
-    """The last feature map (B, C, H, W) or token features (B, N, D), and the pooled features, in one pass of a
-    timm model built with ``num_classes=0`` or a transformers ``*ForImageClassification`` built with
-    ``num_labels=0`` (hubtune's backbones)."""
-    if library == "timm":
-        feature_map = model.forward_features(pixel_values)
-        return feature_map, model.forward_head(feature_map)
-    out = model(pixel_values=pixel_values, output_hidden_states=True)
-    return out.hidden_states[-1], out.logits
+class ChannelAttention(nn.Module):
+    """One attention vector per regularised layer (buffers ``attention_<j>``, saved with checkpoints) and ``ready``,
+    which says they were computed; ``prepared`` (Python) that this process checked it."""
+
+    def __init__(self, channels: Sequence[int]):
+        super().__init__()
+        for j, c in enumerate(channels):
+            self.register_buffer(f"attention_{j}", torch.full((int(c),), 1.0 / int(c)))
+        self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
+        self.count = len(channels)
+        self.prepared = False
+
+    def weights(self) -> list[Tensor]:
+        return [getattr(self, f"attention_{j}") for j in range(self.count)]
+
+
+def _first_tensor(output: Any) -> Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _zero_one_channel_per_copy(output: Any, channels: Sequence[int]) -> Any:
+    """Copy k of a batch repeated ``len(channels)`` times gets channel ``channels[k]`` zeroed (conv maps: axis 1;
+    token maps: the last axis)."""
+    tensor = _first_tensor(output)
+    copies = len(channels)
+    shape = tensor.shape
+    view = tensor.reshape(copies, shape[0] // copies, *shape[1:])
+    mask = torch.ones_like(view)
+    index = torch.arange(copies, device=tensor.device)
+    wanted = torch.as_tensor(list(channels), device=tensor.device)
+    if tensor.ndim == 4:
+        mask[index, :, wanted] = 0
+    else:
+        mask[index, ..., wanted] = 0
+    zeroed = (view * mask).reshape(shape)
+    return (zeroed, *output[1:]) if isinstance(output, tuple) else zeroed
+
+
+@torch.no_grad()
+def channel_importance(pooled: Callable[[nn.Module, Tensor], Tensor], head: nn.Module, network: nn.Module,
+                       layers: Sequence[str], channels: Sequence[int],
+                       batches: Iterable[tuple[Tensor, Tensor]]) -> list[Tensor]:
+    """Per layer (a module name inside ``network`` with ``channels[j]`` output channels), each channel's mean (over
+    ``batches``) increase of the cross-entropy ``CE(head(pooled(network, x)), y)`` when that channel of the layer's
+    output is zeroed (DELTA channel_eval.py:168-208; a forward hook here, outside any compiled graph)."""
+    sums = [torch.zeros(int(c), dtype=torch.float64) for c in channels]
+    seen = 0
+    for x, y in batches:
+        base = F.cross_entropy(head(pooled(network, x)).double(), y)
+        for j, name in enumerate(layers):
+            step = max(1, _IMPORTANCE_ROWS // x.shape[0])
+            for start in range(0, sums[j].numel(), step):
+                chosen = list(range(start, min(start + step, sums[j].numel())))
+                hook = network.get_submodule(name).register_forward_hook(
+                    lambda module, inputs, output, chosen=chosen: _zero_one_channel_per_copy(output, chosen))
+                try:
+                    logits = head(pooled(network, x.repeat(len(chosen), *([1] * (x.ndim - 1))))).double()
+                finally:
+                    hook.remove()
+                losses = F.cross_entropy(logits, y.repeat(len(chosen)), reduction="none").view(len(chosen), -1)
+                sums[j][start:start + len(chosen)] += (losses.mean(dim=1) - base).cpu()
+        seen += 1
+    if not seen:
+        raise MethodError("DELTA's channel attention needs training batches with 'labels'; got none.")
+    return [s / seen for s in sums]
+
+
+def linear_probe(features: Tensor, labels: Tensor, num_classes: int, epochs: int, batch_size: int) -> nn.Linear:
+    """A linear classifier trained on frozen features (DELTA channel_eval.py:102-166: SGD lr 0.01, momentum 0.9,
+    weight decay 1e-4, the rate x0.1 over 6 epochs), seeded on its own so that it draws nothing from the global
+    random state (the runs of ``hubtune compare`` stay paired)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        probe = nn.Linear(features.shape[1], num_classes).to(features.device)
+        order = torch.Generator().manual_seed(0)
+        optimizer = torch.optim.SGD(probe.parameters(), lr=PROBE_LEARNING_RATE, momentum=PROBE_MOMENTUM,
+                                    weight_decay=PROBE_WEIGHT_DECAY)
+        decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=math.exp(math.log(0.1) / PROBE_DECAY_EPOCHS))
+        with torch.enable_grad():
+            for _ in range(epochs):
+                for rows in torch.randperm(len(labels), generator=order).split(batch_size):
+                    rows = rows.to(features.device)
+                    loss = F.cross_entropy(probe(features[rows]), labels[rows])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                decay.step()
+    return probe.requires_grad_(False).eval()
+
+
+def _gather_rows(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Every process's feature rows and labels, on every process (the probe then trains on all of them)."""
+    if not is_distributed():
+        return features, labels
+    parts: list[Any] = [None] * get_world_size()
+    torch.distributed.all_gather_object(parts, (features.cpu(), labels.cpu()))
+    return (torch.cat([f for f, _ in parts]).to(features.device), torch.cat([y for _, y in parts]).to(labels.device))
 
 
 @register_method
 class DeltaMethod(TrainingMethod):
-    """Cross-entropy plus an attention-weighted pull of the feature maps towards the starting model's."""
+    """Cross-entropy plus an attention-weighted pull of several layers' feature maps towards the starting model's."""
 
     name = "delta"
     config_class = DeltaConfig
     title = "DELTA"
     description = (
-        "DELTA fine-tunes with cross-entropy plus a penalty that keeps the backbone's last feature map close to "
-        "the one the starting (pre-trained) backbone computes on the same images. Each channel's distance is "
-        "weighted by a supervised attention: how much the classification loss grows when the channel is removed, "
-        "so discriminative channels are held and the others may change. The new classifier gets a plain L2 "
-        "penalty. The frozen copy of the starting backbone is used for training only and is not part of the "
-        "exported classifier."
+        "DELTA fine-tunes with cross-entropy plus a penalty that keeps the feature maps of several layers of the "
+        "backbone close to the ones the starting (pre-trained) backbone computes on the same images. Each channel's "
+        "distance is weighted by an attention computed once before fine-tuning: how much the loss of a linear "
+        "classifier trained on the pre-trained features grows when the channel is zeroed, so discriminative "
+        "channels are held and the others may change. The new classifier gets a plain L2 penalty. The frozen copy "
+        "of the starting backbone is used for training only and is not part of the exported classifier."
     )
     citation = CITATION
     tags = ("delta",)
-    # Li et al. 2019, section 4 (as recalled; the paper's text was not at hand offline): alpha = beta = 0.01, SGD with
-    # momentum 0.9 and no weight decay besides beta's L2 on the new head. Learning rate (0.01), cosine schedule and
-    # no clipping are the shared fine-tuning recipe of hubtune's CE baseline, so the regulariser is what differs.
-    recipe = {**SGD_FINE_TUNING_RECIPE, "weight_decay": 0.0}
-    recipe_source = "DELTA (Li et al., ICLR 2019): SGD momentum 0.9, no weight decay; lr and schedule of hubtune's CE recipe"
+    # tllib's fine-tuning recipe (methods.base.TLLIB_FINE_TUNING_RECIPE: SGD Nesterov 0.9, lr 0.01, backbone at 0.1x)
+    # with NO weight decay: tllib delta.py:340 (``--wd`` default 0) and DELTA train.py:268-270 (SGD without weight
+    # decay for every regulariser but plain L2). The authors' own script trains every layer at lr 0.01 with plain
+    # momentum and an exponential decay (train.py:265-279); hubtune follows tllib there, so that the four baselines
+    # share one recipe and the comparison with CE under that recipe (`--method ce --recipe bss`) is like for like.
+    recipe = {**TLLIB_FINE_TUNING_RECIPE, "weight_decay": 0.0}
+    recipe_source = ("DELTA as tllib trains it (thuml/Transfer-Learning-Library examples/task_adaptation/"
+                     "image_classification/delta.py, --finetune): SGD Nesterov 0.9, lr 0.01, backbone 0.1x, no weight "
+                     "decay; the penalty and attention of lixingjian/DELTA train.py and channel_eval.py")
 
     def setup(self, model: nn.Module) -> dict[str, nn.Module]:
         if not isinstance(model.classifier, nn.Linear):
-            raise MethodError("DELTA's channel attention needs a linear classifier; drop classifier_type="
+            raise MethodError("DELTA's head penalty needs a linear classifier; drop classifier_type="
                               f"{model.config.classifier_type!r}.")
         warn_if_not_pretrained(model, "DELTA", "the starting backbone's feature maps")
-        return {"start_backbone": FrozenCopy(model.backbone.model)}
+        backbone = model.backbone
+        try:
+            levels = [name for name, _ in backbone.feature_levels()]
+            layers = self.config.layer_names() or backbone.feature_map_modules()
+            backbone._level_indices(layers)
+        except HubtuneError as e:
+            raise MethodError(f"DELTA layers: {e}") from None
+        layers = sorted(layers, key=levels.index)  # the library returns its feature maps in depth order
+        self.config.layers = ",".join(layers)
+        return {"start_backbone": FrozenCopy(backbone.model),
+                "delta_attention": ChannelAttention(self._channels(backbone, layers))}
+
+    @staticmethod
+    @torch.no_grad()
+    def _channels(backbone: nn.Module, layers: Sequence[str]) -> list[int]:
+        was_training = backbone.model.training
+        backbone.model.eval()
+        try:
+            _, maps = backbone.pooled_and_maps(backbone.model, torch.zeros(1, *backbone.preprocessing.input_size),
+                                               layers)
+        finally:
+            backbone.model.train(was_training)
+        return [channels_first(m).shape[1] for m in maps]
+
+    @torch.no_grad()
+    def prepare(self, model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> None:
+        """The channel attention from filter importance on the pre-trained model (the frozen start, in eval mode):
+        pooled features of the training images (under the evaluation transform), a linear probe trained on them,
+        then each channel's mean loss increase when zeroed over the first ``attention_batches`` batches; nothing
+        when a resumed checkpoint holds it."""
+        attention: ChannelAttention = model.delta_attention
+        if attention.prepared:
+            return
+        if not bool(attention.ready):
+            importances = self._importances(model, batches)
+            for j, importance in enumerate(importances):
+                getattr(attention, f"attention_{j}").copy_(attention_from_importance(importance))
+            attention.ready.fill_(True)
+        attention.prepared = True
+
+    def _importances(self, model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> list[Tensor]:
+        backbone, start = model.backbone, model.start_backbone.module
+        device = model.delta_attention.ready.device
+        features, labels, kept, batch_size = [], [], [], 1
+        for batch in batches:
+            x, y = batch["pixel_values"].to(device), batch["labels"].to(device)
+            features.append(backbone.pooled_with(start, x).float())
+            labels.append(y)
+            batch_size = max(batch_size, len(y))
+            if len(kept) < self.config.attention_batches:
+                kept.append((x, y))
+        if not labels:
+            raise MethodError("DELTA's channel attention needs training batches with 'labels'; got none.")
+        all_features, all_labels = _gather_rows(torch.cat(features), torch.cat(labels))
+        probe = linear_probe(all_features, all_labels, model.config.num_labels, self.config.attention_epochs,
+                             batch_size)
+        channels = [a.numel() for a in model.delta_attention.weights()]
+        importances = channel_importance(backbone.pooled_with, probe, start, self.config.layer_names(), channels, kept)
+        if is_distributed():  # each process measured its own batches: their mean
+            stacked = torch.cat(importances).to(device)
+            torch.distributed.all_reduce(stacked)
+            importances = list((stacked.cpu() / get_world_size()).split([len(i) for i in importances]))
+        return importances
 
     def no_weight_decay(self, model: nn.Module) -> set[str]:
         return parameter_names_under(model, ("classifier.",))
@@ -107,22 +304,21 @@ class DeltaMethod(TrainingMethod):
         return DeltaLoss(alpha=self.config.alpha, beta=self.config.beta)
 
     def forward_train(self, model: nn.Module, pixel_values: Tensor, labels: Tensor) -> MethodOutput:
-        library = model.backbone.library
-        feature_map, pooled = feature_map_and_pooled(model.backbone.model, library, pixel_values)
-        with torch.no_grad():
-            start_map, start_pooled = feature_map_and_pooled(model.start_backbone.module, library, pixel_values)
-        feature_map, start_map = channels_first(feature_map), channels_first(start_map)
-        if feature_map.shape[1] != pooled.shape[1]:
+        attention: ChannelAttention = model.delta_attention
+        if not attention.prepared:
             raise MethodError(
-                f"DELTA weighs feature-map channel c by removing pooled feature c, but backbone "
-                f"{model.config.backbone_name!r} pools {pooled.shape[1]} features from {feature_map.shape[1]} "
-                "channels (a head layer after its last feature map); use a backbone that pools its last map directly."
+                "DELTA's channel attention is not computed yet: call model.method.prepare(model, loader) with the "
+                "training images before training (HubtuneTrainer does it)."
             )
+        backbone, layers = model.backbone, self.config.layer_names()
+        pooled, maps = backbone.pooled_and_maps(backbone.model, pixel_values, layers)
+        with torch.no_grad():
+            _, start_maps = backbone.pooled_and_maps(model.start_backbone.module, pixel_values, layers)
         features = model.classifier_input(pooled)
         logits = model.classifier(features)
         loss, ce, feature_term, head_term = model.loss_fn(
-            logits, labels, feature_map, start_map, model.classifier_input(start_pooled), model.classifier,
-            [p for p in model.classifier.parameters() if p.requires_grad],
+            logits, labels, [channels_first(m) for m in maps], [channels_first(m) for m in start_maps],
+            attention.weights(), [p for p in model.classifier.parameters() if p.requires_grad],
         )
         components = detach_components(ce_loss=ce, feature_map_loss=feature_term, head_l2_loss=head_term)
         return MethodOutput(loss=loss, logits=logits, features=features, components=components)

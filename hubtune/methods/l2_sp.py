@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from hubtune.errors import ConfigError
 from hubtune.losses.l2_sp import L2SPLoss
 from hubtune.methods.base import (
-    SGD_FINE_TUNING_RECIPE,
+    TLLIB_FINE_TUNING_RECIPE,
     FrozenCopy,
     MethodConfig,
     MethodOutput,
@@ -46,11 +46,15 @@ class L2SPConfig(MethodConfig):
 
     Args:
         alpha: weight of ``||w - w0||^2 / 2`` over the pre-trained backbone's parameters (w0: their starting values).
-        beta: weight of ``||w||^2 / 2`` over the new classifier's parameters.
+            0.01: tllib's ``--trade-off-backbone`` default (examples/task_adaptation/image_classification/delta.py:326,
+            run with ``--regularization-type l2_sp``) and the DELTA authors' ``--alpha`` default (lixingjian/DELTA,
+            train.py:34, ``--reg_type l2_sp``).
+        beta: weight of ``||w||^2 / 2`` over the new classifier's parameters. 0.01: tllib delta.py:328
+            (``--trade-off-head``) and DELTA train.py:35 (``--beta``).
     """
 
     PRESETS: ClassVar[tuple[str, ...]] = ("paper",)
-    alpha: float = 0.1
+    alpha: float = 0.01
     beta: float = 0.01
 
     def validate(self) -> None:
@@ -76,12 +80,13 @@ class L2SPMethod(TrainingMethod):
     )
     citation = CITATION
     tags = ("l2-sp",)
-    # Li et al. 2018, section 4.1 (as recalled; the paper's text was not at hand offline): SGD with momentum 0.9,
-    # alpha = 0.1, beta = 0.01, and NO weight decay (the penalty replaces it). The learning rate (0.01), the cosine
-    # schedule (the paper divides the rate by 10 once) and no clipping are the shared fine-tuning recipe of
-    # hubtune's CE baseline, so that the comparison varies the regulariser only.
-    recipe = {**SGD_FINE_TUNING_RECIPE, "weight_decay": 0.0}
-    recipe_source = "L2-SP (Li et al., ICML 2018): SGD momentum 0.9, no weight decay; lr and schedule of hubtune's CE recipe"
+    # tllib's fine-tuning recipe (methods.base.TLLIB_FINE_TUNING_RECIPE: SGD Nesterov 0.9, lr 0.01, backbone at 0.1x)
+    # with NO weight decay: the penalty replaces it (tllib delta.py:340, ``--wd`` default 0; DELTA train.py:268-270
+    # builds SGD without weight decay for every regulariser but plain L2).
+    recipe = {**TLLIB_FINE_TUNING_RECIPE, "weight_decay": 0.0}
+    recipe_source = ("tllib's L2-SP (thuml/Transfer-Learning-Library examples/task_adaptation/image_classification/"
+                     "delta.py --regularization-type l2_sp, --finetune): SGD Nesterov 0.9, lr 0.01, backbone 0.1x, "
+                     "no weight decay, alpha 0.01, beta 0.01")
 
     def setup(self, model: nn.Module) -> dict[str, nn.Module]:
         warn_if_not_pretrained(model, "L2-SP", "its starting weights")

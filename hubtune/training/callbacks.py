@@ -3,7 +3,12 @@ training data."""
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 from transformers import TrainerCallback
+
+from hubtune.distributed import get_rank, get_world_size
 
 from hubtune.errors import ConfigError, MethodError
 
@@ -67,10 +72,35 @@ class EtaWarmupCallback(LossWeightWarmupCallback):
 
 
 class MethodPreparationCallback(TrainerCallback):
-    """Run the model's method's ``prepare`` on the training dataloader before the first step (Co-Tuning computes
-    its category relationship there; the other methods do nothing). ``HubtuneTrainer`` adds it itself."""
+    """Run the model's method's ``prepare`` before the first step (Co-Tuning computes its category relationship
+    there, DELTA its channel attention; the other methods do nothing). ``HubtuneTrainer`` adds it itself.
+
+    ``dataset`` holds the training images under the evaluation transform, as the references compute these quantities
+    (see :meth:`hubtune.methods.TrainingMethod.prepare`); each process reads its own interleaved part (``rank::world``,
+    no padding, so nothing is counted twice). Without it the training dataloader is used, with a warning.
+    """
+
+    def __init__(self, dataset: Any = None, collate_fn: Any = None, batch_size: int = 64):
+        self.dataset = dataset
+        self.collate_fn = collate_fn
+        self.batch_size = batch_size
+
+    def _loader(self):
+        from torch.utils.data import DataLoader, Subset
+
+        part = Subset(self.dataset, range(get_rank(), len(self.dataset), get_world_size()))
+        return DataLoader(part, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate_fn)
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         method = getattr(model, "method", None)
-        if method is not None and train_dataloader is not None:
+        if method is None or not method.needs_preparation():
+            return
+        if self.dataset is not None:
+            method.prepare(model, self._loader())
+        elif train_dataloader is not None:
+            warnings.warn(
+                f"{method.name} prepares on the training images under the evaluation transform, as its reference "
+                "does, but the Trainer got no preparation_dataset: using the training dataloader (random crops and "
+                "flips) instead. Pass HubtuneTrainer(preparation_dataset=with_transforms(train, "
+                "build_transforms(model.preprocessing, train=False)), ...).", UserWarning, stacklevel=2)
             method.prepare(model, train_dataloader)

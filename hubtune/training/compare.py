@@ -49,6 +49,7 @@ from hubtune.training.finetune import (
     _avoid_a_last_batch_of_one,
     _trainer_callbacks,
     method_arguments_class,
+    preparation_dataset,
     resolve_recipe,
 )
 from hubtune.training.recipes import SOURCE_RECIPE, settings_to_json
@@ -67,14 +68,17 @@ _RUN_SCOPED = ("output_dir", "seed", "overwrite_output_dir", "logging_dir", "run
 
 
 def _method_arguments(label: str, knobs_args: Any, preset: str) -> Any:
-    """A MethodArguments for one entry of --methods: the given knobs it owns, then the entry's own knobs."""
+    """A MethodArguments for one entry of --methods: the given knobs it owns, then the entry's own knobs (and its
+    ``recipe=``, else --recipe)."""
     name, own = parse_method_label(label)
     method = get_method(name)
     knob_names = set(method.config_class.knob_names())
     shared = {f.name: getattr(knobs_args, f.name) for f in dataclasses.fields(knobs_args)
               if f.name in knob_names and getattr(knobs_args, f.name) is not None}
     preset = preset if preset in method.config_class.PRESETS else "paper"
+    own.setdefault("recipe", knobs_args.recipe)
     return method_arguments_class()(method=name, preset=preset, **{**shared, **own})
+
 
 
 def _check_knobs_apply(labels: list[str], knobs_args: Any) -> None:
@@ -82,7 +86,7 @@ def _check_knobs_apply(labels: list[str], knobs_args: Any) -> None:
     for label in labels:
         owned |= set(get_method(parse_method_label(label)[0]).config_class.knob_names())
     for f in dataclasses.fields(knobs_args):
-        if f.name != "preset" and getattr(knobs_args, f.name) is not None and f.name not in owned:
+        if f.name not in ("preset", "recipe") and getattr(knobs_args, f.name) is not None and f.name not in owned:
             raise MethodError(f"--{f.name} applies to none of --methods {' '.join(labels)}; remove it.")
     preset = knobs_args.preset
     if preset != "paper" and not any(preset in get_method(parse_method_label(x)[0]).config_class.PRESETS for x in labels):
@@ -131,9 +135,9 @@ def _append_run(folder: Path, row: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def _run_one(label: str, method_args: Any, model_args: Any, data_args: Any, compare_args: Any,
+def _run_one(label: str, method_args: Any, recipe_of: str | None, model_args: Any,
              training_args: FinetuneTrainingArguments, seed: int, data, work_dir: Path) -> dict[str, Any]:
-    recipe_of = None if compare_args.method_recipes else parse_method_label(compare_args.methods[0])[0]
+    """One method on one seed; ``recipe_of``: whose recipe every method trains with (None: each its own)."""
     args, settings, knob_sources = resolve_recipe(method_args, training_args, pretrained=model_args.pretrained,
                                                   recipe_method=recipe_of)
     args = dataclasses.replace(args, seed=seed, output_dir=str(work_dir), save_strategy="no", eval_strategy="no",
@@ -151,6 +155,7 @@ def _run_one(label: str, method_args: Any, model_args: Any, data_args: Any, comp
         eval_dataset=with_transforms(data.eval, build_transforms(model.preprocessing, False)),
         data_collator=collate_image_batch, compute_metrics=compute_accuracy, callbacks=_trainer_callbacks(model),
         dataset_name=data.name, training_settings=settings, knob_sources=knob_sources,
+        preparation_dataset=preparation_dataset(data.train, model),
     )
     started = time.perf_counter()
     result = trainer.train()
@@ -180,6 +185,7 @@ def run_compare(model_args: Any, data_args: Any, knobs_args: Any, compare_args: 
         raise OutputDirError(f"output_dir {str(out)!r} is a file, not a folder; choose another --output_dir.")
     out.mkdir(parents=True, exist_ok=True)
     method_args = {label: _method_arguments(label, knobs_args, knobs_args.preset) for label in labels}
+    recipe_of = None if compare_args.method_recipes else (method_args[labels[0]].recipe or method_args[labels[0]].method)
     baseline_settings = resolve_recipe(method_args[labels[0]], training_args, pretrained=model_args.pretrained)[1]
     fingerprint = _fingerprint(model_args, data_args, compare_args,
                                {k: s.value for k, s in baseline_settings.items()}
@@ -220,8 +226,7 @@ def run_compare(model_args: Any, data_args: Any, knobs_args: Any, compare_args: 
             position += 1
             shutil.rmtree(work_dir, ignore_errors=True)
             try:
-                row = _run_one(label, method_args[label], model_args, data_args, compare_args, training_args, seed,
-                               data, work_dir)
+                row = _run_one(label, method_args[label], recipe_of, model_args, training_args, seed, data, work_dir)
             except KeyboardInterrupt:
                 raise KeyboardInterrupt(
                     f"the run of {label} with seed {seed} was lost; {position - 1} of {total} runs are saved in "

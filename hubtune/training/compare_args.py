@@ -53,7 +53,9 @@ class CompareArguments:
 
 
 def parse_method_label(label: str) -> tuple[str, dict[str, Any]]:
-    """``"core-tuning:eta=0.1,temperature=0.1"`` -> ``("core-tuning", {"eta": 0.1, "temperature": 0.1})``."""
+    """``"core-tuning:eta=0.1,temperature=0.1"`` -> ``("core-tuning", {"eta": 0.1, "temperature": 0.1})``;
+    ``recipe=NAME`` trains the entry with that registered method's recipe (``"ce:recipe=bss"``: cross-entropy as
+    tllib trains its baselines)."""
     import yaml
 
     name, _, spec = label.partition(":")
@@ -61,12 +63,16 @@ def parse_method_label(label: str) -> tuple[str, dict[str, Any]]:
     knobs: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         key, eq, value = item.partition("=")
-        if not eq or key.strip() not in method.config_class.knob_names():
+        key = key.strip()
+        if eq and key == "recipe":
+            knobs["recipe"] = get_method(value.strip()).name
+            continue
+        if not eq or key not in method.config_class.knob_names():
             raise MethodError(
                 f"In --methods {label}: {item!r} is not knob=value for a knob of {method.name} (its knobs: "
-                f"{', '.join(method.config_class.knob_names()) or 'none'})."
+                f"{', '.join(method.config_class.knob_names()) or 'none'}; or recipe=METHOD)."
             )
-        knobs[key.strip()] = yaml.safe_load(value.strip())
+        knobs[key] = yaml.safe_load(value.strip())
     return method.name, knobs
 
 

@@ -44,6 +44,7 @@ from hubtune.training.finetune_args import (
     method_arguments_class,
     parse_finetune_args,
 )
+from hubtune.training.param_groups import summarize_parameter_groups
 from hubtune.training.recipes import (
     SOURCE_RECIPE,
     apply_settings,
@@ -82,6 +83,14 @@ def _avoid_a_last_batch_of_one(args: FinetuneTrainingArguments, num_train: int) 
         args.dataloader_drop_last = True
         say(f"Note: {num_train} training images leave a last batch of one ({num_train} = k x {global_batch} + 1); it "
               "is dropped each epoch (dataloader_drop_last=True), as BatchNorm cannot train on one image.")
+
+
+def preparation_dataset(train: Any, model: HubtuneForImageClassification) -> Any:
+    """The training images under the evaluation transform, for a method that prepares on them (Co-Tuning, DELTA);
+    None for the others."""
+    if not model.method.needs_preparation():
+        return None
+    return with_transforms(train, build_transforms(model.preprocessing, train=False))
 
 
 def _trainer_callbacks(model: HubtuneForImageClassification) -> list:
@@ -136,9 +145,10 @@ def _run_finetune(model_args: ModelArguments, data_args: DataArguments, method_a
         model=model, args=_trainer_args(training_args), train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=collate_image_batch, compute_metrics=compute_accuracy, callbacks=_trainer_callbacks(model),
         dataset_name=data.name, export_format=model_args.export_format, training_settings=settings,
-        knob_sources=knob_sources,
+        knob_sources=knob_sources, preparation_dataset=preparation_dataset(data.train, model),
     )
-    say(recipe_summary(method_args.method, {**settings, **knob_sources}, pretrained=model_args.pretrained))
+    say(recipe_summary(method_args.method, {**settings, **knob_sources}, pretrained=model_args.pretrained,
+                       parameter_groups=trainer.parameter_groups()))
     if not model_args.pretrained:
         say(f"Note: backbone {model_args.model!r} starts from random weights (pass --pretrained to load pretrained "
             "weights).")
@@ -174,19 +184,29 @@ def resolve_recipe(method_args: Any, training_args: FinetuneTrainingArguments, p
     """(training arguments with the recipe applied, their settings and sources, the knobs' sources).
 
     A method's recipe is a fine-tuning recipe: it applies to pretrained backbones only (a randomly initialised one
-    trains with hubtune's general defaults). ``recipe_method`` takes the training settings from another method's
-    recipe (``hubtune compare`` trains every method with the first one's); the knobs always come from the method's
-    own recipe.
+    trains with hubtune's general defaults). The training settings come from the recipe of ``recipe_method`` when
+    given (``hubtune compare`` trains every method with the first one's), else of ``method_args.recipe`` (``--recipe
+    NAME``), else of the method itself; the knobs always come from the method's own recipe.
     """
     method = get_method(method_args.method)
-    settings = resolve_training_settings(get_method(recipe_method or method_args.method), training_args,
-                                         training_args.given_options, use_recipe=pretrained)
+    recipe_of = recipe_method or getattr(method_args, "recipe", None) or method_args.method
+    settings = resolve_training_settings(get_method(recipe_of), training_args, training_args.given_options,
+                                         use_recipe=pretrained)
     _, knob_sources = resolve_knobs(method, method_args.given_knobs(), use_recipe=pretrained)
     return apply_settings(training_args, settings), settings, knob_sources
 
 
-def recipe_summary(method_name: str, settings: Mapping[str, Any], pretrained: bool = True) -> str:
-    """One line: which values came from which recipe (and that given options win)."""
+def recipe_summary(method_name: str, settings: Mapping[str, Any], pretrained: bool = True,
+                   parameter_groups: list[dict[str, Any]] | None = None) -> str:
+    """One line: which values came from which recipe (and that given options win); a second one with each model
+    part's learning rate when they differ."""
+    groups = ""
+    if parameter_groups and len({g["learning_rate"] for g in parameter_groups}) > 1:
+        groups = "\nLearning rate per part: " + summarize_parameter_groups(parameter_groups) + "."
+    return _recipe_line(method_name, settings, pretrained) + groups
+
+
+def _recipe_line(method_name: str, settings: Mapping[str, Any], pretrained: bool) -> str:
     from_recipe = describe_settings(settings)
     if not pretrained and get_method(method_name).recipe:
         return (f"Training from random weights: the fine-tuning recipe of {method_name} does not apply, hubtune's "

@@ -33,6 +33,7 @@ from hubtune.hub.push import validate_repo_id
 from hubtune.hub.space import space_id_for
 from hubtune.methods import MethodConfig, available_methods, get_method
 from hubtune.trackers import check_trackers_installed
+from hubtune.training.param_groups import parse_lr_multipliers
 
 __all__ = [
     "ModelArguments",
@@ -130,6 +131,13 @@ class FinetuneTrainingArguments(TrainingArguments):
     hub_space: str | None = field(default=None, metadata={
         "help": "with --push_to_hub: also publish a Gradio Space NAME (in the model's namespace) or ORG/NAME "
                 "running `hubtune demo` on the model; the card links to it"})
+    lr_multipliers: str | None = field(default=None, metadata={
+        "help": "learning-rate multipliers per model part, PART=X,...: e.g. backbone=0.1 trains the pre-trained "
+                "backbone at 0.1x --learning_rate (tllib's --finetune); parts: backbone, classifier and the method's "
+                "heads (projector, source_classifier); the method's recipe sets it where its reference does"})
+    filter_bias_and_bn: bool = field(default=True, metadata={
+        "help": "leave biases and normalisation parameters out of weight decay (timm's filter_bias_and_bn); false "
+                "decays every parameter, as the tllib and Core-tuning scripts do"})
     dataloader_num_workers: int = field(default=-1, metadata={
         "help": "data-loading processes; -1 (default) = min(8, CPU cores) when CUDA is present, else 0"})
     # The option names the user set (flags, config-file or dict keys), recorded by parse_finetune_args so that the
@@ -149,6 +157,7 @@ class FinetuneTrainingArguments(TrainingArguments):
         if self.per_device_train_batch_size < 1:
             raise ConfigError(f"per_device_train_batch_size must be at least 1, got {self.per_device_train_batch_size}.")
         self._check_numbers()
+        parse_lr_multipliers(self.lr_multipliers)  # a malformed entry fails now, naming it
         if self.push_to_hub and self.hub_model_id is not None:
             validate_repo_id(self.hub_model_id)
         if self.hub_space is not None:  # (whether push_to_hub is on is checked when training starts)
@@ -193,6 +202,9 @@ def method_arguments_class(with_method: bool = True) -> type:
     fields_ += [
         ("preset", str, field(default="paper", metadata={
             "help": "the method's preset: paper (as published) or reference (the public script's semantics)"})),
+        ("recipe", str | None, field(default=None, metadata={
+            "help": "train with the training recipe of this registered method instead of the method's own, e.g. "
+                    "--method ce --recipe bss: cross-entropy the way tllib trains its baselines (backbone 0.1x)"})),
     ]
     for knob, (kind, _, owners) in _knob_fields().items():
         fields_.append((knob, *optional_flag(kind, f"knob of {', '.join(owners)}")))
@@ -201,7 +213,7 @@ def method_arguments_class(with_method: bool = True) -> type:
         """The knobs set (not None); MethodError for a knob that belongs to another method."""
         own = set(get_method(self.method).config_class.knob_names())
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                 if f.name not in ("method", "preset") and getattr(self, f.name) is not None}
+                 if f.name not in ("method", "preset", "recipe") and getattr(self, f.name) is not None}
         foreign = sorted(set(given) - own)
         if foreign:
             raise MethodError(
@@ -219,6 +231,8 @@ def method_arguments_class(with_method: bool = True) -> type:
     def post_init(self) -> None:
         if with_method:
             get_method(self.method)  # an unknown method fails here, naming the valid ones
+        if self.recipe is not None:
+            get_method(self.recipe)
 
     return dataclasses.make_dataclass(
         "MethodArguments" if with_method else "MethodKnobArguments", fields_,

@@ -21,6 +21,7 @@ from transformers import TrainingArguments
 
 from hubtune.errors import MethodError
 from hubtune.methods import TrainingMethod
+from hubtune.training.param_groups import OPTIMIZER_OPTIONS
 
 __all__ = [
     "SOURCE_GIVEN",
@@ -41,7 +42,14 @@ SOURCE_GIVEN = "given"
 SOURCE_RECIPE = "recipe"
 SOURCE_DEFAULT = "default"
 
-_TRAINING_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+# What a recipe may set besides knobs: TrainingArguments and hubtune's optimizer options (lr_multipliers per model
+# part, filter_bias_and_bn; FinetuneTrainingArguments has them, plain TrainingArguments do not).
+_TRAINING_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments) if f.init} | set(OPTIMIZER_OPTIONS)
+
+
+def _value(args: Any, name: str) -> Any:
+    """``args.name``, or hubtune's default of an optimizer option that plain TrainingArguments lack."""
+    return getattr(args, name, OPTIMIZER_OPTIONS.get(name))
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,7 @@ def _default_of(args: Any, name: str) -> Any:
                 return f.default
             if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
                 return f.default_factory()  # type: ignore[misc]
-    return None
+    return OPTIMIZER_OPTIONS.get(name)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -98,8 +106,9 @@ def _same(a: Any, b: Any) -> bool:
 
 # Settings recorded for every run (with their source) besides those a recipe sets.
 TRACKED_SETTINGS = (
-    "optim", "optim_args", "learning_rate", "lr_scheduler_type", "weight_decay", "warmup_steps", "max_grad_norm",
-    "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "bf16",
+    "optim", "optim_args", "learning_rate", "lr_multipliers", "lr_scheduler_type", "weight_decay", "filter_bias_and_bn",
+    "warmup_steps", "max_grad_norm", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "seed", "bf16",
 )
 # A recipe's value of the key belongs to the recipe's value of the other: the learning rate and optimiser arguments
 # of SGD mean nothing for AdamW, so they apply only when the optimiser is the recipe's too.
@@ -123,13 +132,13 @@ def resolve_training_settings(
     def was_given(name: str) -> bool:
         if given is not None:
             return name in given
-        return not _same(getattr(args, name), _default_of(args, name))
+        return not _same(_value(args, name), _default_of(args, name))
 
     settings: dict[str, Setting] = {}
     for name in [*training, *(n for n in TRACKED_SETTINGS if n not in training)]:
-        current = plain(getattr(args, name))
+        current = plain(_value(args, name))
         owner = _BELONGS_TO.get(name)
-        owner_differs = owner in training and was_given(owner) and not _same(getattr(args, owner), training[owner])
+        owner_differs = owner in training and was_given(owner) and not _same(_value(args, owner), training[owner])
         if was_given(name):
             settings[name] = Setting(current, SOURCE_GIVEN)
         elif name in training and not owner_differs:
@@ -162,7 +171,7 @@ def resolve_knobs(method: type[TrainingMethod], given: Mapping[str, Any],
 def apply_settings(args: Any, settings: Mapping[str, Setting]) -> Any:
     """``args`` with the recipe's values put in (a new dataclass, its ``__post_init__`` run again)."""
     changes = {name: s.value for name, s in settings.items() if s.source == SOURCE_RECIPE
-               and not _same(getattr(args, name), s.value)}
+               and not _same(_value(args, name), s.value)}
     return dataclasses.replace(args, **changes) if changes else args
 
 
@@ -170,10 +179,10 @@ def recipe_conflicts(method: TrainingMethod, args: TrainingArguments) -> dict[st
     """Arguments still at transformers' default whose value contradicts the method's recipe: name -> (value now,
     recipe value)."""
     training, _ = split_recipe(method)
-    reference = {f.name: f.default for f in dataclasses.fields(TrainingArguments) if f.init}
+    reference = {f.name: f.default for f in dataclasses.fields(TrainingArguments) if f.init} | OPTIMIZER_OPTIONS
     conflicts = {}
     for name, recipe_value in training.items():
-        current = plain(getattr(args, name))
+        current = plain(_value(args, name))
         if _same(current, reference.get(name)) and not _same(current, recipe_value):
             conflicts[name] = (current, recipe_value)
     return conflicts

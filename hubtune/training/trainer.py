@@ -19,7 +19,7 @@ import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from hubtune.errors import CheckpointError, NonFiniteLossError, WeightsFileError
+from hubtune.errors import CheckpointError, ConfigError, NonFiniteLossError, WeightsFileError
 from hubtune.hub import write_model_card
 from hubtune.layouts import read_config
 from hubtune.manifest import write_manifest
@@ -32,6 +32,13 @@ from hubtune.runs.checkpoints import (
     staging_folder,
 )
 from hubtune.training.callbacks import MethodPreparationCallback
+from hubtune.training.param_groups import (
+    check_parts,
+    decay_parameter_names,
+    describe_parameter_groups,
+    parse_lr_multipliers,
+    split_by_part,
+)
 from hubtune.training.recipes import Setting, recipe_conflicts, resolve_training_settings, settings_to_json
 
 __all__ = ["HubtuneTrainer", "compute_accuracy", "last_checkpoint_in"]
@@ -104,9 +111,14 @@ class HubtuneTrainer(Trainer):
       (``loss_is_scaled_for_ga = False``): accumulation 2 x B/2 gives the update of 1 x B;
     * stops at the first non-finite training loss (:class:`~hubtune.errors.NonFiniteLossError`, naming the step
       and the last good checkpoint); nothing is saved after it;
-    * decays only weights with two or more dimensions (no decay on biases and normalisation parameters), and none
-      where the method's own penalty replaces weight decay (``TrainingMethod.no_weight_decay``: L2-SP, DELTA);
-    * runs the method's ``prepare`` on the training data before the first step (Co-Tuning's category relationship);
+    * decays only weights with two or more dimensions (no decay on biases and normalisation parameters; every
+      parameter with ``filter_bias_and_bn=False``), and none where the method's own penalty replaces weight decay
+      (``TrainingMethod.no_weight_decay``: L2-SP, DELTA);
+    * trains each part of the model at its own learning rate when the arguments carry ``lr_multipliers``
+      (``FinetuneTrainingArguments``; the recipes of tllib's baselines train the backbone at 0.1x), through
+      Trainer's ``create_optimizer`` hook, and records every part's rate (``parameter_groups()``);
+    * runs the method's ``prepare`` before the first step (Co-Tuning's category relationship, DELTA's channel
+      attention) on ``preparation_dataset``: the training images under the evaluation transform;
     * saves ``checkpoint-*`` folders in the hubtune layout (training heads kept, ``resume_from_checkpoint``
       works) and the final model (``save_model()``, ``push_to_hub()``) in ``export_format`` (default: the
       backbone library's own layout); writes hubtune's model card instead of Trainer's generic one.
@@ -121,15 +133,21 @@ class HubtuneTrainer(Trainer):
         training_settings: the effective training settings and their sources, when the caller resolved the
             method's recipe (``run_finetune`` does); recorded in ``hubtune_run.json`` and the card.
         knob_sources: where the method's knobs came from (given / recipe), recorded beside them.
+        preparation_dataset: the training images under the evaluation transform (``with_transforms(train,
+            build_transforms(preprocessing, train=False))``), for methods that prepare on the training data
+            (:meth:`~hubtune.methods.TrainingMethod.prepare`); without it they get the training dataloader and
+            a warning.
     """
 
     loss_is_scaled_for_ga = False
 
     def __init__(self, *args: Any, dataset_name: str | None = None, export_format: str = "auto",
                  training_settings: Mapping[str, Setting] | None = None,
-                 knob_sources: Mapping[str, Setting] | None = None, **kwargs: Any):
+                 knob_sources: Mapping[str, Setting] | None = None, preparation_dataset: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.add_callback(MethodPreparationCallback())  # the method's work on the training data (Co-Tuning)
+        # the method's work on the training data (Co-Tuning's relationship, DELTA's attention)
+        self.add_callback(MethodPreparationCallback(preparation_dataset, self.data_collator,
+                                                    self.args.per_device_eval_batch_size))
         self._staging_dir: Path | None = None
         self.dataset_name = dataset_name
         self.export_format = export_format
@@ -201,7 +219,36 @@ class HubtuneTrainer(Trainer):
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         method = getattr(self.accelerator.unwrap_model(model), "method", None)
         replaced = method.no_weight_decay(model) if method is not None else set()  # L2-SP's penalty replaces it
-        return [name for name, param in model.named_parameters() if param.ndim > 1 and name not in replaced]
+        return decay_parameter_names(model, bool(getattr(self.args, "filter_bias_and_bn", True)), replaced)
+
+    def _lr_multipliers(self) -> dict[str, float]:
+        return parse_lr_multipliers(getattr(self.args, "lr_multipliers", None))
+
+    def _pretrained_parts(self) -> tuple[str, ...]:
+        return tuple(getattr(getattr(self.accelerator.unwrap_model(self.model), "method", None), "pretrained_parts", ()))
+
+    def create_optimizer(self, model=None):
+        """Trainer's optimizer, its parameter groups split by model part at ``lr_multipliers`` (a stated reason to
+        override: Trainer has no hook for per-group learning rates; weight decay keeps its own hook)."""
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        multipliers = self._lr_multipliers()
+        if fresh and multipliers:
+            opt_model = self.model if model is None else model
+            check_parts(opt_model, multipliers)
+            if not isinstance(optimizer, torch.optim.Optimizer):
+                raise ConfigError(f"lr_multipliers needs a torch optimizer with parameter groups; --optim "
+                                  f"{self.args.optim} builds {type(optimizer).__name__}. Drop --lr_multipliers or "
+                                  "choose sgd / adamw_torch.")
+            split_by_part(optimizer, opt_model, multipliers, self._pretrained_parts())
+        return optimizer
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Each trainable part of the model with its learning rate, multiplier and weight decay (plain values)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return describe_parameter_groups(model, self.args.learning_rate, self.args.weight_decay,
+                                         self.get_decay_parameter_names(model), self._lr_multipliers(),
+                                         self._pretrained_parts())
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -277,6 +324,7 @@ class HubtuneTrainer(Trainer):
             log_history=self.state.log_history,
         )
         info["training_settings"] = settings_to_json({**self.training_settings, **self.knob_sources})
+        info["parameter_groups"] = self.parameter_groups()
         return info
 
     def create_model_card(self, *args: Any, **kwargs: Any) -> None:

@@ -95,6 +95,7 @@ def test_every_method_trains_through_hubtune_finetune_and_exports_a_plain_timm_f
 def test_every_method_exports_a_plain_transformers_folder_from_a_vit(method, tiny_vit, tmp_path):
     model = _model(tiny_vit, method).train()
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    model.method.prepare(model, [{"pixel_values": x, "labels": y}])  # DELTA's attention; the others: nothing
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
     out = model(x, labels=y)
     out.loss.backward()
@@ -164,6 +165,7 @@ def test_the_starting_copy_is_frozen_kept_in_checkpoints_and_dropped_on_export(m
     start = {k: v.clone() for k, v in model.start_backbone.state_dict().items()}
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    model.method.prepare(model, [{"pixel_values": x, "labels": y}])  # DELTA's attention
     out = model(x, labels=y)
     out.loss.backward()
     opt.step()
@@ -198,12 +200,94 @@ def test_a_random_initialisation_gets_a_warning(method):
 def test_delta_regularises_vit_token_features(tiny_vit):
     model = _model(tiny_vit, "delta", method_config={"alpha": 1.0}).train()
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    model.method.prepare(model, [{"pixel_values": x, "labels": y}])
     assert model(x, labels=y).loss_components["feature_map_loss"].item() == pytest.approx(0.0, abs=1e-10)
     with torch.no_grad():
         for name, param in model.backbone.model.named_parameters():
             if name.endswith("bias"):
                 param.add_(0.5)
     assert model(x, labels=y).loss_components["feature_map_loss"].item() > 1e-3
+
+
+@pytest.mark.parametrize("backbone, expected, channels", [
+    ("resnet18", "layer1,layer2,layer3,layer4", [64, 128, 256, 512]),  # the reference's four ResNet stages
+    ("mobilenetv2_100", "blocks.1,blocks.2,blocks.4,blocks.6", [24, 32, 96, 320]),  # last block of the last 4 sizes
+    ("vit_tiny_patch16_224", "blocks.2,blocks.5,blocks.8,blocks.11", [192] * 4),  # one resolution: evenly spaced
+])
+def test_delta_regularises_the_last_feature_map_of_each_stage_by_default(backbone, expected, channels):
+    model = HubtuneForImageClassification.from_backbone(backbone, num_labels=3, method="delta",
+                                                        image_size=224 if "vit" in backbone else 32)
+    assert model.config.method_config["layers"] == expected
+    assert [a.numel() for a in model.delta_attention.weights()] == channels
+
+
+def test_delta_layers_of_a_transformers_vit_and_a_wrong_name(tiny_vit):
+    assert _model(tiny_vit, "delta").config.method_config["layers"] == "vit.layers.0,vit.layers.1"
+    with pytest.raises(MethodError, match="DELTA layers: layer9 is not a feature level of .*its levels are: vit.layers.0"):
+        _model(tiny_vit, "delta", method_config={"layers": "layer9"})
+
+
+def _reference_importance(network, head, layer, batches):
+    """DELTA channel_eval.py:178-202 in float64: zero filter j of the hooked conv's weight, re-run, average the loss
+    increase over the batches."""
+    network, head = network.double().eval(), head.double()
+    weight = network.get_submodule(layer).weight
+    totals = torch.zeros(weight.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        for x, y in batches:
+            base = torch.nn.functional.cross_entropy(head(network(x.double())), y)
+            for j in range(weight.shape[0]):
+                kept = weight[j].clone()
+                weight[j] = 0
+                totals[j] += torch.nn.functional.cross_entropy(head(network(x.double())), y) - base
+                weight[j] = kept
+    return totals / len(batches)
+
+
+def test_delta_importance_is_the_loss_increase_when_the_reference_zeroes_each_filter():
+    import copy
+
+    from hubtune.methods.delta import channel_importance
+
+    torch.manual_seed(0)
+    network = timm.create_model("test_resnet", num_classes=0).eval()
+    layers = ["layer1.0.conv2", "layer3.0.conv3"]  # bias-free convs: zeroing filter j zeroes output channel j
+    assert all(network.get_submodule(n).bias is None for n in layers)
+    head = torch.nn.Linear(network.num_features, 4)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(5, 3, 32, 32, generator=g), torch.randint(0, 4, (5,), generator=g)) for _ in range(2)]
+    channels = [network.get_submodule(n).weight.shape[0] for n in layers]
+    ours = channel_importance(lambda net, x: net(x), head, network, layers, channels, batches)
+    for layer, measured in zip(layers, ours):
+        expected = _reference_importance(copy.deepcopy(network), copy.deepcopy(head), layer, batches)
+        torch.testing.assert_close(measured, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_delta_attention_is_computed_once_from_the_pretrained_start_and_resumes_exactly(
+        timm_weights_with_head, digits, tmp_path):
+    model = _model(timm_weights_with_head, "delta")
+    loader = list(_batches(model, digits))  # (iterating a DataLoader draws its base seed from the global state)
+    with pytest.raises(MethodError, match="not computed yet"):
+        model.train()(**loader[0])
+    rng = torch.get_rng_state()
+    model.method.prepare(model, loader)
+    assert torch.equal(torch.get_rng_state(), rng)  # nothing drawn: compare's runs stay paired
+    attention = [a.clone() for a in model.delta_attention.weights()]
+    assert all(a.sum().item() == pytest.approx(1.0, abs=1e-5) and a.std() > 0 for a in attention)
+    again = _model(timm_weights_with_head, "delta")
+    with torch.no_grad():  # the attention is the pre-trained model's: moving the weights first changes nothing
+        for p in again.backbone.parameters():
+            p.add_(0.1)
+    again.method.prepare(again, loader)
+    for a, b in zip(attention, again.delta_attention.weights()):
+        torch.testing.assert_close(a, b)
+    model.save_pretrained(tmp_path / "ckpt", export_format="hubtune")
+    loaded = HubtuneForImageClassification.from_pretrained(tmp_path / "ckpt")
+    loaded.method.prepare(loaded, [])  # already computed: nothing read, nothing recomputed
+    for a, b in zip(attention, loaded.delta_attention.weights()):
+        torch.testing.assert_close(a, b)
+    out = loaded.train()(**loader[0])
+    assert out.loss_components["feature_map_loss"].item() >= 0 and torch.isfinite(out.loss)
 
 
 # ------------------------------------------------------------------------------------------ Co-Tuning
@@ -245,9 +329,11 @@ def test_a_co_tuning_checkpoint_keeps_its_source_head_and_relationship(timm_weig
 
 
 def test_co_tuning_without_a_source_head_is_one_clear_line(headless_weights, tiny_vit, tmp_path, capsys):
-    for backbone in (headless_weights, tiny_vit):
-        with pytest.raises(MethodError, match="needs the pre-trained model's own classifier"):
-            _model(backbone, "co-tuning")
+    with pytest.raises(MethodError, match="needs the pre-trained model's own classifier"):
+        _model(headless_weights, "co-tuning")
+    with pytest.raises(MethodError, match="Co-Tuning needs a timm backbone with its ImageNet classifier; transformers "
+                                          "backbones are not supported yet"):
+        _model(tiny_vit, "co-tuning")
     with pytest.raises(MethodError, match="needs the pre-trained model's own classifier"):
         HubtuneForImageClassification.from_backbone("test_resnet", num_labels=3, method="co-tuning")
     code = main(["finetune", "--model", headless_weights, "--method", "co-tuning", "--image_size", "32",
@@ -258,13 +344,45 @@ def test_co_tuning_without_a_source_head_is_one_clear_line(headless_weights, tin
     assert not (tmp_path / "out").exists()
 
 
-def test_trainer_runs_compute_the_co_tuning_relationship_before_the_first_step(timm_weights_with_head, digits, tmp_path):
+@pytest.mark.parametrize("method", ["co-tuning", "delta"])
+def test_trainer_runs_prepare_on_the_training_images_under_the_evaluation_transform(
+        method, timm_weights_with_head, digits, tmp_path):
+    model = _model(timm_weights_with_head, method)
+    reference = _model(timm_weights_with_head, method)
+    reference.method.prepare(reference, _batches(reference, digits, batch_size=8))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1,
+                             per_device_train_batch_size=16, per_device_eval_batch_size=8, remove_unused_columns=False,
+                             save_strategy="no", learning_rate=0.0)
+    train = with_transforms(digits.train, build_transforms(model.preprocessing, train=True))  # random crops and flips
+    HubtuneTrainer(model=model, args=args, train_dataset=train, data_collator=collate_image_batch,
+                   preparation_dataset=_batches(model, digits).dataset).train()
+    if method == "co-tuning":
+        torch.testing.assert_close(model.source_classifier.relationship, reference.source_classifier.relationship)
+    else:
+        for a, b in zip(model.delta_attention.weights(), reference.delta_attention.weights()):
+            torch.testing.assert_close(a, b)
+
+
+def test_without_a_preparation_dataset_the_trainer_warns_and_uses_the_training_loader(
+        timm_weights_with_head, digits, tmp_path):
     model = _model(timm_weights_with_head, "co-tuning")
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1,
                              per_device_train_batch_size=16, remove_unused_columns=False, save_strategy="no")
-    HubtuneTrainer(model=model, args=args, train_dataset=_batches(model, digits).dataset,
-                   data_collator=collate_image_batch).train()
+    with pytest.warns(UserWarning, match="no preparation_dataset"):
+        HubtuneTrainer(model=model, args=args, train_dataset=_batches(model, digits).dataset,
+                       data_collator=collate_image_batch).train()
     assert bool(model.source_classifier.ready) and model.source_classifier.prepared
+
+
+def test_the_source_head_reads_the_backbones_own_features_under_normalize_features(timm_weights_with_head, digits):
+    plain = _model(timm_weights_with_head, "co-tuning")
+    normalized = _model(timm_weights_with_head, "co-tuning", normalize_features=True)
+    for model in (plain, normalized):
+        model.method.prepare(model, _batches(model, digits))
+    torch.testing.assert_close(plain.source_classifier.relationship, normalized.source_classifier.relationship)
+    x, y = next(iter(_batches(plain, digits)))["pixel_values"], torch.zeros(16, dtype=torch.long)
+    torch.testing.assert_close(plain.train()(x, labels=y).loss_components["source_ce_loss"],
+                               normalized.train()(x, labels=y).loss_components["source_ce_loss"])
 
 
 @pytest.mark.parametrize("knobs, message", [

@@ -88,6 +88,19 @@ def test_method_recipes_give_each_method_its_own(weights, tmp_path):
     assert "own training recipe (`--method_recipes`)" in (out / "compare.md").read_text()
 
 
+def test_an_entry_can_train_with_another_methods_recipe(weights, tmp_path):
+    out = tmp_path / "cmp"
+    assert main(_argv(weights, out, "--methods", "ce", "ce:recipe=bss", "--seeds", "1", "--method_recipes", "true")) == 0
+    settings = {r["label"]: r["settings"] for r in read_runs(out)}
+    assert settings["ce"]["lr_multipliers"] == {"value": None, "source": "default"}
+    assert settings["ce:recipe=bss"]["lr_multipliers"] == {"value": "backbone=0.1", "source": "recipe of bss"}
+    assert settings["ce:recipe=bss"]["filter_bias_and_bn"] == {"value": False, "source": "recipe of bss"}
+    # without --method_recipes every method trains with the first entry's recipe, borrowed or not
+    out2 = tmp_path / "cmp2"
+    assert main(_argv(weights, out2, "--methods", "ce:recipe=bss", "core-tuning", "--seeds", "1")) == 0
+    assert {r["settings"]["weight_decay"]["value"] for r in read_runs(out2)} == {5e-4}
+
+
 def test_other_settings_in_the_same_folder_are_refused_in_one_line(weights, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(_argv(weights, out, "--methods", "ce", "--seeds", "1")) == 0
@@ -104,6 +117,7 @@ def test_other_settings_in_the_same_folder_are_refused_in_one_line(weights, tmp_
 def test_method_labels_with_knobs_and_knobs_that_apply_to_no_method():
     assert parse_method_label("core-tuning:eta=0.1,temperature=0.2") == ("core-tuning", {"eta": 0.1, "temperature": 0.2})
     assert parse_method_label("adaptivemix:clean_ce=false") == ("adaptivemix", {"clean_ce": False})
+    assert parse_method_label("ce:recipe=bss") == ("ce", {"recipe": "bss"})
     with pytest.raises(MethodError, match="'sigma=1' is not knob=value for a knob of core-tuning"):
         parse_method_label("core-tuning:sigma=1")
     with pytest.raises(MethodError, match="--sigma applies to none of --methods ce core-tuning"):
