@@ -4,6 +4,8 @@ Commands are registered in :data:`COMMANDS`, one line each: name -> (module, one
 is imported only when that command runs, so ``hubtune --help`` imports neither torch nor transformers. Each
 command module has ``build_parser()`` (an ``HfArgumentParser``) and ``run(argv) -> int``. Every failure a user
 can cause is a :class:`~hubtune.errors.HubtuneError`; :func:`main` prints its message on one line and returns 1.
+Ctrl-C and SIGTERM are the run layer's (:mod:`hubtune.runs.interrupt`): the line naming the last checkpoint, exit
+codes 130 and 143. What a run tells you on the way is the ``hubtune.run`` logger's (:mod:`hubtune.messages`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import torch
 
 from hubtune.errors import CheckpointError, OutputDirError, Terminated
 from hubtune.manifest import MANIFEST_NAME
-from hubtune.runs import checkpoints, folder, interrupt
+from hubtune.runs import folder, interrupt
 from hubtune.runs.checkpoints import (
     LATEST,
     last_good,
