@@ -611,7 +611,7 @@ def _foreign_option(name: str, arch_cls: type[GANArchitecture], disc_cls: type[G
 def _flag_specs() -> list[tuple[str, Any, dataclasses.Field]]:
     """(name, type, field) of every flag of the run and of its parts, each taken from the field that declares it."""
     specs = []
-    for cls in (GANTrainingConfig, *_PARTS.values()):
+    for cls in (GANDataArguments, GANTrainingConfig, *(c for c in _PARTS.values() if c is not GANDataArguments)):
         hints = typing.get_type_hints(cls)
         for f in fields(cls):
             if f.name in _PARTS or not f.metadata.get("flag", True):
