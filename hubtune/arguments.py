@@ -27,14 +27,34 @@ from hubtune.errors import ConfigError, OutputDirError
 if TYPE_CHECKING:  # the value checks need no transformers; the parser is the caller's
     from transformers import HfArgumentParser
 
-__all__ = ["CONFIG_FILE_SUFFIXES", "read_config_file", "check_file_values", "check_number", "check_output_dir",
-           "parse_command_line", "given_options", "option_names", "optional_flag", "registry_fields"]
+__all__ = ["CONFIG_FILE_SUFFIXES", "HelpFormatter", "RawDescriptionHelpFormatter", "read_config_file", "check_file_values",
+           "check_number", "check_output_dir", "parse_command_line", "given_options", "option_names", "optional_flag",
+           "registry_fields"]
 
 CONFIG_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 # Fields typed ``str`` that also take true / false in a file, as their flag does (``--resume_from_checkpoint true``).
 _STR_FIELDS_TAKING_BOOLS = ("resume_from_checkpoint",)
 # Fields typed ``str`` that hold a comma-separated list: a list in a file is refused with the spelling to use.
 _COMMA_SEPARATED_FIELDS = ("diffaugment", "optim_args")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """The ``--help`` layout of every command: each option's default stated once.
+
+    ``HfArgumentParser`` defaults to ``ArgumentDefaultsHelpFormatter``, which appends "(default: X)" to every help
+    line, also after one that already says its default in words ("(default: the first free one from 7860)
+    (default: None)"). This one adds it only where the help does not mention a default and there is one to show.
+    """
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if not help_text or "default" in help_text.lower() or action.default in (None, argparse.SUPPRESS):
+            return help_text
+        return super()._get_help_string(action)
+
+
+class RawDescriptionHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """:class:`HelpFormatter` that prints the description as written (its own lists and examples)."""
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

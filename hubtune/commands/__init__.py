@@ -22,7 +22,7 @@ __all__ = ["COMMANDS", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("hubtune.commands.finetune",
-                 "fine-tune a timm / transformers backbone with Core-tuning (default), AdaptiveMix or cross-entropy"),
+                 "fine-tune a timm / transformers backbone with a registered method (default: Core-tuning; see below)"),
     "compare": ("hubtune.commands.compare",
                 "does a method help on my data? train several methods over seeds, paired, and report the differences"),
     "gan": ("hubtune.commands.gan",
@@ -42,9 +42,15 @@ def _usage() -> str:
     lines = ["usage: hubtune [--version] COMMAND [CONFIG.yaml|CONFIG.json] [--option value ...]", "", "commands:"]
     width = max(map(len, COMMANDS))
     lines += [f"  {name.ljust(width)}  {help_line}" for name, (_, help_line) in COMMANDS.items()]
-    lines += ["", "`hubtune COMMAND --help` lists a command's options. With no options, `hubtune finetune` runs",
-              "Core-tuning on scikit-learn's digits, offline."]
+    lines += ["", f"methods (hubtune finetune --method NAME): {', '.join(_registered_methods())}", "",
+              "`hubtune COMMAND --help` lists a command's options. With no options, `hubtune finetune` runs",
+              "Core-tuning on scikit-learn's digits, offline; then `hubtune demo hubtune-output` shows it in a browser."]
     return "\n".join(lines)
+
+
+def _registered_methods() -> tuple[str, ...]:
+    """The training methods' registry (hubtune.methods imports torch: only for this help, not for --version)."""
+    return importlib.import_module("hubtune.methods").available_methods()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from transformers import HfArgumentParser
 
-from hubtune.commands._parsing import parse_command_line
+from hubtune.commands._parsing import HelpFormatter, parse_command_line
 from hubtune.gan.config import gan_arguments_class
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ def build_parser() -> HfArgumentParser:
     return HfArgumentParser(
         [gan_arguments_class()],
         prog="hubtune gan",
+        formatter_class=HelpFormatter,
         description="Train a DCGAN, SNGAN-style ResNet or StyleGAN2 (--arch stylegan2 --arch_preset small|paper256|"
         "cifar) GAN on Accelerate, optionally with DiffAugment / ADA (--diffaugment, --augment_target) and a timm "
         "backbone as the discriminator (--discriminator timm:NAME | local-dir:PATH). With no arguments: a small DCGAN on "

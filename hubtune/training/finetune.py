@@ -29,6 +29,7 @@ from transformers import set_seed
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
 from hubtune.errors import ConfigError
 from hubtune.hub import write_model_card, write_run_info
+from hubtune.hub.examples import write_demo_examples
 from hubtune.layouts import LIBRARY_LAYOUTS, detect_layout, get_layout
 from hubtune.messages import say
 from hubtune.methods import get_method
@@ -158,6 +159,7 @@ def _run_finetune(model_args: ModelArguments, data_args: DataArguments, method_a
     metrics = _save_results(trainer, train_result, len(train_ds), len(eval_ds), repo_id)
     if trainer.is_world_process_zero():
         out = Path(training_args.output_dir)
+        write_demo_examples(out, data.eval, data.id2label, model.preprocessing)  # before any push: they go along
         say(f"{method_args.method} on {data.name} with {model_args.model}: "
             f"eval_accuracy={metrics.get('eval_accuracy', float('nan')):.4f} in {time.perf_counter() - started:.1f} s; "
             f"model, card and metrics in {out.resolve()}")
@@ -169,14 +171,19 @@ def _run_finetune(model_args: ModelArguments, data_args: DataArguments, method_a
 
 
 def next_steps(folder: str | Path, repo_id: str | None = None) -> str:
-    """One line: how to publish the output folder (unless it was pushed to ``repo_id``) and how to load it."""
+    """What to do next, one line each: try the model in the demo page, publish it (unless it was pushed to
+    ``repo_id``) with its demo Space, and load it."""
     folder = Path(folder).resolve()
     layout = detect_layout(folder)
     repo = repo_id or "ORG/NAME"
     hint = get_layout(layout).load_hint(repo, folder) if layout in LIBRARY_LAYOUTS else None
     load = hint or f'HubtuneForImageClassification.from_pretrained("{repo}"); locally from_pretrained("{folder}")'
-    push = "" if repo_id else f"publish with `hubtune push {folder} ORG/NAME`, then "
-    return f"Next: {push}load with {load}."
+    lines = [f"Next: try it in your browser: `hubtune demo {folder}` (needs `pip install 'hubtune[demo]'`)"]
+    if not repo_id:
+        lines.append(f"      publish it with a demo Space: `hubtune push {folder} ORG/NAME --space NAME` (or add "
+                     "`--push_to_hub --hub_model_id ORG/NAME --hub_space NAME` to the training command)")
+    lines.append(f"      load it with {load}")
+    return "\n".join(lines)
 
 
 def resolve_recipe(method_args: Any, training_args: FinetuneTrainingArguments, pretrained: bool = True,

@@ -39,7 +39,13 @@ from hubtune.training.param_groups import (
     parse_lr_multipliers,
     split_by_part,
 )
-from hubtune.training.recipes import Setting, recipe_conflicts, resolve_training_settings, settings_to_json
+from hubtune.training.recipes import (
+    SOURCE_RECIPE,
+    Setting,
+    recipe_conflicts,
+    resolve_training_settings,
+    settings_to_json,
+)
 
 __all__ = ["HubtuneTrainer", "compute_accuracy", "last_checkpoint_in"]
 
@@ -235,7 +241,9 @@ class HubtuneTrainer(Trainer):
         multipliers = self._lr_multipliers()
         if fresh and multipliers:
             opt_model = self.model if model is None else model
-            check_parts(opt_model, multipliers)
+            setting = self.training_settings.get("lr_multipliers")
+            if setting is None or setting.source != SOURCE_RECIPE:  # another method's recipe may name other parts
+                check_parts(opt_model, multipliers)
             if not isinstance(optimizer, torch.optim.Optimizer):
                 raise ConfigError(f"lr_multipliers needs a torch optimizer with parameter groups; --optim "
                                   f"{self.args.optim} builds {type(optimizer).__name__}. Drop --lr_multipliers or "
