@@ -1,9 +1,9 @@
 """``hubtune gan [CONFIG.yaml] [--option value ...]``: train a GAN (AdaptiveMix on by default), write the final
 generator at ``--output_dir``'s root (plus checkpoints, samples, logs, metrics), and optionally push it.
 
-Every field of :class:`hubtune.gan.GANTrainingConfig` and every option of the registered architectures is a flag
-(:func:`hubtune.gan.config.gan_arguments_class`); a first positional ``.yaml`` / ``.json`` file holds the same names
-and flags override it. The older names (``--ada_weight``, ``--ada_target``, ...) still parse, with a deprecation
+Every field of :class:`hubtune.gan.GANTrainingConfig` (the run's and those of its parts) and every option of the
+registered architectures is a flag (:func:`hubtune.gan.config.gan_arguments_class`); a first positional ``.yaml`` /
+``.json`` file holds the same names and flags override it. The older names (``--ada_weight``, ``--ada_target``, ...) still parse, with a deprecation
 line. Several processes: ``accelerate launch --num_processes 2 -m hubtune gan ...``. The training loop (torch, the
 models) is imported when the command runs, not for ``--help``.
 """

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import importlib
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,9 @@ from hubtune.arguments import (
     check_number,
     given_options,
     option_names,
+    optional_flag,
     parse_command_line,
+    registry_fields,
 )
 from hubtune.backbones import names_weights
 from hubtune.errors import ConfigError, MethodError
@@ -184,18 +185,9 @@ class FinetuneTrainingArguments(TrainingArguments):
 # ------------------------------------------------------------------------------------------ method arguments
 
 
-def _knob_fields() -> dict[str, tuple[Any, list[str]]]:
-    """Every knob of every registered method: name -> (type, methods that have it)."""
-    knobs: dict[str, tuple[Any, list[str]]] = {}
-    for name in available_methods():
-        config_class = get_method(name).config_class
-        hints = typing.get_type_hints(config_class)
-        for f in dataclasses.fields(config_class):
-            if f.name == "preset":
-                continue
-            kind, owners = knobs.get(f.name, (hints[f.name], []))
-            knobs[f.name] = (kind, [*owners, name])
-    return knobs
+def _knob_fields() -> dict[str, tuple[Any, dataclasses.Field, list[str]]]:
+    """Every knob of every registered method: name -> (type, first field, methods that have it)."""
+    return registry_fields(((name, get_method(name).config_class) for name in available_methods()), skip=("preset",))
 
 
 def method_arguments_class(with_method: bool = True) -> type:
@@ -215,9 +207,8 @@ def method_arguments_class(with_method: bool = True) -> type:
             "help": "train with the training recipe of this registered method instead of the method's own, e.g. "
                     "--method ce --recipe bss: cross-entropy the way tllib trains its baselines (backbone 0.1x)"})),
     ]
-    for knob, (kind, owners) in _knob_fields().items():
-        annotation = kind if type(None) in typing.get_args(kind) else kind | None
-        fields_.append((knob, annotation, field(default=None, metadata={"help": f"knob of {', '.join(owners)}"})))
+    for knob, (kind, _, owners) in _knob_fields().items():
+        fields_.append((knob, *optional_flag(kind, f"knob of {', '.join(owners)}")))
 
     def given_knobs(self) -> dict[str, Any]:
         """The knobs set (not None); MethodError for a knob that belongs to another method."""

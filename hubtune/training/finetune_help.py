@@ -28,6 +28,8 @@ common options:
   --image_size PX         input size in pixels (32)
   --method NAME           core-tuning (default) or another registered method (`hubtune --help` lists them);
                           knobs: --eta, --temperature, --alpha, ...
+  --recipe METHOD         train with that method's recipe instead (--method ce --recipe bss: tllib's fine-tuning)
+  --lr_multipliers P=X    learning rate per part, e.g. backbone=0.1 (the pre-trained backbone at 0.1x)
   --num_train_epochs N    epochs (5); also --epochs
   --learning_rate LR      peak learning rate (the method's recipe when pretrained, else 0.001); also --lr
   --per_device_train_batch_size B   batch size per device (64); also --batch_size
