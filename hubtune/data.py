@@ -55,6 +55,9 @@ EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
 # a bad image is skipped and counted while training instead (about a minute of JPEG decoding on one core).
 CHECK_IMAGES_LIMIT = 20_000
 DEFAULT_EVAL_FRACTION = 0.2
+# A stream's evaluation split is read into memory (first_examples), up to this many examples unless max_eval_samples
+# says otherwise: about 0.5 GB of ImageNet-sized JPEGs.
+STREAM_EVAL_LIMIT = 5_000
 UNREADABLE_KEY = "unreadable_images"  # the batch key that counts images skipped since the previous batch
 POSITION_KEY = "stream_position"  # the batch key of a stream worker's position after the batch (ImageStream)
 
@@ -63,8 +66,9 @@ POSITION_KEY = "stream_position"  # the batch key of a stream worker's position 
 class ImageClassificationData:
     """A train / eval pair with columns ``"image"`` (``datasets.Image``) and ``"label"`` (``ClassLabel``).
 
-    For a stream (``streaming=True``) both are ``datasets.IterableDataset`` (images not decoded: ``Image(decode=False)``),
-    ``eval`` is None when the stream has no evaluation split, and ``num_train_examples`` is the training split's
+    For a stream (``streaming=True``) ``train`` is a ``datasets.IterableDataset`` (images not decoded:
+    ``Image(decode=False)``), ``eval`` the first examples of its evaluation split held in memory
+    (:func:`first_examples`), or None when the stream has none, and ``num_train_examples`` the training split's
     length when its metadata states it (else None: train by steps). ``unreadable_images`` counts the images left
     out by the check before training.
     """
@@ -224,7 +228,10 @@ def _is_glob(source: Any) -> bool:
 
 
 def _stream_files(source: Any) -> list[str] | None:
-    """The files a list, a glob or a single .tar / .parquet path names (None for other sources)."""
+    """The files a list (or a comma-separated string), a glob or a single .tar / .parquet path names (None for other
+    sources)."""
+    if isinstance(source, str) and "," in source:
+        source = [part.strip() for part in source.split(",") if part.strip()]
     if isinstance(source, (list, tuple)):
         files = [str(f) for f in source]
     elif isinstance(source, (str, os.PathLike)) and not Path(source).is_dir() and (
@@ -709,10 +716,26 @@ def _load_stream(source: Any, request: _Request) -> ImageClassificationData:
     if request.max_train_samples is not None:
         train = train.take(request.max_train_samples)
         known = None if known is None else min(known, request.max_train_samples)
-    if evaluation is not None and request.max_eval_samples is not None:
-        evaluation = evaluation.take(request.max_eval_samples)
+    if evaluation is not None:
+        evaluation = first_examples(evaluation, request.max_eval_samples or STREAM_EVAL_LIMIT, eval_name)
+        _check_label_range(evaluation, len(label_names), eval_name, label_col)
     return ImageClassificationData(train=train, eval=evaluation, label_names=[str(n) for n in label_names],
                                    name=name, num_train_examples=known)
+
+
+def first_examples(stream: datasets.IterableDataset, count: int, split: str = "train") -> datasets.Dataset:
+    """The first ``count`` examples of a stream as a map-style ``Dataset``, held in memory (images as stored:
+    compressed bytes, decoded when read). A stream's evaluation split becomes one, so that every process evaluates
+    the same examples in the same batches (which processes reading parts of unknown length could not do), and the
+    demo examples and OOD checks can index it."""
+    rows = [example for _, example in zip(range(count + 1), _read(stream))]
+    if len(rows) > count:
+        logger.warning("Evaluating on the first %d examples of the %r split (--max_eval_samples sets how many).",
+                       count, split)
+    if not rows:
+        raise DatasetError(f"The {split!r} split of the stream is empty; it needs labelled images.")
+    dataset = datasets.Dataset.from_list(rows[:count], features=stream.features)
+    return dataset.cast_column("image", datasets.Image())
 
 
 # --------------------------------------------------------------------------------------------- transforms

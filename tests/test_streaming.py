@@ -9,6 +9,7 @@ import io
 import tarfile
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -85,6 +86,10 @@ def ids_transform(strict=False) -> ImageExampleTransform:
     return ImageExampleTransform(PILToTensor(), strict=strict)
 
 
+def _ids_of_rows(dataset) -> list[int]:
+    return [example_id(torch.from_numpy(np.array(row["image"])).permute(2, 0, 1)) for row in dataset]
+
+
 def ids_of(stream, count=None) -> list[int]:
     out = []
     for item in stream:
@@ -112,7 +117,9 @@ def test_a_list_or_glob_of_shards_and_a_validation_split(tmp_path):
     train = write_shards(tmp_path / "s", [4, 4], card=False)
     write_shards(tmp_path / "s", [3], prefix="validation", start=100)
     data = load_image_classification_data(str(tmp_path / "s"), streaming=True)
-    assert data.eval is not None and ids_of(ImageStream(data.eval, ids_transform(), shuffle=False, passes=1)) == [100, 101, 102]
+    # the evaluation split is read once into memory, so that every process evaluates the same batches
+    assert isinstance(data.eval, datasets.Dataset) and _ids_of_rows(data.eval) == [100, 101, 102]
+    assert _ids_of_rows(load_image_classification_data(str(tmp_path / "s"), streaming=True, max_eval_samples=2).eval) == [100, 101]
     # shards named one by one (or by a glob) are all training data; without a card their cls has no names
     with pytest.raises(DatasetError, match=r"label column 'cls'.*not class names.*dataset_info"):
         load_image_classification_data([str(p) for p in train], streaming=True)

@@ -88,4 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
+    text = str(error)
+    if "\nOriginal Traceback" in text:
+        # raised in a DataLoader worker: torch re-raises it as "Caught X in DataLoader worker ...\nOriginal Traceback
+        # ..." (torch/_utils.py ExceptionWrapper.reraise), whose last line is "module.X: <the message>"
+        text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())

@@ -19,14 +19,26 @@ The output folder holds the model in its backbone library's layout, ``README.md`
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import datasets
 from transformers import set_seed
 
-from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
+from hubtune.data import (
+    STREAM_EVAL_LIMIT,
+    ImageClassificationData,
+    ImageExampleTransform,
+    ImageStream,
+    build_transforms,
+    collate_image_batch,
+    first_examples,
+    load_image_classification_data,
+    with_transforms,
+)
 from hubtune.errors import ConfigError
 from hubtune.hub import write_model_card, write_run_info
 from hubtune.hub.examples import write_demo_examples
@@ -88,10 +100,92 @@ def _avoid_a_last_batch_of_one(args: FinetuneTrainingArguments, num_train: int) 
 
 def preparation_dataset(train: Any, model: HubtuneForImageClassification) -> Any:
     """The training images under the evaluation transform, for a method that prepares on them (Co-Tuning, DELTA);
-    None for the others."""
+    None for the others. Of a stream, its first images (as many as a stream's evaluation keeps)."""
     if not model.method.needs_preparation():
         return None
+    if not isinstance(train, datasets.Dataset):
+        say(f"Note: {model.method.name} prepares on the first {STREAM_EVAL_LIMIT} images of the stream.")
+        train = first_examples(train, STREAM_EVAL_LIMIT)
     return with_transforms(train, build_transforms(model.preprocessing, train=False))
+
+
+def load_data(data_args: DataArguments, seed: int) -> ImageClassificationData:
+    """The data ``data_args`` describe (:func:`hubtune.data.load_image_classification_data`)."""
+    return load_image_classification_data(
+        data_args.dataset, image_column=data_args.image_column, label_column=data_args.label_column,
+        eval_split=data_args.eval_split, eval_fraction=data_args.eval_fraction, seed=seed,
+        max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
+        strict_data=data_args.strict_data, streaming=data_args.streaming,
+    )
+
+
+def training_datasets(data: ImageClassificationData, model: HubtuneForImageClassification, data_args: DataArguments,
+                      args: FinetuneTrainingArguments) -> tuple[Any, Any]:
+    """The Trainer's training and evaluation sets. Images travel through the DataLoader as uint8 and are normalised a
+    batch at a time on the device (``HubtuneTrainer``; bit for bit the per-image floats, a quarter of the bytes:
+    benchmarks/bench_dataloading.py). A stream trains as this process's :class:`~hubtune.data.ImageStream`."""
+    train_transform = build_transforms(model.preprocessing, train=True, uint8=True)
+    if data.streaming:
+        train = ImageStream(data.train, ImageExampleTransform(train_transform, data_args.strict_data),
+                            rank=args.process_index, world_size=args.world_size, seed=args.seed,
+                            buffer_size=data_args.shuffle_buffer)
+    else:
+        _avoid_a_last_batch_of_one(args, len(data.train))
+        train = with_transforms(data.train, train_transform, strict=data_args.strict_data)
+    if data.eval is None:
+        return train, None
+    return train, with_transforms(data.eval, build_transforms(model.preprocessing, train=False, uint8=True),
+                                  strict=data_args.strict_data)
+
+
+def _strategy(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def stream_schedule(args: FinetuneTrainingArguments, data: ImageClassificationData) -> FinetuneTrainingArguments:
+    """The training arguments for a stream: a stream has no length (unless its card states it) and no epochs.
+
+    ``max_steps`` comes from ``num_train_epochs`` only when the length is known; evaluation and checkpoints left at
+    hubtune's every-epoch default happen every ``save_steps`` (transformers' default 500) and at the end; without an
+    evaluation split, evaluation is off. What the user set explicitly and a stream cannot do ends in ConfigError.
+    """
+    given = args.given_options or frozenset()
+    changes: dict[str, Any] = {}
+    if args.max_steps is None or args.max_steps <= 0:
+        if not data.num_train_examples:
+            raise ConfigError("--streaming: the data set's length is unknown (its card states no size), so "
+                              "--num_train_epochs cannot set the schedule; pass --max_steps N (each step takes "
+                              "per_device_train_batch_size x processes x gradient_accumulation_steps images).")
+        per_step = args.per_device_train_batch_size * max(args.world_size, 1) * args.gradient_accumulation_steps
+        changes["max_steps"] = max(1, math.ceil(args.num_train_epochs * data.num_train_examples / per_step))
+        say(f"Note: {args.num_train_epochs:g} epoch(s) of the stream's {data.num_train_examples} images are "
+            f"{changes['max_steps']} steps (--max_steps).")
+    for option in ("eval_strategy", "save_strategy"):
+        if _strategy(getattr(args, option)) == "epoch":
+            if option in given:
+                raise ConfigError(f"--{option} epoch: a stream has no epochs; use --{option} steps with "
+                                  f"--{option.replace('strategy', 'steps')} N.")
+            changes[option] = "steps"
+    if data.eval is None and _strategy(changes.get("eval_strategy", args.eval_strategy)) != "no":
+        if "eval_strategy" in given:
+            raise ConfigError("The stream has no evaluation split (validation / test); name one with --eval_split, or "
+                              "pass --eval_strategy no.")
+        changes["eval_strategy"] = "no"
+        say("Note: the stream has no evaluation split, so the run does not evaluate (--eval_split names one).")
+    if changes.get("eval_strategy") == "steps" and args.eval_steps is None:
+        changes["eval_steps"] = args.save_steps
+    if "save_strategy" in changes:
+        say(f"Note: a stream has no epochs: checkpoints{' and evaluation' if changes.get('eval_strategy') == 'steps' else ''} "
+            f"every {args.save_steps} steps and at the end (--save_steps).")
+    return _replaced(args, changes)
+
+
+def _replaced(args: FinetuneTrainingArguments, changes: dict[str, Any]) -> FinetuneTrainingArguments:
+    if not changes:
+        return args
+    new = dataclasses.replace(args, **changes)
+    new.given_options = args.given_options
+    return new
 
 
 def _trainer_callbacks(model: HubtuneForImageClassification) -> list:
@@ -129,19 +223,14 @@ def _run_finetune(model_args: ModelArguments, data_args: DataArguments, method_a
     set_seed(training_args.seed)
     configure_backends(training_args.tf32)
     started = time.perf_counter()
-    data = load_image_classification_data(
-        data_args.dataset, image_column=data_args.image_column, label_column=data_args.label_column,
-        eval_split=data_args.eval_split, eval_fraction=data_args.eval_fraction, seed=training_args.seed,
-        max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
-        strict_data=data_args.strict_data,
-    )
+    data = load_data(data_args, training_args.seed)
+    if data.streaming:
+        training_args = stream_schedule(training_args, data)
     model = HubtuneForImageClassification.from_backbone(
         model_args.model, id2label=data.id2label, pretrained=model_args.pretrained, method=method_args.method,
         method_config=method_config, image_size=model_args.image_size,
     )
-    _avoid_a_last_batch_of_one(training_args, len(data.train))
-    train_ds = with_transforms(data.train, build_transforms(model.preprocessing, train=True))
-    eval_ds = with_transforms(data.eval, build_transforms(model.preprocessing, train=False))
+    train_ds, eval_ds = training_datasets(data, model, data_args, training_args)
     trainer = HubtuneTrainer(
         model=model, args=_trainer_args(training_args), train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=collate_image_batch, compute_metrics=compute_accuracy, callbacks=_trainer_callbacks(model),
@@ -156,10 +245,11 @@ def _run_finetune(model_args: ModelArguments, data_args: DataArguments, method_a
     with resumable_on_interrupt(training_args.output_dir):  # Ctrl-C / SIGTERM name the last complete checkpoint
         train_result = trainer.train(resume_from_checkpoint=resume)
     repo_id = training_args.hub_model_id if training_args.push_to_hub else None
-    metrics = _save_results(trainer, train_result, len(train_ds), len(eval_ds), repo_id)
+    metrics = _save_results(trainer, train_result, data, repo_id)
     if trainer.is_world_process_zero():
         out = Path(training_args.output_dir)
-        write_demo_examples(out, data.eval, data.id2label, model.preprocessing)  # before any push: they go along
+        if data.eval is not None:
+            write_demo_examples(out, data.eval, data.id2label, model.preprocessing)  # before any push: they go along
         say(f"{method_args.method} on {data.name} with {model_args.model}: "
             f"eval_accuracy={metrics.get('eval_accuracy', float('nan')):.4f} in {time.perf_counter() - started:.1f} s; "
             f"model, card and metrics in {out.resolve()}")
@@ -238,23 +328,31 @@ def _trainer_args(args: FinetuneTrainingArguments) -> FinetuneTrainingArguments:
     return dataclasses.replace(args, push_to_hub=False)
 
 
-def _save_results(trainer: HubtuneTrainer, train_result, num_train: int, num_eval: int,
+def _save_results(trainer: HubtuneTrainer, train_result, data: ImageClassificationData,
                   repo_id: str | None) -> dict[str, float]:
     metrics = dict(train_result.metrics)
-    eval_metrics = trainer.evaluate()
+    eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
     metrics.update(eval_metrics)
-    metrics["eval_samples"] = num_eval
-    metrics["train_samples"] = num_train
+    metrics["eval_samples"] = len(data.eval) if data.eval is not None else 0
+    args = trainer.args  # a stream's examples seen: every step's, over all processes
+    metrics["train_samples"] = (trainer.state.global_step * args.per_device_train_batch_size * args.world_size
+                                * args.gradient_accumulation_steps) if data.streaming else len(data.train)
+    unreadable = {"left out before training": data.unreadable_images, **trainer.unreadable_images()}
     trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
-    trainer.log_metrics("eval", eval_metrics)
     trainer.save_metrics("train", train_result.metrics)
-    trainer.save_metrics("eval", eval_metrics)
+    if eval_metrics:
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
     trainer.save_metrics("all", metrics)
     trainer.save_state()
     if trainer.is_world_process_zero():
         out = trainer.args.output_dir
         run_info = trainer.run_info(metrics={k: v for k, v in metrics.items() if k.startswith("eval_")})
+        run_info["data"] = {"streaming": data.streaming, "unreadable_images": unreadable}
         write_run_info(out, run_info)
         write_model_card(out, run_info, repo_id=repo_id)
+        if any(unreadable.values()):
+            say("Unreadable images: " + ", ".join(f"{n} {when}" for when, n in unreadable.items()) + " (skipped; "
+                "hubtune_run.json records them; --strict_data stops at the first instead).")
     return metrics

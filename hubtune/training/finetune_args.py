@@ -6,7 +6,6 @@ so that ``hubtune finetune --help`` and argument errors need only torch and ``tr
 from __future__ import annotations
 
 import dataclasses
-import os
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from hubtune.arguments import (
     registry_fields,
 )
 from hubtune.backbones import names_weights
+from hubtune.devices import default_dataloader_workers
 from hubtune.errors import ConfigError, MethodError
 from hubtune.hub.push import validate_repo_id
 from hubtune.hub.space import space_id_for
@@ -82,12 +82,23 @@ class DataArguments:
     image_column: str | None = field(default=None, metadata={"help": "image column (default: the datasets.Image one)"})
     label_column: str | None = field(default=None, metadata={"help": "label column (default: the ClassLabel one)"})
     eval_split: str | None = field(default=None, metadata={"help": "evaluation split (default: validation/test)"})
-    eval_fraction: float = field(default=0.2, metadata={
-        "help": "share of the training split held out for evaluation when there is no evaluation split"})
+    eval_fraction: float | None = field(default=None, metadata={
+        "help": "share of the training split held out for evaluation when there is no evaluation split (default "
+                "0.2; not with --streaming: a stream has no length to take a share of)"})
     max_train_samples: int | None = None
-    max_eval_samples: int | None = None
+    max_eval_samples: int | None = field(default=None, metadata={
+        "help": "evaluate on at most this many images (a stream's evaluation split: its first 5000 by default)"})
     strict_data: bool = field(default=False, metadata={
-        "help": "stop at the first unreadable image (naming it) instead of leaving unreadable images out"})
+        "help": "stop at the first unreadable image (naming it) instead of skipping it and counting it"})
+    streaming: bool = field(default=False, metadata={
+        "help": "read the training images as they are needed, never all at once: a Hub data set, a folder (or glob) "
+                "of WebDataset .tar shards or Parquet files; each process reads its own part; needs --max_steps "
+                "unless the data set's card states its size", "nargs": "?", "const": True})
+    shuffle_buffer: int = field(default=1000, metadata={
+        "help": "with --streaming: shuffle among this many examples per data-loading process (and the shard order)"})
+
+    def __post_init__(self) -> None:
+        check_number("shuffle_buffer", self.shuffle_buffer, minimum=1, integer=True)
 
 
 HUB_SPACE_NEEDS = "--hub_space needs --push_to_hub --hub_model_id ORG/NAME (the Space shows that model)."
@@ -141,13 +152,18 @@ class FinetuneTrainingArguments(TrainingArguments):
                 "decays every parameter, as the tllib and Core-tuning scripts do"})
     dataloader_num_workers: int = field(default=-1, metadata={
         "help": "data-loading processes; -1 (default) = min(8, CPU cores) when CUDA is present, else 0"})
+    dataloader_persistent_workers: bool | None = field(default=None, metadata={
+        "help": "keep the data-loading processes between epochs (default: yes when there are any; "
+                "benchmarks/bench_dataloading.py)", "nargs": "?", "const": True})
     # The option names the user set (flags, config-file or dict keys), recorded by parse_finetune_args so that the
     # method's training recipe fills only the others; None when the arguments were built in Python.
     given_options: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.dataloader_num_workers == -1:
-            self.dataloader_num_workers = min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
+            self.dataloader_num_workers = default_dataloader_workers()
+        if self.dataloader_persistent_workers is None:
+            self.dataloader_persistent_workers = self.dataloader_num_workers > 0
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinned memory only helps copies to a GPU
         if str(getattr(self.optim, "value", self.optim)) == "sgd" and not self.optim_args:

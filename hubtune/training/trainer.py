@@ -7,22 +7,27 @@ resumable hubtune layout and the final model in the backbone library's layout, a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, seed_worker
 
+from hubtune.data import POSITION_KEY, UNREADABLE_KEY, ImageStream, StreamProgress, normalize_batch
 from hubtune.errors import CheckpointError, ConfigError, NonFiniteLossError, WeightsFileError
 from hubtune.hub import write_model_card
 from hubtune.layouts import read_config
 from hubtune.manifest import write_manifest
+from hubtune.messages import warn
 from hubtune.runs.checkpoints import (
     checkpoint_step,
     last_complete,
@@ -48,6 +53,8 @@ from hubtune.training.recipes import (
 )
 
 __all__ = ["HubtuneTrainer", "compute_accuracy", "last_checkpoint_in"]
+
+STREAM_STATE_FILE = "stream_state_{}.json"  # in a checkpoint: process N's StreamProgress (where its stream stands)
 
 
 def compute_accuracy(eval_pred) -> dict[str, float]:
@@ -132,6 +139,11 @@ class HubtuneTrainer(Trainer):
     * warns once when an argument left at its transformers default contradicts the training recipe of the model's
       method (``max_grad_norm=1.0`` under Core-tuning's unclipped SGD, for example): ``hubtune finetune`` and
       ``run_finetune`` apply the recipe, plain ``TrainingArguments`` do not (see :mod:`hubtune.training.recipes`).
+    * normalises uint8 batches (``build_transforms(..., uint8=True)``) on the device (``hubtune.data.normalize_batch``)
+      and counts the unreadable images that batches report as skipped (``unreadable_images()``);
+    * trains on a stream (:class:`~hubtune.data.ImageStream` as ``train_dataset``, with ``max_steps``): each process
+      reads its own part through its own DataLoader, checkpoints record where every process's stream stands
+      (``stream_state_<process>.json``), and a resumed run continues the streams from there.
 
     Args:
         dataset_name: recorded in the model card.
@@ -160,6 +172,8 @@ class HubtuneTrainer(Trainer):
         self._component_sums: dict[str, torch.Tensor] = {}
         self._component_count = 0
         self._resumed_at_step = 0
+        self.stream_progress = StreamProgress()  # the training batches' bookkeeping (unreadable images, positions)
+        self._eval_unreadable = 0
         unwrapped = self.accelerator.unwrap_model(self.model)
         method = getattr(unwrapped, "method", None)
         if training_settings is None and method is not None:
@@ -190,7 +204,68 @@ class HubtuneTrainer(Trainer):
         self._resumed_at_step = checkpoint_step(resume)
         if resume is not None:
             refuse_past_the_end(resume, self.args.max_steps, self.args.num_train_epochs)
+        if isinstance(self.train_dataset, ImageStream):
+            self.args.ignore_data_skip = True  # the stream continues from its saved position, not by re-reading batches
+            if resume is not None:
+                self._resume_stream(Path(resume))
         return super().train(resume, *args, **kwargs)
+
+    # ------------------------------------------------------------------------------------------ data
+
+    def get_train_dataloader(self) -> DataLoader:
+        """Trainer's, except for a stream: this process's DataLoader over its own part, with the Trainer's options
+        (transformers/trainer.py ``_get_dataloader``) but not through ``accelerator.prepare``, which for a torch
+        IterableDataset either reads everything on process 0 and sends every process its slice, or has every process
+        read everything and keep its slice of each batch (accelerate/data_loader.py ``prepare_data_loader``); the
+        part is this process's already. Batches reach the device in ``_prepare_inputs``."""
+        if not isinstance(self.train_dataset, ImageStream):
+            return super().get_train_dataloader()
+        args = self.args
+        options: dict[str, Any] = {"batch_size": self._train_batch_size, "collate_fn": self.data_collator,
+                                   "num_workers": args.dataloader_num_workers, "pin_memory": args.dataloader_pin_memory}
+        if args.dataloader_num_workers > 0:
+            options.update(persistent_workers=bool(args.dataloader_persistent_workers),
+                           prefetch_factor=args.dataloader_prefetch_factor,
+                           multiprocessing_context=args.dataloader_multiprocessing_context,
+                           worker_init_fn=partial(seed_worker, num_workers=args.dataloader_num_workers,
+                                                  rank=args.process_index))
+        return DataLoader(self.train_dataset, **options)
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        inputs = super()._prepare_inputs(inputs)
+        pixels = inputs.get("pixel_values")
+        if isinstance(pixels, torch.Tensor) and pixels.dtype == torch.uint8:  # normalised here, on the device
+            inputs["pixel_values"] = normalize_batch(pixels, self.accelerator.unwrap_model(self.model).preprocessing)
+        return inputs
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        self._eval_unreadable += int(inputs.pop(UNREADABLE_KEY, 0) or 0)
+        inputs.pop(POSITION_KEY, None)
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    def unreadable_images(self) -> dict[str, int]:
+        """Images skipped as unreadable while training and evaluating, over all processes (every process calls it)."""
+        counts = torch.tensor([self.stream_progress.unreadable, self._eval_unreadable], device=self.args.device)
+        training, evaluation = (int(v) for v in self.accelerator.reduce(counts, reduction="sum").tolist())
+        return {"training": training, "evaluation": evaluation}
+
+    def _resume_stream(self, checkpoint: Path) -> None:
+        path = checkpoint / STREAM_STATE_FILE.format(self.args.process_index)
+        if not path.is_file():
+            warn(f"{checkpoint} does not say where the stream stood ({path.name} is missing): the training stream "
+                 "starts again from its beginning.")
+            return
+        state = json.loads(path.read_text(encoding="utf-8"))
+        self.stream_progress = StreamProgress(state)
+        self.train_dataset.load_state_dict(state)
+
+    # Private like _save_checkpoint below: every process saves its random state here, before trainer_state.json
+    # marks the checkpoint complete, and where the stream stands belongs beside it (per process, same moment).
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        if isinstance(self.train_dataset, ImageStream):
+            path = Path(output_dir) / STREAM_STATE_FILE.format(self.args.process_index)
+            path.write_text(json.dumps(self.stream_progress.state_dict()), encoding="utf-8")
 
     # Kept on Trainer's private _save_checkpoint / _get_output_dir: the public on_save callback runs after Trainer has
     # written checkpoint-N in place, and no public hook chooses where it writes, so only these overrides make a save
@@ -271,6 +346,7 @@ class HubtuneTrainer(Trainer):
         return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        inputs = self.stream_progress.take(inputs)  # the batch's bookkeeping, counted and taken out
         loss = super().training_step(model, inputs, num_items_in_batch)
         # One host read per step: the loss and every gradient norm in a single device-side flag.
         gradients = [p.grad for p in model.parameters() if p.grad is not None]
