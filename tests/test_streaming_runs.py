@@ -139,3 +139,26 @@ def test_strict_data_names_a_bad_image_read_by_a_worker_in_one_line(tmp_path, ca
     line = _one_line([*COMMON, "--dataset", str(tmp_path / "shards"), "--max_steps", "4", "--strict_data",
                       "--dataloader_num_workers", "1", "--output_dir", str(tmp_path / "out")], capsys)
     assert line.startswith("hubtune finetune: error: Cannot read image '000007.png'") and "--strict_data" in line
+
+
+def test_hubtune_gan_streams_counts_unreadable_images_and_resumes_its_stream(tmp_path):
+    from hubtune.gan import GANTrainingConfig, train_gan
+
+    write_shards(tmp_path / "shards", [6, 6], corrupt={2})  # 11 readable images: 4 steps of 4 go past a pass
+    options = dict(dataset=str(tmp_path / "shards"), streaming=True, arch="dcgan", image_size=16,
+                   per_device_train_batch_size=4, checkpoint_every=2, sample_every=100, eval_num_samples=0,
+                   progress_bar=False, export_generator=False)
+
+    def gan(**more):
+        return train_gan(GANTrainingConfig.from_options(**options, **more))
+
+    def stream_state(out, step):
+        return json.loads((out / f"checkpoint-{step}" / "process_state_0.json").read_text())["stream"]
+
+    whole = gan(output_dir=str(tmp_path / "whole"), max_steps=4)
+    assert whole.unreadable_images >= 1 and stream_state(tmp_path / "whole", 4)["positions"]["0"]["pass"] == 1
+    gan(output_dir=str(tmp_path / "resumed"), max_steps=2)
+    resumed = gan(output_dir=str(tmp_path / "resumed"), max_steps=4, resume_from_checkpoint=True)
+    # the resumed stream went on from step 2's position (a restarted one would stand in its first pass at step 4)
+    assert resumed.steps == 4 and stream_state(tmp_path / "resumed", 4) == stream_state(tmp_path / "whole", 4)
+    assert resumed.unreadable_images == whole.unreadable_images

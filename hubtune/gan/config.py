@@ -61,7 +61,7 @@ TRAINING_CONFIG_NAME = "training_config.json"
 
 # what must agree between a checkpoint and the run resuming from it (the rest, e.g. max_steps, may change), besides
 # the options of the architecture and of the discriminator (:meth:`GANTrainingConfig.resume_keys`)
-RESUME_KEYS = ("arch", "image_size", "channels", "latent_dim", "per_device_train_batch_size", "seed", "dataset",
+RESUME_KEYS = ("arch", "image_size", "channels", "latent_dim", "per_device_train_batch_size", "seed", "dataset", "streaming",
                "adaptivemix", "adaptivemix_preset", "loss", "r1_every", "diffaugment", "augment_target",
                "augment_interval", "augment_kimg", "discriminator")
 
@@ -97,7 +97,8 @@ def _check_positive(part: Any, *names: str, optional: bool = False) -> None:
 @dataclass(frozen=True)
 class GANDataArguments:
     """The training images: ``"digits"``, an image folder, a folder written by ``datasets``' ``save_to_disk`` or a Hub
-    dataset name; a dataset with fewer images than one step's batch (per process x processes) is refused."""
+    dataset name; a dataset with fewer images than one step's batch (per process x processes) is refused. With
+    ``streaming``, a stream read as it goes (:func:`hubtune.gan.data.load_image_stream`)."""
 
     _argument_group_name = "data"
 
@@ -107,10 +108,18 @@ class GANDataArguments:
     channels: int | None = field(default=None, metadata=_help("1 or 3; default: 1 for digits, 3 otherwise"))
     max_images: int | None = field(default=None, metadata=_help("use at most this many training images"))
     strict_data: bool = field(default=False, metadata=_help("fail on an unreadable image instead of skipping it"))
+    streaming: bool = field(default=False, metadata=_help(
+        "read the images as they are needed, never all in memory: a Hub data set, a folder (or glob) of WebDataset "
+        ".tar shards or Parquet files; each process reads its own part"))
+    dataloader_num_workers: int = field(default=-1, metadata=_help(
+        "with --streaming: data-loading processes; -1 = min(8, CPU cores) when CUDA is present, else 0"))
+    shuffle_buffer: int = field(default=1000, metadata=_help(
+        "with --streaming: shuffle among this many images per data-loading process (and the shard order)"))
 
     def __post_init__(self) -> None:
-        _check_positive(self, "image_size")
+        _check_positive(self, "image_size", "shuffle_buffer")
         _check_positive(self, "max_images", optional=True)
+        check_number("dataloader_num_workers", self.dataloader_num_workers, minimum=0, integer=True, allow=(-1,))
         if self.channels is not None and self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels!r}")
 

@@ -216,8 +216,9 @@ class StreamedImages:
     def transform(self) -> ImageExampleTransform:
         return ImageExampleTransform(FitToTensor(self.image_size, self.channels), strict=self.strict)
 
-    def process_stream(self, rank: int = 0, world_size: int = 1, seed: int = 0) -> ImageStream:
-        return ImageStream(self.stream, self.transform(), rank=rank, world_size=world_size, seed=seed)
+    def process_stream(self, rank: int = 0, world_size: int = 1, seed: int = 0, buffer_size: int = 1000) -> ImageStream:
+        return ImageStream(self.stream, self.transform(), rank=rank, world_size=world_size, seed=seed,
+                           buffer_size=buffer_size)
 
     def first_images(self, count: int) -> ImageSet:
         stream = ImageStream(self.stream.take(count), self.transform(), shuffle=False, passes=1)
@@ -225,15 +226,17 @@ class StreamedImages:
         return _stack(arrays, self.source, 0)
 
 
-def load_image_stream(data: Any, image_size: int = 32, channels: int = 3, strict: bool = False,
+def load_image_stream(data: Any, image_size: int = 32, channels: int | None = None, strict: bool = False,
                       max_images: int | None = None, split: str = "train") -> StreamedImages:
     """Training images as a stream: a Hub dataset name, a folder (or list, or glob) of WebDataset ``.tar`` shards or
     Parquet files, a folder written by ``save_to_disk``, ``"digits"`` or a ``datasets`` object (see
-    :func:`hubtune.data.load_image_classification_data` with ``streaming=True``; labels are not needed)."""
+    :func:`hubtune.data.load_image_classification_data` with ``streaming=True``; labels are not needed). ``channels``:
+    1 or 3 (default: 1 for digits, 3 otherwise)."""
     import datasets
 
-    if channels not in (1, 3):
+    if channels not in (None, 1, 3):
         raise GANDataError(f"channels must be 1 or 3, got {channels!r}")
+    channels = channels or (1 if isinstance(data, str) and data == "digits" else 3)
     splits, name, _ = load_streams(data)
     if split not in splits and len(splits) != 1:
         raise GANDataError(f"split {split!r} not found; available: {list(splits)}")

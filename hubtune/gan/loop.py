@@ -38,10 +38,12 @@ module's attributes, so DistributedDataParallel synchronises everything it shoul
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,10 +55,12 @@ from accelerate.tracking import GeneralTracker
 from accelerate.utils import set_seed
 from timm.utils import ModelEmaV3
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from hubtune.devices import configure_backends
+from hubtune.data import StreamProgress, collate_image_batch
+from hubtune.devices import configure_backends, default_dataloader_workers
 from hubtune.errors import CheckpointError, ConfigError, NonFiniteLossError
 from hubtune.gan import checkpoint as ckpt
 from hubtune.gan.archs import GeneratorRegulariser
@@ -72,7 +76,7 @@ from hubtune.gan.config import (
     GANScheduleArguments,
     GANTrainingConfig,
 )
-from hubtune.gan.data import ImageSet, StepBatchSampler, load_image_set
+from hubtune.gan.data import ImageSet, StepBatchSampler, StreamedImages, load_image_set, load_image_stream
 from hubtune.gan.metrics import evaluate_generator
 from hubtune.gan.models import Discriminator, Generator, as_discriminator
 from hubtune.hub.space import space_id_for
@@ -107,6 +111,7 @@ class GANTrainingResult:
     hub_url: str | None = None
     is_main_process: bool = True
     space_url: str | None = None
+    unreadable_images: int = 0  # skipped while training, over all processes (counted when images are read as they go)
 
 
 # ----------------------------------------------------------------------------------------------- losses
@@ -243,8 +248,8 @@ class GANRun:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     ada: AdaptiveMix | None
-    dataset: ImageSet
-    sampler: StepBatchSampler
+    dataset: ImageSet | StreamedImages
+    sampler: StepBatchSampler | None  # in-memory images; a stream has stream_loader
     start_step: int
     last_checkpoint: str | None
     augment: DiffAugment | None = None
@@ -252,6 +257,8 @@ class GANRun:
     regularisers: list[GeneratorRegulariser] = field(default_factory=list)  # the architecture's, on G
     losses: list[dict[str, float]] = field(default_factory=list)
     grids: list[str] = field(default_factory=list)
+    stream_loader: DataLoader | None = None  # this process's DataLoader over its part of a stream
+    stream_progress: StreamProgress = field(default_factory=StreamProgress)  # where it stands, unreadable images
 
 
 # ----------------------------------------------------------------------------------------------- setting up
@@ -327,13 +334,36 @@ def _card_values(config: GANTrainingConfig, settings: dict[str, Any]) -> dict[st
             "sample_seed": config.seed}
 
 
-def _load_data(config: GANTrainingConfig, dataset: ImageSet | None) -> ImageSet:
+def _load_data(config: GANTrainingConfig, dataset: ImageSet | None) -> ImageSet | StreamedImages:
     data = config.data
+    if dataset is None and data.streaming:
+        return load_image_stream(data.dataset, data.image_size, data.channels, data.strict_data, data.max_images)
     if dataset is None:
         dataset = load_image_set(data.dataset, data.image_size, data.channels, data.strict_data, data.max_images)
     if dataset.image_size != data.image_size:
         raise ConfigError(f"the dataset's images are {dataset.image_size} px, the config asks for {data.image_size} px")
     return dataset
+
+
+def _stream_loader(config: GANTrainingConfig, images: StreamedImages, accelerator: Accelerator) -> DataLoader:
+    """This process's DataLoader over its own part of the stream (each process reads its own; none runs out)."""
+    data = config.data
+    workers = default_dataloader_workers() if data.dataloader_num_workers == -1 else data.dataloader_num_workers
+    stream = images.process_stream(accelerator.process_index, accelerator.num_processes, config.seed,
+                                   buffer_size=data.shuffle_buffer)
+    return DataLoader(stream, batch_size=config.optim.per_device_train_batch_size, collate_fn=collate_image_batch,
+                      num_workers=workers, persistent_workers=workers > 0, pin_memory=accelerator.device.type == "cuda")
+
+
+def _real_batches(run: GANRun) -> Iterator[Tensor]:
+    """The real images of each remaining step: batches of the in-memory set (:class:`StepBatchSampler`), or of the
+    stream, whose bookkeeping (position, unreadable images) ``run.stream_progress`` takes."""
+    if run.stream_loader is None:
+        for indices in run.sampler:
+            yield run.dataset.batch(indices)
+        return
+    for batch in itertools.islice(run.stream_loader, run.schedule.max_steps - run.start_step):
+        yield run.stream_progress.take(batch)["pixel_values"]
 
 
 def prepare_run(config: GANTrainingConfig, generator: Generator | None = None, discriminator: nn.Module | None = None,
@@ -364,9 +394,13 @@ def prepare_run(config: GANTrainingConfig, generator: Generator | None = None, d
         output_dir.mkdir(parents=True, exist_ok=True)
     dataset = _load_data(config, dataset)
     optim = config.optim
-    sampler = StepBatchSampler(len(dataset), optim.per_device_train_batch_size, config.schedule.max_steps,
-                               seed=config.seed, start_step=start_step, rank=accelerator.process_index,
-                               world_size=accelerator.num_processes)
+    sampler = stream_loader = None
+    if isinstance(dataset, StreamedImages):
+        stream_loader = _stream_loader(config, dataset, accelerator)
+    else:
+        sampler = StepBatchSampler(len(dataset), optim.per_device_train_batch_size, config.schedule.max_steps,
+                                   seed=config.seed, start_step=start_step, rank=accelerator.process_index,
+                                   world_size=accelerator.num_processes)
     generator, discriminator = _build_modules(config.model, config.data.image_size, dataset.channels, config.seed,
                                               generator, discriminator)
     ema = GeneratorEma(generator, optim.ema_decay).to(accelerator.device)  # buffers too (w_avg)
@@ -386,7 +420,7 @@ def prepare_run(config: GANTrainingConfig, generator: Generator | None = None, d
                  opt_g=opt_g, opt_d=opt_d, ada=AdaptiveMix.from_settings(mix.settings()) if mix.adaptivemix else None,
                  dataset=dataset, sampler=sampler, start_step=start_step,
                  last_checkpoint=str(latest) if latest else None, augment=augment, augment_p=augment_p,
-                 regularisers=regularisers)
+                 regularisers=regularisers, stream_loader=stream_loader)
     _restore_or_seed(run, resume_from, state)
     accelerator.init_trackers("hubtune-gan", config={k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
                                                      for k, v in settings.items()})
@@ -407,10 +441,13 @@ def _restore_or_seed(run: GANRun, resume_from: Path | None, state: dict[str, Any
             raise CheckpointError(f"{resume_from} has no adaptive augmentation state (augment_target)")
         run.augment_p.load_state_dict(state["augment_p"])
         run.augment.p = run.augment_p.p
-    if run.regularisers:
+    if run.regularisers or run.stream_loader is not None:
         process_state = ckpt.read_process_state(resume_from, run.accelerator.process_index)
         for regulariser in run.regularisers:
             regulariser.load_state_dict(process_state)
+        if run.stream_loader is not None:  # the stream goes on from where this process's stood
+            run.stream_progress = StreamProgress(process_state.get("stream"))
+            run.stream_loader.dataset.load_state_dict(run.stream_progress.state_dict())
 
 
 # ----------------------------------------------------------------------------------------------- the steps
@@ -572,8 +609,8 @@ def _train_steps(run: GANRun, progress_bar: bool) -> int:
     run.D.train()
     step = run.start_step
     try:
-        for indices in run.sampler:
-            real = run.dataset.batch(indices).to(device)
+        for real in _real_batches(run):
+            real = real.to(device)
             # one generator pass per step (as in the PyTorch DCGAN example): the discriminator step sees the fakes
             # detached, the generator step then scores the same fakes with the updated discriminator
             with accelerator.autocast():
@@ -599,7 +636,7 @@ def _export_generator(run: GANRun, metrics: dict[str, Any] | None) -> str:
     generator = run.ema.module
     generator.training_info = {  # plain values for the card (hubtune.hub.generator_card.GeneratorCardValues)
         **card, "discriminator": run.accelerator.unwrap_model(run.D).card_details(), "metrics": metrics,
-        "data_source": run.dataset.source, "num_images": len(run.dataset),
+        "data_source": run.dataset.source, "num_images": None if run.stream_loader is not None else len(run.dataset),
         "num_processes": run.accelerator.num_processes,
     }
     generator.save_pretrained(run.output_dir)
@@ -612,7 +649,8 @@ def _evaluate_and_export(run: GANRun, step: int, evaluation: GANEvalArguments,
     metrics, generator_dir = None, None
     if run.accelerator.is_main_process:
         if evaluation.eval_num_samples:
-            metrics = evaluate_generator(run.ema.module, run.dataset, num_samples=evaluation.eval_num_samples,
+            real = run.dataset if isinstance(run.dataset, ImageSet) else run.dataset.first_images(evaluation.eval_num_samples)
+            metrics = evaluate_generator(run.ema.module, real, num_samples=evaluation.eval_num_samples,
                                          feature_extractor=evaluation.eval_feature_extractor,
                                          batch_size=evaluation.eval_batch_size, seed=run.seed)
             (run.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -634,6 +672,10 @@ def _finish(run: GANRun, step: int, config: GANTrainingConfig, started: float) -
     """After the last step: metrics, the exported generator and its push (main process), the trackers closed."""
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
+    count = torch.tensor(run.stream_progress.unreadable, device=accelerator.device)
+    unreadable = int(accelerator.reduce(count, reduction="sum"))
+    if unreadable:
+        accelerator.log({"unreadable_images": unreadable}, step=step)
     metrics, generator_dir = _evaluate_and_export(run, step, config.evaluation, config.hub.export_generator)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -644,6 +686,7 @@ def _finish(run: GANRun, step: int, config: GANTrainingConfig, started: float) -
         output_dir=str(run.output_dir), steps=step, losses=run.losses, metrics=metrics, generator_dir=generator_dir,
         last_checkpoint=run.last_checkpoint, sample_grids=run.grids, wall_time_s=time.perf_counter() - started,
         hub_url=hub_url, is_main_process=accelerator.is_main_process, space_url=space_url,
+        unreadable_images=unreadable,
     )
 
 
@@ -695,6 +738,9 @@ def train_gan(
 def format_summary(result: GANTrainingResult) -> str:
     """The run summary ``hubtune gan`` prints (main process only)."""
     lines = [f"trained {result.steps} steps in {result.wall_time_s:.1f} s; output folder: {result.output_dir}"]
+    if result.unreadable_images:
+        lines.append(f"skipped {result.unreadable_images} unreadable image(s) (logs.jsonl records it; --strict_data "
+                     "stops at the first instead)")
     if result.metrics is not None:
         lines.append(json.dumps(result.metrics, indent=2))
     if result.generator_dir:
@@ -734,6 +780,8 @@ def save_checkpoint(run: GANRun, step: int) -> Path:
     accelerator.wait_for_everyone()
     ckpt.save_rng_state(partial / f"rng_state_{accelerator.process_index}")
     process_state = {k: v for r in run.regularisers for k, v in r.state_dict().items()}
+    if run.stream_loader is not None:
+        process_state["stream"] = run.stream_progress.state_dict()
     if process_state:
         ckpt.write_process_state(partial, accelerator.process_index, process_state)
     if accelerator.is_main_process:
