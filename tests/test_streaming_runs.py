@@ -162,3 +162,15 @@ def test_hubtune_gan_streams_counts_unreadable_images_and_resumes_its_stream(tmp
     # the resumed stream went on from step 2's position (a restarted one would stand in its first pass at step 4)
     assert resumed.steps == 4 and stream_state(tmp_path / "resumed", 4) == stream_state(tmp_path / "whole", 4)
     assert resumed.unreadable_images == whole.unreadable_images
+
+
+def test_hubtune_compare_streams_too(tmp_path, capsys):
+    write_shards(tmp_path / "shards", [8, 8])
+    write_shards(tmp_path / "shards", [6], prefix="validation", start=100)
+    code = hubtune_main(["compare", "--model", "test_resnet", "--image_size", "32", "--methods", "ce", "l2-sp",
+                         "--seeds", "1", "--dataset", str(tmp_path / "shards"), "--streaming", "--max_steps", "2",
+                         "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "cmp")])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "cmp" / "compare.jsonl").read_text().splitlines()]
+    assert [(r["label"], r["steps"], r["train_samples"], r["eval_samples"]) for r in rows] == \
+        [("ce", 2, 8, 6), ("l2-sp", 2, 8, 6)]

@@ -31,7 +31,7 @@ from typing import Any
 
 from transformers import set_seed
 
-from hubtune.data import build_transforms, collate_image_batch, few_shot_subset, load_image_classification_data, with_transforms
+from hubtune.data import collate_image_batch, few_shot_subset
 from hubtune.devices import configure_backends
 from hubtune.errors import ConfigError, MethodError, OutputDirError
 from hubtune.methods import get_method
@@ -46,11 +46,13 @@ from hubtune.training.compare_args import (
 )
 from hubtune.training.finetune import (
     FinetuneTrainingArguments,
-    _avoid_a_last_batch_of_one,
     _trainer_callbacks,
+    load_data,
     method_arguments_class,
     preparation_dataset,
     resolve_recipe,
+    stream_schedule,
+    training_datasets,
 )
 from hubtune.training.recipes import SOURCE_RECIPE, settings_to_json
 from hubtune.training.trainer import HubtuneTrainer, compute_accuracy
@@ -135,13 +137,14 @@ def _append_run(folder: Path, row: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def _run_one(label: str, method_args: Any, recipe_of: str | None, model_args: Any,
+def _run_one(label: str, method_args: Any, recipe_of: str | None, model_args: Any, data_args: Any,
              training_args: FinetuneTrainingArguments, seed: int, data, work_dir: Path) -> dict[str, Any]:
     """One method on one seed; ``recipe_of``: whose recipe every method trains with (None: each its own)."""
     args, settings, knob_sources = resolve_recipe(method_args, training_args, pretrained=model_args.pretrained,
                                                   recipe_method=recipe_of)
     args = dataclasses.replace(args, seed=seed, output_dir=str(work_dir), save_strategy="no", eval_strategy="no",
                                push_to_hub=False, report_to="none", load_best_model_at_end=False)
+    args = stream_schedule(args, data) if data.streaming else args
     method_config = method_args.to_method_config(
         {k: s.value for k, s in knob_sources.items() if s.source == SOURCE_RECIPE})
     set_seed(seed)
@@ -149,10 +152,9 @@ def _run_one(label: str, method_args: Any, recipe_of: str | None, model_args: An
         model_args.model, id2label=data.id2label, pretrained=model_args.pretrained, method=method_args.method,
         method_config=method_config, image_size=model_args.image_size,
     )
-    _avoid_a_last_batch_of_one(args, len(data.train))
+    train_dataset, eval_dataset = training_datasets(data, model, data_args, args)
     trainer = HubtuneTrainer(
-        model=model, args=args, train_dataset=with_transforms(data.train, build_transforms(model.preprocessing, True)),
-        eval_dataset=with_transforms(data.eval, build_transforms(model.preprocessing, False)),
+        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=collate_image_batch, compute_metrics=compute_accuracy, callbacks=_trainer_callbacks(model),
         dataset_name=data.name, training_settings=settings, knob_sources=knob_sources,
         preparation_dataset=preparation_dataset(data.train, model),
@@ -166,7 +168,8 @@ def _run_one(label: str, method_args: Any, recipe_of: str | None, model_args: An
         "label": label, "method": method_args.method, "method_config": model.method.config.to_dict(), "seed": seed,
         "accuracy": float(metrics["eval_accuracy"]), "eval_loss": float(metrics["eval_loss"]),
         "train_loss": float(result.training_loss), "steps": steps, "train_seconds": round(train_seconds, 3),
-        "seconds_per_step": train_seconds / steps, "train_samples": len(data.train), "eval_samples": len(data.eval),
+        "seconds_per_step": train_seconds / steps, "eval_samples": len(data.eval),
+        "train_samples": steps * args.per_device_train_batch_size * args.world_size if data.streaming else len(data.train),
         "settings": settings_to_json({**settings, **knob_sources}),
     }
 
@@ -214,19 +217,18 @@ def run_compare(model_args: Any, data_args: Any, knobs_args: Any, compare_args: 
         position += len(labels) - len(todo)
         if not todo:
             continue
-        data = load_image_classification_data(
-            data_args.dataset, image_column=data_args.image_column, label_column=data_args.label_column,
-            eval_split=data_args.eval_split, eval_fraction=data_args.eval_fraction, seed=seed,
-            max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
-            strict_data=data_args.strict_data,
-        )
+        data = load_data(data_args, seed)
+        if data.streaming and (data.eval is None or compare_args.train_samples_per_class):
+            raise ConfigError("hubtune compare --streaming needs the stream's evaluation split (--eval_split) and "
+                              "no --train_samples_per_class (which picks images from a data set of known size).")
         if compare_args.train_samples_per_class:
             data.train = few_shot_subset(data.train, compare_args.train_samples_per_class, seed)
         for label in todo:
             position += 1
             shutil.rmtree(work_dir, ignore_errors=True)
             try:
-                row = _run_one(label, method_args[label], recipe_of, model_args, training_args, seed, data, work_dir)
+                row = _run_one(label, method_args[label], recipe_of, model_args, data_args, training_args, seed, data,
+                               work_dir)
             except KeyboardInterrupt:
                 raise KeyboardInterrupt(
                     f"the run of {label} with seed {seed} was lost; {position - 1} of {total} runs are saved in "
