@@ -174,3 +174,18 @@ def test_hubtune_compare_streams_too(tmp_path, capsys):
     rows = [json.loads(line) for line in (tmp_path / "cmp" / "compare.jsonl").read_text().splitlines()]
     assert [(r["label"], r["steps"], r["train_samples"], r["eval_samples"]) for r in rows] == \
         [("ce", 2, 8, 6), ("l2-sp", 2, 8, 6)]
+
+
+def test_a_length_stated_in_the_card_turns_epochs_into_steps(tmp_path):
+    from hubtune.training.finetune import FinetuneTrainingArguments, stream_schedule
+
+    write_shards(tmp_path / "shards", [6, 6])
+    card = tmp_path / "shards" / "README.md"
+    card.write_text(card.read_text().replace("\n---\n", "\n  splits:\n  - name: train\n    num_examples: 12\n---\n"))
+    data = load_image_classification_data(str(tmp_path / "shards"), streaming=True)
+    assert data.num_train_examples == 12
+    args = FinetuneTrainingArguments(output_dir=str(tmp_path / "out"), num_train_epochs=2, report_to="none",
+                                     per_device_train_batch_size=4)
+    scheduled = stream_schedule(args, data)
+    assert scheduled.max_steps == 6  # 2 epochs x 12 images / 4 per step
+    assert (str(scheduled.save_strategy.value), str(scheduled.eval_strategy.value)) == ("steps", "no")  # no eval split
