@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import glob
 import io
-import logging
 import os
 import tarfile
 import warnings
@@ -44,8 +43,7 @@ from torch.utils.data import default_collate
 
 from hubtune.backbones import PreprocessingConfig
 from hubtune.errors import ConfigError, DatasetError
-
-logger = logging.getLogger(__name__)
+from hubtune.messages import warn
 
 DIGITS = "digits"
 # "cls" is the WebDataset convention for a class index (webdataset's README; datasets' webdataset builder decodes it).
@@ -450,8 +448,8 @@ def _drop_unreadable_images(dataset: datasets.Dataset, split: str, strict: bool)
             bad.append(index)
     if not bad:
         return dataset, 0
-    logger.warning("Left out %d unreadable image(s) of split %r (first: %s); pass --strict_data to stop at them "
-                   "instead.", len(bad), split, first)
+    warn(f"Leaving out {len(bad)} unreadable image(s) of split {split!r} (first: {first}); pass --strict_data to stop "
+         "at them instead.")
     if len(bad) == len(dataset):
         raise DatasetError(f"No image of split {split!r} could be read (first: {first}).")
     dropped = set(bad)
@@ -730,8 +728,7 @@ def first_examples(stream: datasets.IterableDataset, count: int, split: str = "t
     demo examples and OOD checks can index it."""
     rows = [example for _, example in zip(range(count + 1), _read(stream))]
     if len(rows) > count:
-        logger.warning("Evaluating on the first %d examples of the %r split (--max_eval_samples sets how many).",
-                       count, split)
+        warn(f"Evaluating on the first {count} examples of the {split!r} split (--max_eval_samples sets how many).")
     if not rows:
         raise DatasetError(f"The {split!r} split of the stream is empty; it needs labelled images.")
     dataset = datasets.Dataset.from_list(rows[:count], features=stream.features)
@@ -915,8 +912,8 @@ class ImageExampleTransform:
             if self.strict:
                 raise unreadable_image_error(describe_image(image), e) from e
             if not self._warned:  # once per process (or worker): the count is reported at the end
-                logger.warning("Skipping unreadable image %s (%s); further ones are skipped and counted without a "
-                               "message (--strict_data stops at them).", describe_image(image), type(e).__name__)
+                warn(f"Skipping unreadable image {describe_image(image)} ({type(e).__name__}); further ones are skipped "
+                     "and counted without a message (--strict_data stops at them).")
                 self._warned = True
             return None
         out = {"pixel_values": self.transform(decoded)}
@@ -1099,9 +1096,9 @@ class StreamProgress:
             return {}
         if state.get("num_workers") != workers:
             if worker == 0:
-                logger.warning("The stream was saved with %s DataLoader worker(s) and resumes with %d: it starts again "
-                               "from its beginning (resume with --dataloader_num_workers %s to continue where it "
-                               "stopped).", state.get("num_workers"), workers, state.get("num_workers"))
+                warn(f"The stream was saved with {state.get('num_workers')} DataLoader worker(s) and resumes with "
+                     f"{workers}: it starts again from its beginning (resume with --dataloader_num_workers "
+                     f"{state.get('num_workers')} to continue where it stopped).")
             return {}
         return dict(state["positions"].get(str(worker), {}))
 
