@@ -25,6 +25,7 @@ common options:
   --model NAME            timm name, hf-hub:ORG/NAME, local-dir:PATH, or a transformers id / folder (resnet18)
   --pretrained [BOOL]     load pretrained weights (default: yes when --model names weights, no for resnet18)
   --dataset DATA          digits, an image folder (one sub-folder per class), a saved dataset or a Hub name
+  --streaming             read DATA as it goes (a Hub data set, .tar shards, Parquet files); set --max_steps
   --image_size PX         input size in pixels (32)
   --method NAME           core-tuning (default) or another registered method (`hubtune --help` lists them);
                           knobs: --eta, --temperature, --alpha, ...
