@@ -345,6 +345,17 @@ def _load_data(config: GANTrainingConfig, dataset: ImageSet | None) -> ImageSet 
     return dataset
 
 
+def _batch_source(config: GANTrainingConfig, dataset: ImageSet | StreamedImages, accelerator: Accelerator,
+                  start_step: int) -> tuple[StepBatchSampler | None, DataLoader | None]:
+    """Where each step's real batch comes from: the in-memory set's :class:`StepBatchSampler` (from ``start_step``),
+    or this process's DataLoader over its own part of the stream."""
+    if isinstance(dataset, StreamedImages):
+        return None, _stream_loader(config, dataset, accelerator)
+    return StepBatchSampler(len(dataset), config.optim.per_device_train_batch_size, config.schedule.max_steps,
+                            seed=config.seed, start_step=start_step, rank=accelerator.process_index,
+                            world_size=accelerator.num_processes), None
+
+
 def _stream_loader(config: GANTrainingConfig, images: StreamedImages, accelerator: Accelerator) -> DataLoader:
     """This process's DataLoader over its own part of the stream (each process reads its own; none runs out)."""
     data = config.data
@@ -394,13 +405,7 @@ def prepare_run(config: GANTrainingConfig, generator: Generator | None = None, d
         output_dir.mkdir(parents=True, exist_ok=True)
     dataset = _load_data(config, dataset)
     optim = config.optim
-    sampler = stream_loader = None
-    if isinstance(dataset, StreamedImages):
-        stream_loader = _stream_loader(config, dataset, accelerator)
-    else:
-        sampler = StepBatchSampler(len(dataset), optim.per_device_train_batch_size, config.schedule.max_steps,
-                                   seed=config.seed, start_step=start_step, rank=accelerator.process_index,
-                                   world_size=accelerator.num_processes)
+    sampler, stream_loader = _batch_source(config, dataset, accelerator, start_step)
     generator, discriminator = _build_modules(config.model, config.data.image_size, dataset.channels, config.seed,
                                               generator, discriminator)
     ema = GeneratorEma(generator, optim.ema_decay).to(accelerator.device)  # buffers too (w_avg)
