@@ -25,7 +25,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from hubtune.errors import CheckpointError, ConfigError, NonFiniteLossError, WeightsFileError
 from hubtune.hub import write_model_card
 from hubtune.layouts import read_config, read_json_file
-from hubtune.manifest import manifest_mismatch, refuse_if_changed, write_manifest
+from hubtune.manifest import MANIFEST_NAME, has_manifest, manifest_mismatch, refuse_if_changed, write_manifest
 from hubtune.training.callbacks import MethodPreparationCallback
 from hubtune.training.param_groups import (
     check_parts,
@@ -113,6 +113,9 @@ def resolve_resume(output_dir: str | os.PathLike, resume: str | bool | None, mod
     _check_weights_readable(checkpoint)
     if manifest_mismatch(checkpoint) is not None:
         refuse_if_changed(checkpoint, _last_good(checkpoint.parent, excluding=checkpoint), "train again")
+    if not has_manifest(checkpoint):  # written before manifests existed, or the manifest was removed
+        logger.warning(f"Note: {checkpoint} has no {MANIFEST_NAME}, so its content could not be checked (a change that "
+                       "kept the files' sizes would go unnoticed); resuming from it as it is.")
     if model_config is not None:
         _check_same_model(checkpoint, model_config)
     return str(checkpoint)
