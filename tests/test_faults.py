@@ -319,17 +319,28 @@ def test_a_checkpoint_changed_without_changing_its_size_is_refused_or_skipped(fi
     assert json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())["global_step"] == 6
 
 
-def test_a_checkpoint_without_sha256sums_still_resumes(finished_run, tmp_path, capsys):
+@pytest.mark.parametrize("resume", ["checkpoint-4", "true"])
+def test_a_checkpoint_without_sha256sums_still_resumes_with_a_warning(finished_run, tmp_path, capsys, caplog, resume):
+    """Issue 28: a checkpoint whose SHA256SUMS was deleted (and whose weights were changed without a change of size)
+    resumed with no word; it still resumes (as checkpoints written before manifests existed must), saying once that
+    its content could not be checked."""
+    import logging
     import shutil
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
     for checkpoint in run_dir.glob("checkpoint-*"):
         (checkpoint / "SHA256SUMS").unlink()  # as an older hubtune wrote them
+    before = {k: v for k, v in hashes(run_dir).items() if k.startswith("checkpoint-")}
+    caplog.set_level(logging.WARNING, logger="hubtune.training.trainer")
     run(["finetune", *TINY, "--method", "ce", "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2",
-         "--output_dir", str(run_dir), "--resume_from_checkpoint", str(run_dir / "checkpoint-4")], capsys,
-        expected_code=0)
+         "--save_total_limit", "5", "--output_dir", str(run_dir), "--resume_from_checkpoint",
+         str(run_dir / resume) if resume != "true" else resume], capsys, expected_code=0)
+    warned = [r.getMessage() for r in caplog.records if "could not be checked" in r.getMessage()]
+    assert warned == [f"Note: {run_dir / 'checkpoint-4'} has no SHA256SUMS, so its content could not be checked (a "
+                      "change that kept the files' sizes would go unnoticed); resuming from it as it is."]
     assert (run_dir / "checkpoint-6" / "SHA256SUMS").is_file()
+    assert {k: v for k, v in hashes(run_dir).items() if k in before} == before
 
 
 def test_a_gan_checkpoint_changed_without_changing_its_size_is_refused_or_skipped(tmp_path, capsys):
@@ -771,6 +782,51 @@ def test_a_hub_id_while_offline_names_the_offline_setting(argv, tmp_path, capsys
     assert "HF_HUB_OFFLINE=1 is set" in line and "not in the local Hugging Face cache" in line
     assert "has no config.json" not in line and "Unknown backbone" not in line
     assert argv[0] == "ood" or not (tmp_path / "out").exists()  # ood makes its results folder first
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["finetune", "--model", "resnet18", "--pretrained"], ["--pretrained", "false"]),
+    (["gan", "--discriminator", "timm:resnet18", "--max_steps", "1", "--per_device_train_batch_size", "8",
+      "--image_size", "16", "--eval_num_samples", "0", "--no_progress_bar"], ["--discriminator", "timm-random:resnet18"]),
+])
+def test_offline_pretrained_weights_name_the_commands_own_option_for_random_weights(argv, option, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """Issue 28: `hubtune gan` with a timm discriminator offline suggested --no-pretrained, which neither command has."""
+    import huggingface_hub.constants
+    from accelerate.state import AcceleratorState
+
+    from hubtune.commands import COMMANDS
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    AcceleratorState._reset_state(True)
+    line = run([*argv, "--output_dir", str(tmp_path / "out")], capsys)
+    AcceleratorState._reset_state(True)
+    assert f"or pass {' '.join(option)} to start from random weights" in line and "--no-pretrained" not in line
+    # the option named is one the command has
+    import importlib
+
+    from hubtune.arguments import parse_command_line
+
+    command = importlib.import_module(COMMANDS[argv[0]][0])
+    parse_command_line(command.build_parser(), [*argv[1:], *option, "--output_dir", str(tmp_path / "other")])
+
+
+def test_random_weights_from_a_folder_are_named_by_their_architecture_in_the_card(image_folder, tmp_path, capsys):
+    """Issue 28: a card trained from local-dir:FOLDER with --pretrained false named the architecture after the folder
+    (the folder gave only the architecture); with its weights, the folder is the base model."""
+    import timm
+
+    folder = tmp_path / "timm_r10"
+    timm.models.save_for_hf(timm.create_model("resnet10t", num_classes=0), str(folder), safe_serialization=True)
+    argv = ["finetune", *TINY[2:], "--model", f"local-dir:{folder}", "--dataset", str(image_folder), "--method", "ce",
+            "--max_steps", "1", "--save_strategy", "no", "--eval_strategy", "no"]
+    run([*argv, "--pretrained", "false", "--output_dir", str(tmp_path / "random")], capsys, expected_code=0)
+    card = (tmp_path / "random" / "README.md").read_text()
+    assert "timm_r10" not in card and "name: resnet10t-" in card and "Backbone: `resnet10t` (timm), random" in card
+    assert json.loads((tmp_path / "random" / "hubtune_run.json").read_text())["base_model"] == "resnet10t"
+    run([*argv, "--pretrained", "true", "--output_dir", str(tmp_path / "pretrained")], capsys, expected_code=0)
+    assert "timm_r10" in (tmp_path / "pretrained" / "README.md").read_text()
 
 
 def test_a_failed_gan_push_leaves_the_generator_folder_alone(tmp_path, local_hub, hub_token, hub_repo_id, capsys):

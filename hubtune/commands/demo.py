@@ -58,26 +58,31 @@ def run(argv: Sequence[str]) -> int:
         argv = ["--model", argv.pop(0), *argv]
     (args,) = parse_command_line(build_parser(), argv)
     hubtune.demo.require_gradio()  # before loading the model: the one-line install hint comes at once
+    _check_host(args.host)
     blocks = hubtune.demo.build_demo(args.model, device=args.device, token=args.hub_token, revision=args.revision)
     try:
         hubtune.demo.launch_demo(blocks, host=args.host, port=args.port)
     except OSError as e:
-        raise _port_error(e, args.host) from None
+        raise _port_error(e) from None
     return 0
 
 
-def _port_error(error: OSError, host: str) -> Exception:
+def _check_host(host: str) -> None:
+    """A --host this machine cannot bind fails in Gradio as a busy port would, whatever the port: named first."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host.strip("[]"), 0))
+    except OSError as e:
+        raise ConfigError(f"--host {host} cannot be bound on this machine ({e.strerror or e}); pass one of its "
+                          "addresses (127.0.0.1, or 0.0.0.0 for every interface).") from None
+
+
+def _port_error(error: OSError) -> Exception:
     """Gradio's "Cannot find empty port in range: A-B ..." (it tries --port, else 7860 to 7959) in hubtune's words;
     any other OSError as it is."""
     found = re.search(r"Cannot find empty port in range: (\d+)-(\d+)", str(error))
     if not found:
         return error
-    try:  # a --host this machine cannot bind fails the same way in Gradio, whatever the port
-        with socket.socket() as probe:
-            probe.bind((host.strip("[]"), 0))
-    except OSError as e:
-        return ConfigError(f"--host {host} cannot be bound on this machine ({e.strerror or e}); pass one of its "
-                           "addresses (127.0.0.1, or 0.0.0.0 for every interface).")
     low, high = found.groups()
     if low != high:
         return ConfigError(f"no free port from {low} to {high}; pass a free one with --port.")

@@ -7,8 +7,12 @@ augmentations and the methods' own random draws (mixing weights, partners) diffe
 with the same settings, the first method's training recipe under the options you give, so that only the method
 differs, as in the papers' tables; ``method_recipes`` gives each method its own recipe instead.
 
-Each finished run is appended to ``compare.jsonl`` in the output folder: a rerun of the same command skips the
-finished runs, and an interruption loses at most the run in progress. The report (``compare.md``, ``compare.json``
+Everything is checked before the first run (methods and knob values, backbone, seeds, the data and labelled subset
+of every seed, the runs already recorded), and the output folder is locked for the comparison, as ``hubtune
+finetune`` locks its own (:mod:`hubtune.locking`). Each finished run is appended to the journal ``compare.jsonl``
+(:mod:`hubtune.training.compare_journal`: lines written whole, a line cut short by a kill dropped on the next start):
+a rerun of the same command skips the finished runs, and an interruption loses at most the run in progress; runs
+recorded with other settings (a method's recipe changed since, for example) are refused, not reused. The report (``compare.md``, ``compare.json``
 and ``compare_differences.png``) gives accuracy mean ± std, the paired difference to the first method, wins, an exact
 sign-flip p-value and the time per optimizer step relative to the first method::
 
