@@ -595,9 +595,9 @@ def test_a_second_gan_into_a_running_ones_folder_is_refused(tmp_path, capsys):
         running.wait()
 
 
-def _sigterm_after_the_first_checkpoint(argv: list[str], out: Path, cwd: Path) -> tuple[int, str]:
-    """Run ``python -m hubtune ARGV`` (a long run) until ``out`` holds a complete checkpoint, send SIGTERM as a
-    cluster scheduler does, and return the exit code and stderr."""
+def sigterm_when(argv: list[str], ready, cwd: Path, waiting_for: str) -> tuple[int, str]:
+    """Run ``python -m hubtune ARGV`` (a long run) until ``ready()``, send SIGTERM as a cluster scheduler does, and
+    return the exit code and stderr."""
     import os
     import signal
     import subprocess
@@ -610,9 +610,9 @@ def _sigterm_after_the_first_checkpoint(argv: list[str], out: Path, cwd: Path) -
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 600
-        while not any((c / "trainer_state.json").is_file() for c in out.glob("checkpoint-*")):
-            assert proc.poll() is None, f"the run ended (code {proc.returncode}) before its first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 600 s"
+        while not ready():
+            assert proc.poll() is None, f"the run ended (code {proc.returncode}) before {waiting_for}"
+            assert time.monotonic() < deadline, f"no {waiting_for} within 600 s"
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
@@ -621,6 +621,11 @@ def _sigterm_after_the_first_checkpoint(argv: list[str], out: Path, cwd: Path) -
             proc.kill()
             proc.communicate()
     return proc.returncode, err
+
+
+def _sigterm_after_the_first_checkpoint(argv: list[str], out: Path, cwd: Path) -> tuple[int, str]:
+    return sigterm_when(argv, lambda: any((c / "trainer_state.json").is_file() for c in out.glob("checkpoint-*")),
+                        cwd, "its first checkpoint")
 
 
 @pytest.mark.parametrize("command", ["finetune", "gan"])

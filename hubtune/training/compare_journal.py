@@ -152,7 +152,9 @@ class RunJournal:
 
     def set_aside(self, suffix: str) -> Path:
         """Move the journal to ``compare.jsonl.<suffix>`` (nothing is deleted); returns where it went."""
-        aside = self.path.with_name(f"{RUNS_FILE}.{suffix}")
+        aside, n = self.path.with_name(f"{RUNS_FILE}.{suffix}"), 1
+        while aside.exists():  # an earlier one set aside in the same second stays
+            aside, n = self.path.with_name(f"{RUNS_FILE}.{suffix}-{n}"), n + 1
         os.replace(self.path, aside)
         return aside
 
