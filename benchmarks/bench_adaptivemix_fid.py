@@ -99,7 +99,7 @@ def run(args, variant: str, images: int | None, seed: int, real_feats: torch.Ten
     eval_steps = sorted(set(args.steps))
     every = math.gcd(*eval_steps)
     with tempfile.TemporaryDirectory() as out:
-        config = GANTrainingConfig(
+        config = GANTrainingConfig.from_options(
             dataset="digits", output_dir=out, arch=args.arch, image_size=args.image_size, max_images=images,
             max_steps=eval_steps[-1], per_device_train_batch_size=args.batch_size, seed=seed, eval_num_samples=0,
             log_every=args.log_every, sample_every=10**9, checkpoint_every=every,

@@ -40,7 +40,6 @@ from _measure import time_interleaved  # noqa: E402
 from fetch_animal_shapes import ensure_animal_shapes  # noqa: E402
 from fetch_offline_weights import ensure_offline_weights  # noqa: E402
 
-from hubtune.commands.compare import shown_on_stdout  # noqa: E402
 from hubtune.modeling import HubtuneForImageClassification  # noqa: E402
 from hubtune.training.compare import parse_compare_args, run_compare  # noqa: E402
 
@@ -124,8 +123,7 @@ def main(argv=None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         argv += [f"--{key}", value]
-    with shown_on_stdout():  # compare's progress lines and report, as `hubtune compare` shows them
-        run_compare(*parse_compare_args(argv))
+    run_compare(*parse_compare_args(argv))
     return 0
 
 

@@ -44,7 +44,7 @@ _EXPORTS = {
     "load_image_classification_data": "hubtune.data",
 }
 
-__all__ = ["__version__", "HubtuneError", "HubtuneConfig", "HubtuneForImageClassification", *_EXPORTS]
+__all__ = ["__version__", "HubtuneError", *_EXPORTS]
 
 
 def _submodule(name):

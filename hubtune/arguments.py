@@ -18,7 +18,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,14 +27,34 @@ from hubtune.errors import ConfigError, OutputDirError
 if TYPE_CHECKING:  # the value checks need no transformers; the parser is the caller's
     from transformers import HfArgumentParser
 
-__all__ = ["CONFIG_FILE_SUFFIXES", "read_config_file", "check_file_values", "check_number", "check_output_dir",
-           "parse_command_line", "given_options", "option_names"]
+__all__ = ["CONFIG_FILE_SUFFIXES", "HelpFormatter", "RawDescriptionHelpFormatter", "read_config_file", "check_file_values",
+           "check_number", "check_output_dir", "parse_command_line", "given_options", "option_names", "optional_flag",
+           "registry_fields"]
 
 CONFIG_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 # Fields typed ``str`` that also take true / false in a file, as their flag does (``--resume_from_checkpoint true``).
 _STR_FIELDS_TAKING_BOOLS = ("resume_from_checkpoint",)
 # Fields typed ``str`` that hold a comma-separated list: a list in a file is refused with the spelling to use.
 _COMMA_SEPARATED_FIELDS = ("diffaugment", "optim_args")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """The ``--help`` layout of every command: each option's default stated once.
+
+    ``HfArgumentParser`` defaults to ``ArgumentDefaultsHelpFormatter``, which appends "(default: X)" to every help
+    line, also after one that already says its default in words ("(default: the first free one from 7860)
+    (default: None)"). This one adds it only where the help does not mention a default and there is one to show.
+    """
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if not help_text or "default" in help_text.lower() or action.default in (None, argparse.SUPPRESS):
+            return help_text
+        return super()._get_help_string(action)
+
+
+class RawDescriptionHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """:class:`HelpFormatter` that prints the description as written (its own lists and examples)."""
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -291,6 +311,30 @@ def check_file_values(dataclass_types: Sequence[type], values: Mapping[str, Any]
         if finite and isinstance(checked[name], float) and not math.isfinite(checked[name]):
             raise ConfigError(f"{source[:1].upper()}{source[1:]}: {name} must be a finite number, not {value!r}.")
     return checked
+
+
+def registry_fields(config_classes: Iterable[tuple[str, type]],
+                    skip: Collection[str] = ()) -> dict[str, tuple[Any, dataclasses.Field, list[str]]]:
+    """Every field of a registry's config dataclasses (the training methods' knobs, the GAN architectures' options),
+    for generating one flag per name: name -> (its type, the first dataclass field of that name, the registered
+    names that have it), in registration order; the names in ``skip`` are left out."""
+    found: dict[str, tuple[Any, dataclasses.Field, list[str]]] = {}
+    for owner, config_class in config_classes:
+        hints = typing.get_type_hints(config_class)
+        for f in dataclasses.fields(config_class):
+            if f.name in skip:
+                continue
+            kind, first, owners = found.get(f.name, (hints[f.name], f, []))
+            found[f.name] = (kind, first, [*owners, owner])
+    return found
+
+
+def optional_flag(kind: Any, help_text: str) -> tuple[Any, dataclasses.Field]:
+    """(annotation, field) of a flag that stays None unless given (so that the owner's default applies): ``kind |
+    None``; for a boolean, a bare ``--flag`` means true."""
+    annotation = kind if type(None) in typing.get_args(kind) else kind | None
+    bare_is_true = {"nargs": "?", "const": True} if bool in typing.get_args(annotation) else {}
+    return annotation, dataclasses.field(default=None, metadata={"help": help_text, **bare_is_true})
 
 
 def option_names(parser: HfArgumentParser) -> set[str]:

@@ -5,7 +5,8 @@ when there are several). The file is created with ``O_CREAT | O_EXCL``, so of tw
 gets it; it holds the pid, host, start time and command of that run, and a second run is refused with a message
 naming them. The lock is removed when the run ends (normally, on an error or on Ctrl-C). A lock left behind by a
 run that was killed (its pid is no longer alive on this host) does not block a later run: the later run takes it
-over and says so.
+over and says so (a warning of the ``hubtune.run`` logger, :mod:`hubtune.messages`). The run layer takes the lock for
+both training commands (:func:`hubtune.runs.folder.guarded_output_dir`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from hubtune.arguments import check_output_dir
 from hubtune.errors import OutputDirError
+from hubtune.messages import warn
 
 __all__ = ["LOCK_NAME", "OutputDirLock", "output_dir_lock"]
 
@@ -115,8 +117,8 @@ class OutputDirLock:
             aside.unlink(missing_ok=True)
             return False
         aside.unlink(missing_ok=True)
-        print(f"Note: {self.path} was left by {_describe(record)}, which is no longer running; this run takes the "
-              "output folder over.")
+        warn(f"Note: {self.path} was left by {_describe(record)}, which is no longer running; this run takes the "
+             "output folder over.")
         return True
 
     def acquire(self) -> "OutputDirLock":

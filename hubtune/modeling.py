@@ -51,11 +51,10 @@ from hubtune.layouts import (
 )
 from hubtune.methods import MethodConfig, create_method
 
-__all__ = ["HubtuneConfig", "HubtuneForImageClassification", "HubtuneImageClassifierOutput", "EXPORT_FORMATS",
-           "export_formats", "check_export_format"]
+__all__ = ["HubtuneConfig", "HubtuneForImageClassification", "HubtuneImageClassifierOutput", "export_formats",
+           "check_export_format"]
 
 CLASSIFIER_TYPES = ("linear", "orthogonal-abs")
-EXPORT_FORMATS = ("auto", "hubtune", "timm", "transformers")  # the built-in ones; export_formats() adds plug-ins
 
 
 def export_formats() -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""Test-session set-up: a known environment, a private HF cache, the local Hub plugin and the `gpu` marker.
+"""Test-session set-up: a known environment, a private HF cache, the local Hub plugin and the `gpu` and
+`space_build` markers.
 
 The suite must pass whatever the caller's environment says, and huggingface_hub reads HF_ENDPOINT, HF_HOME,
 HF_TOKEN, HF_HUB_OFFLINE (and more) once, when it is imported; transformers caches its HfApi client at first
@@ -83,6 +84,9 @@ def pytest_configure(config):
     if not config.pluginmanager.is_registered(hub_server):
         config.pluginmanager.register(hub_server, "hubtune-local-hub")
     config.addinivalue_line("markers", "gpu: needs CUDA; skipped without it")
+    config.addinivalue_line("markers", "space_build: installs a published Space into a new virtual environment "
+                            "(minutes, about 6 GB); left out of `pytest -q` by setup.cfg, run by `.ci/run` as its "
+                            "own step: `pytest -q -m space_build`")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from hubtune.distributed import all_gather_with_grad
 from hubtune.gan import GANTrainingConfig, train_gan
 from hubtune.gan.checkpoint import read_trainer_state
-from hubtune.gan.loop import _prepare_run, discriminator_step, generator_step, r1_penalty
+from hubtune.gan.loop import discriminator_step, generator_step, prepare_run, r1_penalty
 from hubtune.gan.models import build_gan
 from hubtune.losses import CoreTuningDraws, CoreTuningLoss
 from hubtune.modeling import HubtuneForImageClassification
@@ -206,11 +206,12 @@ def test_fp16_r1_penalty_is_taken_of_the_scaled_logits_and_matches_float32():
 
 def test_fp16_r1_overflow_is_left_to_the_grad_scaler(tmp_path):
     accelerator = Accelerator(mixed_precision="fp16", kwargs_handlers=[GradScalerKwargs(init_scale=2.0**24)])
-    config = GANTrainingConfig(**{**GAN_TINY, "output_dir": str(tmp_path / "run"), "fp16": True, "r1_gamma": 1.0,
-                                  "r1_every": 1})
-    run = _prepare_run(config, None, None, None, accelerator)
-    real = run.dataset.batch(list(range(config.per_device_train_batch_size))).to(accelerator.device)
-    z = torch.randn(config.per_device_train_batch_size, accelerator.unwrap_model(run.G).latent_dim,
+    config = GANTrainingConfig.from_options(**{**GAN_TINY, "output_dir": str(tmp_path / "run"), "fp16": True,
+                                               "r1_gamma": 1.0, "r1_every": 1})
+    run = prepare_run(config, accelerator=accelerator)
+    batch = config.optim.per_device_train_batch_size
+    real = run.dataset.batch(list(range(batch))).to(accelerator.device)
+    z = torch.randn(batch, accelerator.unwrap_model(run.G).latent_dim,
                     device=accelerator.device)
     with accelerator.autocast():
         fake = run.G(z)
@@ -221,8 +222,8 @@ def test_fp16_r1_overflow_is_left_to_the_grad_scaler(tmp_path):
 
 def test_fp16_skipped_generator_step_skips_the_ema(tmp_path):
     accelerator = Accelerator(mixed_precision="fp16", kwargs_handlers=[GradScalerKwargs(init_scale=2.0**60)])
-    config = GANTrainingConfig(**{**GAN_TINY, "output_dir": str(tmp_path / "run"), "fp16": True})
-    run = _prepare_run(config, None, None, None, accelerator)
+    config = GANTrainingConfig.from_options(**{**GAN_TINY, "output_dir": str(tmp_path / "run"), "fp16": True})
+    run = prepare_run(config, accelerator=accelerator)
     assert accelerator.scaler is not None
     with torch.no_grad():
         for p in run.ema.parameters():
@@ -233,7 +234,7 @@ def test_fp16_skipped_generator_step_skips_the_ema(tmp_path):
         return ([p.detach().clone() for p in g.parameters()], [p.detach().clone() for p in run.ema.parameters()])
 
     def one_generator_step(step):
-        z = torch.randn(config.per_device_train_batch_size, accelerator.unwrap_model(run.G).latent_dim,
+        z = torch.randn(config.optim.per_device_train_batch_size, accelerator.unwrap_model(run.G).latent_dim,
                         device=accelerator.device)
         with accelerator.autocast():
             fake = run.G(z)
@@ -258,15 +259,15 @@ def test_fp16_gan_checkpoint_holds_the_scaler_and_resumes_exactly(tmp_path, monk
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     common = dict(GAN_TINY, fp16=True, r1_gamma=1.0, r1_every=2)
-    full = train_gan(GANTrainingConfig(**common, output_dir=str(tmp_path / "full"), max_steps=6))
+    full = train_gan(GANTrainingConfig.from_options(**common, output_dir=str(tmp_path / "full"), max_steps=6))
     AcceleratorState._reset_state(True)
-    train_gan(GANTrainingConfig(**common, output_dir=str(tmp_path / "split"), max_steps=3))
+    train_gan(GANTrainingConfig.from_options(**common, output_dir=str(tmp_path / "split"), max_steps=3))
     state = read_trainer_state(tmp_path / "split" / "checkpoint-3")
     assert state["scaler"] is not None and state["scaler"]["scale"] > 0
     assert state["scaler"] == read_trainer_state(tmp_path / "full" / "checkpoint-3")["scaler"]
     AcceleratorState._reset_state(True)
-    resumed = train_gan(GANTrainingConfig(**common, output_dir=str(tmp_path / "split"), max_steps=6,
-                                          resume_from_checkpoint=True))
+    resumed = train_gan(GANTrainingConfig.from_options(**common, output_dir=str(tmp_path / "split"), max_steps=6,
+                                                       resume_from_checkpoint=True))
     assert [r["step"] for r in resumed.losses] == [4, 5, 6]
     # the scaler's scale and growth tracker come back exactly; the losses agree up to the order of CUDA's
     # atomic additions (index backward), which no seed fixes

@@ -19,6 +19,7 @@ from test_import_cycles import PACKAGE_DIR, Import, collect_imports
 LAYERS: dict[str, tuple[str, ...]] = {
     "commands": ("hubtune.commands", "hubtune.__main__"),
     "training, gan, demo": ("hubtune.training", "hubtune.gan", "hubtune.demo"),
+    "runs": ("hubtune.runs",),  # the run layer both training halves use (folder, resume, signals, publishing)
     "modeling": ("hubtune.modeling",),
     "methods, ood, layouts": ("hubtune.methods", "hubtune.ood", "hubtune.layouts",
                               "hubtune.convert"),  # convert: checkpoints into timm's layout (uses layouts)
@@ -26,7 +27,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "errors, devices, registry, utilities": (
         "hubtune",  # the package itself: the version and lazy names (imported by importlib, not statements)
         "hubtune.errors", "hubtune.devices", "hubtune.registry", "hubtune._lazy", "hubtune._auto_classes", "hubtune.arguments",
-        "hubtune.distributed", "hubtune.files", "hubtune.locking", "hubtune.manifest", "hubtune.offline",
+        "hubtune.distributed", "hubtune.files", "hubtune.locking", "hubtune.manifest", "hubtune.messages", "hubtune.offline",
         "hubtune.permissions", "hubtune.stats", "hubtune.trackers",
     ),
 }

@@ -16,6 +16,7 @@ from hubtune.convert import save_timm_folder
 from hubtune.gan import checkpoint as ckpt
 from hubtune.gan.models import DCGANGenerator
 from hubtune.permissions import current_umask, default_file_mode
+from hubtune.runs.checkpoints import publish_checkpoint
 
 
 @pytest.fixture(params=[0o022, 0o027])
@@ -38,7 +39,7 @@ def test_a_gan_checkpoint_folder(umask, tmp_path):
     partial = tmp_path / ".checkpoint-1.partial"
     partial.mkdir()
     ckpt.save_module(torch.nn.Linear(2, 2), partial / "generator.safetensors")
-    ckpt.replace_folder(partial, tmp_path / "checkpoint-1")
+    publish_checkpoint(partial, tmp_path / "checkpoint-1")  # the run layer's, for both halves' checkpoints
     assert set(_modes(tmp_path / "checkpoint-1").values()) == {0o666 & ~umask}
 
 

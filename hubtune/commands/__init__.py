@@ -4,24 +4,25 @@ Commands are registered in :data:`COMMANDS`, one line each: name -> (module, one
 is imported only when that command runs, so ``hubtune --help`` imports neither torch nor transformers. Each
 command module has ``build_parser()`` (an ``HfArgumentParser``) and ``run(argv) -> int``. Every failure a user
 can cause is a :class:`~hubtune.errors.HubtuneError`; :func:`main` prints its message on one line and returns 1.
+Ctrl-C and SIGTERM are the run layer's (:mod:`hubtune.runs.interrupt`): the line naming the last checkpoint, exit
+codes 130 and 143. What a run tells you on the way is the ``hubtune.run`` logger's (:mod:`hubtune.messages`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import signal
 import sys
 from collections.abc import Sequence
 
 from hubtune import __version__, _auto_classes
-from hubtune.errors import HubtuneError, Terminated
+from hubtune.errors import HubtuneError
+from hubtune.runs.interrupt import exit_line, sigterm_as_interrupt
 
 __all__ = ["COMMANDS", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("hubtune.commands.finetune",
-                 "fine-tune a timm / transformers backbone with Core-tuning (default), AdaptiveMix or cross-entropy"),
+                 "fine-tune a timm / transformers backbone with a registered method (default: Core-tuning; see below)"),
     "compare": ("hubtune.commands.compare",
                 "does a method help on my data? train several methods over seeds, paired, and report the differences"),
     "gan": ("hubtune.commands.gan",
@@ -41,9 +42,15 @@ def _usage() -> str:
     lines = ["usage: hubtune [--version] COMMAND [CONFIG.yaml|CONFIG.json] [--option value ...]", "", "commands:"]
     width = max(map(len, COMMANDS))
     lines += [f"  {name.ljust(width)}  {help_line}" for name, (_, help_line) in COMMANDS.items()]
-    lines += ["", "`hubtune COMMAND --help` lists a command's options. With no options, `hubtune finetune` runs",
-              "Core-tuning on scikit-learn's digits, offline."]
+    lines += ["", f"methods (hubtune finetune --method NAME): {', '.join(_registered_methods())}", "",
+              "`hubtune COMMAND --help` lists a command's options. With no options, `hubtune finetune` runs",
+              "Core-tuning on scikit-learn's digits, offline; then `hubtune demo hubtune-output` shows it in a browser."]
     return "\n".join(lines)
+
+
+def _registered_methods() -> tuple[str, ...]:
+    """The training methods' registry (hubtune.methods imports torch: only for this help, not for --version)."""
+    return importlib.import_module("hubtune.methods").available_methods()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _auto_classes.uninstall()  # argument parsing imports transformers; a command that loads a model registers
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():  # SIGTERM stops a run as Ctrl-C does (hubtune.runs.interrupt)
             return int(importlib.import_module(COMMANDS[name][0]).run(rest) or 0)
     except HubtuneError as e:
         # Known failure modes carry a message that says what to do: one line, no traceback.
@@ -74,29 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               "the folder's permissions or choose another --output_dir; completed files are left as they were.",
               file=sys.stderr)
         return 1
-    except KeyboardInterrupt as e:
-        detail = _one_line(e) or "completed checkpoints are kept; resume with --resume_from_checkpoint"
-        terminated = isinstance(e, Terminated)
-        print(f"hubtune {name}: {'terminated (SIGTERM)' if terminated else 'interrupted'}; {detail}", file=sys.stderr)
-        return 128 + signal.SIGTERM if terminated else 130
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """While a command runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so a
-    scheduler's stop is handled as Ctrl-C is: the message names the last checkpoint, and the exit code is 143."""
-    def handler(signum, frame):
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: where to resume from, and the shell's code (130 / 143)
+        line, code = exit_line(name, e)
+        print(line, file=sys.stderr)
+        return code
 
 
 def _one_line(error: BaseException) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from hubtune.commands._parsing import CONFIG_FILE_SUFFIXES, parse_command_line
+from hubtune.commands._parsing import CONFIG_FILE_SUFFIXES, HelpFormatter, parse_command_line
 from hubtune.convert import SOURCE_FORMATS, convert_checkpoint
 from hubtune.errors import ConfigError
 
@@ -40,6 +40,7 @@ class ConvertArguments:
 def build_parser() -> HfArgumentParser:
     return HfArgumentParser(
         ConvertArguments, prog="hubtune convert", description=HELP,
+        formatter_class=HelpFormatter,
         usage="hubtune convert CHECKPOINT OUTPUT_DIR [--architecture resnet50] [--source_format auto] [--overwrite]",
     )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 import hubtune.demo
-from hubtune.commands._parsing import parse_command_line
+from hubtune.commands._parsing import HelpFormatter, parse_command_line
 from hubtune.errors import ConfigError
 
 __all__ = ["HELP", "DemoArguments", "build_parser", "run"]
@@ -46,6 +46,7 @@ class DemoArguments:
 def build_parser() -> HfArgumentParser:
     return HfArgumentParser(
         DemoArguments, prog="hubtune demo",
+        formatter_class=HelpFormatter,
         description="Launch a local web app for a generator (seed, number of images, truncation psi, PNG download) "
         "or a classifier (top-5 labels of an image), with the card's key facts. Needs `pip install "
         "'hubtune[demo]'`. Usage: hubtune demo MODEL [--host 127.0.0.1] [--port 7860].",

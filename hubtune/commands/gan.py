@@ -1,9 +1,9 @@
 """``hubtune gan [CONFIG.yaml] [--option value ...]``: train a GAN (AdaptiveMix on by default), write the final
 generator at ``--output_dir``'s root (plus checkpoints, samples, logs, metrics), and optionally push it.
 
-Every field of :class:`hubtune.gan.GANTrainingConfig` and every option of the registered architectures is a flag
-(:func:`hubtune.gan.config.gan_arguments_class`); a first positional ``.yaml`` / ``.json`` file holds the same names
-and flags override it. The older names (``--ada_weight``, ``--ada_target``, ...) still parse, with a deprecation
+Every field of :class:`hubtune.gan.GANTrainingConfig` (the run's and those of its parts) and every option of the
+registered architectures is a flag (:func:`hubtune.gan.config.gan_arguments_class`); a first positional ``.yaml`` /
+``.json`` file holds the same names and flags override it. The older names (``--ada_weight``, ``--ada_target``, ...) still parse, with a deprecation
 line. Several processes: ``accelerate launch --num_processes 2 -m hubtune gan ...``. The training loop (torch, the
 models) is imported when the command runs, not for ``--help``.
 """
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from transformers import HfArgumentParser
 
-from hubtune.commands._parsing import parse_command_line
+from hubtune.commands._parsing import HelpFormatter, parse_command_line
 from hubtune.gan.config import gan_arguments_class
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ def build_parser() -> HfArgumentParser:
     return HfArgumentParser(
         [gan_arguments_class()],
         prog="hubtune gan",
+        formatter_class=HelpFormatter,
         description="Train a DCGAN, SNGAN-style ResNet or StyleGAN2 (--arch stylegan2 --arch_preset small|paper256|"
         "cifar) GAN on Accelerate, optionally with DiffAugment / ADA (--diffaugment, --augment_target) and a timm "
         "backbone as the discriminator (--discriminator timm:NAME | local-dir:PATH). With no arguments: a small DCGAN on "

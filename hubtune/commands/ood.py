@@ -19,7 +19,7 @@ import torch
 from transformers import HfArgumentParser
 
 from hubtune.arguments import check_output_dir
-from hubtune.commands._parsing import parse_command_line
+from hubtune.commands._parsing import HelpFormatter, parse_command_line
 from hubtune.errors import ConfigError, OutputDirError
 from hubtune.hub import read_run_info, write_model_card, write_run_info
 from hubtune.ood import (
@@ -88,6 +88,7 @@ def build_parser() -> HfArgumentParser:
     parser = HfArgumentParser(
         OODArguments,
         prog="hubtune ood",
+        formatter_class=HelpFormatter,
         description="Evaluate OOD detection of a fine-tuned classifier. In-distribution test images are --dataset's "
         "evaluation split (the same seeded split finetune held out, with the same --seed); the feature scores are "
         f"fitted on its training split. Built-in OOD sources: {', '.join(BUILTIN_OOD_SOURCES)}.",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from hubtune.commands._parsing import CONFIG_FILE_SUFFIXES, parse_command_line
+from hubtune.commands._parsing import CONFIG_FILE_SUFFIXES, HelpFormatter, parse_command_line
 from hubtune.errors import ConfigError
 from hubtune.hub import DEFAULT_COMMIT_MESSAGE, push_folder
 from hubtune.hub.space import push_model_and_space
@@ -51,6 +51,7 @@ def build_parser() -> HfArgumentParser:
     return HfArgumentParser(
         PushArguments,
         prog="hubtune push",
+        formatter_class=HelpFormatter,
         description="Upload an output folder of `hubtune finetune` (config.json, model.safetensors, README.md) to "
         "the Hub through huggingface_hub; honours HF_ENDPOINT and HF_TOKEN. Usage: hubtune push [CONFIG.yaml] "
         "DIR ORG/NAME [--options].",

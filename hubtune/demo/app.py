@@ -33,8 +33,9 @@ from hubtune.errors import HubtuneError
 __all__ = ["DEFAULT_HOST", "build_demo", "launch_demo"]
 
 DEFAULT_HOST = "127.0.0.1"
-# the grid of small images fills its box, pixels kept sharp (the PNG download keeps the native size)
-_CSS = "#grid img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+# the grid and the preview of small images fill their boxes, pixels kept sharp (the PNG download keeps the native size)
+_CSS = ("#grid img, #examples img, #preview img { image-rendering: pixelated; }\n"
+        "#grid img, #preview img { width: 100%; height: 100%; object-fit: contain; }")
 
 
 def _in_page(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -46,6 +47,10 @@ def _in_page(fn: Callable[..., Any]) -> Callable[..., Any]:
         except HubtuneError as e:
             raise gr.Error(" ".join(str(e).split()), print_exception=False) from None
     return wrapper
+
+
+# The preset seeds a generator page offers to click (with 16 images, no truncation).
+EXAMPLE_SEEDS = (0, 1, 2, 3, 42, 2024)
 
 
 def _generator_page(demo: DemoModel) -> None:
@@ -69,21 +74,38 @@ def _generator_page(demo: DemoModel) -> None:
     generate.click(run, inputs=[seed, count, psi], outputs=grid, api_name="generate", preprocess=False)
     random_seed.click(lambda: random.randint(0, SEED_MAX), outputs=seed, api_name="random_seed").then(
         run, inputs=[seed, count, psi], outputs=grid, api_name=False, preprocess=False)
+    with gr.Column(elem_id="examples"):
+        gr.Examples([[s, 16, 1.0] for s in EXAMPLE_SEEDS], inputs=[seed, count, psi], outputs=grid,
+                    fn=lambda s, n, p: generate_grid(demo, s, n, p), run_on_click=True, cache_examples=False,
+                    label="Preset seeds (click one)", example_labels=[f"seed {s}" for s in EXAMPLE_SEEDS])
 
 
 def _classifier_page(demo: DemoModel) -> None:
     with gr.Row():
         with gr.Column():
             upload = gr.File(label="Drop an image", file_types=["image"], type="filepath", elem_id="upload")
-            preview = gr.Image(label="Your image", type="pil", format="png", interactive=False, elem_id="preview")
+            preview = gr.Image(label="Your image", type="pil", format="png", interactive=False, height=240,
+                              elem_id="preview")
         with gr.Column():
             labels = gr.Label(num_top_classes=TOP_K, label=f"Top-{TOP_K}", elem_id="labels")
+    if demo.examples:
+        gallery = gr.Gallery([(path, label) for path, label in demo.examples], label="Examples from the held-out "
+                             "data (click one)", columns=len(demo.examples), height=150, allow_preview=False,
+                             interactive=False, object_fit="contain", buttons=[], elem_id="examples")
+        # the gallery's own copies (Gradio's cache) go to the upload box, whose change event classifies them
+        gallery.select(_pick_example, inputs=gallery, outputs=upload, api_name=False)
 
     def run(path: str | None):
+        if not path:  # the visitor cleared the box: an empty answer, not an error
+            return None, None
         image = open_upload(path)
         return classify(demo, image), image
 
     upload.change(_in_page(run), inputs=upload, outputs=[labels, preview], api_name="classify")
+
+
+def _pick_example(gallery: list, selected: gr.SelectData) -> str:
+    return gallery[selected.index][0]
 
 
 def build_demo(model: str | os.PathLike | DemoModel, *, device: str | None = None, token: str | None = None,

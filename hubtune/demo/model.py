@@ -23,6 +23,7 @@ from hubtune.data import build_transforms
 from hubtune.errors import ConfigError
 from hubtune.gan import Generator
 from hubtune.hub import RUN_INFO_FILENAME, method_card_of
+from hubtune.hub.examples import EXAMPLE_FILE, EXAMPLES_INDEX, MAX_EXAMPLES, describe_expected_input
 from hubtune.layouts import read_config
 from hubtune.layouts.files import fetch, read_json_file
 from hubtune.modeling import HubtuneForImageClassification
@@ -44,6 +45,7 @@ __all__ = [
     "generate_grid",
     "load_demo_model",
     "open_upload",
+    "read_demo_examples",
 ]
 
 MAX_IMAGES = 64
@@ -60,7 +62,8 @@ class DemoModel:
 
     ``kind`` is ``"generator"`` or ``"classifier"``; ``facts`` the card's key facts (name -> value, in order);
     ``truncation`` whether the generator takes a truncation psi (StyleGAN2); ``transform`` the classifier's eval
-    preprocessing (PIL image -> tensor) and ``labels`` its class names by index.
+    preprocessing (PIL image -> tensor) and ``labels`` its class names by index; ``examples`` the (file, label) pairs
+    stored with a classifier (:mod:`hubtune.hub.examples`) and ``expects`` one line on the input it expects.
     """
 
     source: str
@@ -71,6 +74,8 @@ class DemoModel:
     truncation: bool = False
     transform: Callable[[Image.Image], torch.Tensor] | None = None
     labels: list[str] = field(default_factory=list)
+    examples: list[tuple[str, str]] = field(default_factory=list)
+    expects: str = ""
 
     @property
     def title(self) -> str:
@@ -105,9 +110,32 @@ def load_demo_model(source: str | os.PathLike, *, device: str | torch.device | N
     classifier = HubtuneForImageClassification.from_pretrained(source, revision=revision, token=token)
     classifier = classifier.to(device).eval()
     labels = [str(classifier.config.id2label.get(i, i)) for i in range(classifier.config.num_labels)]
+    examples, expects = read_demo_examples(source, revision, token)
     return DemoModel(source, "classifier", classifier, device,
                      facts=_classifier_facts(source, revision, token),
-                     transform=build_transforms(classifier.preprocessing, train=False), labels=labels)
+                     transform=build_transforms(classifier.preprocessing, train=False), labels=labels,
+                     examples=examples, expects=expects or describe_expected_input(classifier.preprocessing))
+
+
+def read_demo_examples(source: str, revision: str | None = None,
+                       token: str | None = None) -> tuple[list[tuple[str, str]], str | None]:
+    """([(local path, label)], the "expects" line) of the examples stored with ``source`` (an output folder or a Hub
+    repo id); ([], None) when it has none or they cannot be read."""
+    try:
+        index_path = fetch(source, EXAMPLES_INDEX, revision, token, required=False)
+        if not index_path:
+            return [], None
+        index = read_json_file(index_path, EXAMPLES_INDEX)
+        examples = []
+        for entry in index.get("examples", [])[:MAX_EXAMPLES]:
+            if not EXAMPLE_FILE.fullmatch(str(entry.get("file", ""))):
+                continue  # only the folder's own PNG files, whatever the index says
+            path = fetch(source, str(entry["file"]), revision, token, required=False)
+            if path:
+                examples.append((str(path), str(entry.get("label", ""))))
+        return examples, index.get("expects")
+    except Exception:  # noqa: BLE001 - examples are an extra: a model without readable ones still gets its page
+        return [], None
 
 
 def _generate_parameters(generator: Generator) -> set[str]:
@@ -187,8 +215,9 @@ def _generator_facts(source: str, config: dict[str, Any], revision: str | None, 
 
 
 def facts_markdown(demo: DemoModel) -> str:
-    """The page's header: the model's name and its key facts as a Markdown list."""
+    """The page's header: the model's name, what input it expects (classifiers) and its key facts as a list."""
     lines = [f"## {demo.title}", f"*{demo.kind}, running on {demo.device.type}*", ""]
+    lines += [f"**{demo.expects}**", ""] if demo.expects else []
     lines += [f"- **{name}:** {value}" for name, value in demo.facts.items()]
     return "\n".join(lines)
 

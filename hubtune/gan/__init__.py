@@ -2,7 +2,8 @@
 
     from hubtune.gan import GANTrainingConfig, Generator, train_gan
 
-    result = train_gan(GANTrainingConfig(dataset="digits", arch="dcgan", max_steps=500, output_dir="gan-digits"))
+    config = GANTrainingConfig.from_options(dataset="digits", arch="dcgan", max_steps=500, output_dir="gan-digits")
+    result = train_gan(config)
     generator = Generator.from_pretrained("gan-digits")   # the output root holds the final (EMA) generator
     images = generator.generate(16, seed=0)
     generator.push_to_hub("ORG/NAME")                     # config.json, model.safetensors, README.md card, samples.png
@@ -26,11 +27,14 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("AdaptiveAugmentProbability", "DiffAugment"), "hubtune.gan.augment"),
     **dict.fromkeys(("ARCHITECTURES", "ArchConfig", "GANArchitecture", "GeneratorRegulariser", "register_architecture",
                      "unregister_architecture", "get_architecture"), "hubtune.gan.archs"),
-    "GANTrainingConfig": "hubtune.gan.config",
+    **dict.fromkeys(("GANTrainingConfig", "GANDataArguments", "GANModelArguments", "GANOptimArguments",
+                     "GANAdaptiveMixArguments", "GANAugmentArguments", "GANScheduleArguments", "GANEvalArguments",
+                     "GANHubArguments"), "hubtune.gan.config"),
     **dict.fromkeys(("ImageSet", "StepBatchSampler", "load_image_set"), "hubtune.gan.data"),
-    **dict.fromkeys(("DiscriminatorStepOutput", "GANTrainingResult", "GeneratorStepOutput", "JSONLinesTracker",
-                     "discriminator_loss", "discriminator_step", "format_summary", "generator_loss", "generator_step",
-                     "load_checkpoint", "r1_penalty", "save_checkpoint", "train_gan"), "hubtune.gan.loop"),
+    **dict.fromkeys(("DiscriminatorStepOutput", "GANRun", "GANTrainingResult", "GeneratorEma", "GeneratorStepOutput",
+                     "JSONLinesTracker", "discriminator_loss", "discriminator_step", "format_summary", "generator_loss",
+                     "generator_step", "load_checkpoint", "prepare_run", "r1_penalty", "save_checkpoint", "train_gan"),
+                    "hubtune.gan.loop"),
     **dict.fromkeys(("build_feature_extractor", "compute_fid_kid", "evaluate_generator"), "hubtune.gan.metrics"),
     **dict.fromkeys(("BackboneDiscriminator", "DCGANDiscriminator", "DCGANGenerator", "Discriminator",
                      "FeatureHeadDiscriminator", "Generator", "MinibatchStdDev", "ResNetDiscriminator",

@@ -8,10 +8,11 @@ A checkpoint is a folder ``checkpoint-<step>`` holding::
     trainer_state.json                                                       step, config, scaler, manifest
 
 ``trainer_state.json`` lists every file with its size: a folder without it, or whose files are missing or of
-another size, is incomplete, and loading it raises :class:`CheckpointError`. ``SHA256SUMS`` comes last
-(:mod:`hubtune.manifest`): a file changed after it was written, even without changing its size, refuses the
-checkpoint (a folder of an older hubtune without it still loads). Folders are written under a temporary name and
-renamed once complete, so an interrupted save never replaces a good one.
+another size, is incomplete, and loading it raises :class:`CheckpointError`. What is common to both halves' checkpoints
+is the run layer's (:mod:`hubtune.runs.checkpoints`): the folder is written under a temporary name and renamed once
+complete (so an interrupted save never replaces a good one), ``SHA256SUMS`` comes last and is checked on resume (a
+file changed after it was written, even without changing its size, refuses the checkpoint; a folder of an older
+hubtune without it still loads), and which checkpoint to resume from.
 
 Why not ``accelerator.save_state`` / ``load_state``: it pickles optimizer, RNG and scaler states (``torch.save``),
 while these checkpoints hold no pickle, are written atomically with a SHA256SUMS manifest, and resume exactly
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +33,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hubtune.errors import CheckpointError
-from hubtune.manifest import manifest_mismatch, refuse_if_changed, write_manifest
-from hubtune.permissions import give_default_permissions
-
-STATE_FILE = "trainer_state.json"
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+from hubtune.runs.checkpoints import STATE_FILE
 
 __all__ = [
     "CheckpointError",
     "STATE_FILE",
     "checkpoint_dir",
-    "list_checkpoints",
-    "latest_checkpoint",
-    "last_good_checkpoint",
     "save_module",
     "load_module",
     "save_optimizer",
@@ -62,24 +54,6 @@ __all__ = [
 
 def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
     return Path(output_dir) / f"checkpoint-{step}"
-
-
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoint folders of ``output_dir`` (with their trainer_state.json), oldest first."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return []
-    found = []
-    for child in output_dir.iterdir():
-        match = CHECKPOINT_RE.match(child.name)
-        if match and child.is_dir() and (child / STATE_FILE).is_file():
-            found.append((int(match.group(1)), child))
-    return [path for _, path in sorted(found)]
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    checkpoints = list_checkpoints(output_dir)
-    return checkpoints[-1] if checkpoints else None
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -177,24 +151,13 @@ def load_rng_state(stem: Path) -> None:
 
 
 def write_trainer_state(folder: Path, state: dict[str, Any]) -> None:
-    """Write ``trainer_state.json``, with a manifest of every file's size, then ``SHA256SUMS`` (last)."""
+    """Write ``trainer_state.json`` (after every other file: it marks the folder complete), with every file's size."""
     manifest = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != STATE_FILE}
     (folder / STATE_FILE).write_text(json.dumps({**state, "files": manifest}, indent=2))
-    write_manifest(folder)
-
-
-def last_good_checkpoint(output_dir: str | Path, excluding: str | Path | None = None) -> Path | None:
-    """The newest complete checkpoint of ``output_dir`` whose files match their SHA256SUMS (other than ``excluding``)."""
-    for folder in reversed(list_checkpoints(output_dir)):
-        if excluding is not None and folder.resolve() == Path(excluding).resolve():
-            continue
-        if manifest_mismatch(folder) is None:
-            return folder
-    return None
 
 
 def read_trainer_state(folder: str | Path) -> dict[str, Any]:
-    """Read and verify a checkpoint folder's trainer_state.json, its sizes and its SHA256SUMS (when it has one)."""
+    """Read a checkpoint folder's trainer_state.json and check that every file it lists has its recorded size."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"no checkpoint at {folder}: the folder does not exist")
@@ -210,22 +173,7 @@ def read_trainer_state(folder: str | Path) -> dict[str, Any]:
                 f"{path} is truncated or was modified: {path.stat().st_size} bytes instead of {size}; "
                 "resume from an earlier checkpoint"
             )
-    if manifest_mismatch(folder) is not None:
-        refuse_if_changed(folder, last_good_checkpoint(folder.parent, excluding=folder), "start the run again")
     return state
-
-
-def replace_folder(partial: Path, final: Path) -> None:
-    """Move a completely written ``partial`` folder into place (the old one, if any, only once the new is ready)."""
-    give_default_permissions(partial)  # safetensors writes 0600 files
-    if final.exists():
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        partial.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        partial.rename(final)
 
 
 def write_process_state(folder: Path, rank: int, state: dict[str, Any]) -> None:

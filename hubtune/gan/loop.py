@@ -14,13 +14,19 @@ One process or several (``accelerate launch``), CPU or GPU, bf16 / fp16 / fp32. 
   checkpointed);
 * lazy regularisation as StyleGAN2: D's Adam runs with ``lr * c``, ``betas ** c``, ``c = r1_every / (r1_every +
   1)`` when R1 is lazy (G's likewise with a generator regulariser's interval);
-* EMA copy of G, PNG sample grids, tracker logging, checkpoints, exact resume, a stop on a non-finite loss.
+* EMA copy of G (timm's ModelEmaV3, :class:`GeneratorEma`), PNG sample grids, tracker logging, checkpoints, exact
+  resume, a stop on a non-finite loss.
+
+The run reads its config once, in :func:`prepare_run`, and each step gets the part it needs (:class:`GANRun` holds
+``optim``, ``adaptive_mix`` and ``schedule``). What every hubtune run does around its loop is the run layer's
+(:mod:`hubtune.runs`): the output folder's guard and lock, which checkpoint to resume from, the "past --max_steps"
+refusal, Ctrl-C / SIGTERM, atomic checkpoints with ``SHA256SUMS`` and publishing.
 
 The output folder is laid out like the Hugging Face Trainer's::
 
     output_dir/
       config.json, model.safetensors, README.md, samples.png   the final (EMA) generator: Generator.from_pretrained(output_dir)
-      training_config.json                                    this run's GANTrainingConfig (no token)
+      training_config.json                                    this run's GANTrainingConfig.to_dict() (no token)
       metrics.json                                            FID/KID (when computed)
       logs.jsonl                                              one line per logged step
       samples/step-0000250.png ...                            sample grids during training
@@ -32,11 +38,9 @@ module's attributes, so DistributedDataParallel synchronises everything it shoul
 
 from __future__ import annotations
 
-import copy
 import json
-import logging
 import math
-import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,31 +51,45 @@ import torch.nn.functional as F
 from accelerate import Accelerator, PartialState
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import set_seed
+from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from hubtune.arguments import check_output_dir
 from hubtune.devices import configure_backends
-from hubtune.errors import CheckpointError, ConfigError, NonFiniteLossError, OutputDirError
+from hubtune.errors import CheckpointError, ConfigError, NonFiniteLossError
 from hubtune.gan import checkpoint as ckpt
 from hubtune.gan.archs import GeneratorRegulariser
-from hubtune.gan.config import TRAINING_CONFIG_NAME, GANTrainingConfig
-from hubtune.gan.data import ImageSet, StepBatchSampler, load_image_set
 from hubtune.gan.augment import AdaptiveAugmentProbability, DiffAugment
+from hubtune.gan.config import (
+    TRAINING_CONFIG_NAME,
+    GANAdaptiveMixArguments,
+    GANAugmentArguments,
+    GANEvalArguments,
+    GANHubArguments,
+    GANModelArguments,
+    GANOptimArguments,
+    GANScheduleArguments,
+    GANTrainingConfig,
+)
+from hubtune.gan.data import ImageSet, StepBatchSampler, load_image_set
 from hubtune.gan.metrics import evaluate_generator
 from hubtune.gan.models import Discriminator, Generator, as_discriminator
-from hubtune.hub.space import push_model_and_space, space_id_for
-from hubtune.locking import output_dir_lock
-from hubtune.manifest import MANIFEST_NAME, manifest_mismatch
+from hubtune.hub.space import space_id_for
 from hubtune.losses.adaptive_mix import AdaptiveMix
+from hubtune.runs.checkpoints import last_complete, publish_checkpoint, refuse_past_the_end, resolve_resume
+from hubtune.runs.checkpoints import staging_folder
+from hubtune.runs.folder import guarded_output_dir
+from hubtune.runs.interrupt import resumable_on_interrupt
+from hubtune.runs.publish import publish
 
-logger = logging.getLogger(__name__)
+__all__ = ["GANTrainingConfig", "GANTrainingResult", "GANRun", "GeneratorEma", "train_gan", "prepare_run",
+           "JSONLinesTracker", "discriminator_loss", "generator_loss", "r1_penalty", "discriminator_step",
+           "generator_step", "DiscriminatorStepOutput", "GeneratorStepOutput", "lazy_regularisation_factor",
+           "save_checkpoint", "load_checkpoint", "format_summary"]
 
-__all__ = ["GANTrainingConfig", "GANTrainingResult", "train_gan", "JSONLinesTracker", "discriminator_loss",
-           "generator_loss", "r1_penalty", "discriminator_step", "generator_step", "DiscriminatorStepOutput",
-           "GeneratorStepOutput", "StepSettings", "Schedule", "lazy_regularisation_factor", "save_checkpoint",
-           "load_checkpoint", "format_summary"]
+# Files at an output root that show it holds another run's results (with any complete checkpoint-<step>).
+_RUN_FILES = ("model.safetensors",)
 
 
 @dataclass
@@ -162,17 +180,26 @@ class JSONLinesTracker(GeneralTracker):
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-@torch.no_grad()
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    ema_params = list(ema.parameters())
-    torch._foreach_lerp_(ema_params, [p.detach().to(e.dtype) for p, e in zip(model.parameters(), ema_params)], 1 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
+class GeneratorEma(ModelEmaV3):
+    """The EMA copy of the generator (``module``), as timm's :class:`~timm.utils.ModelEmaV3` keeps it: parameters
+    averaged with ``torch._foreach_lerp_``, buffers (e.g. StyleGAN2's ``w_avg``) copied (``exclude_buffers=True``).
+
+    One difference, kept on purpose: the decay warms up as TensorFlow's ``ExponentialMovingAverage`` with
+    ``num_updates`` does, ``min(decay, (1 + step) / (10 + step))`` (a fresh G is no better than its average), where
+    timm's warm-up is ``1 - (1 + step / gamma) ** -power``; hubtune's runs always used the former, and the latter
+    would change every same-seed result (tests/gan/test_gan_loop.py::test_the_ema_is_timms_with_tensorflows_warm_up).
+    """
+
+    def __init__(self, generator: Generator, decay: float) -> None:
+        super().__init__(generator, decay=decay, exclude_buffers=True)
+        self.module.requires_grad_(False)
+
+    def get_decay(self, step: int | None = None) -> float:
+        return self.decay if step is None else min(self.decay, (1 + step) / (10 + step))
 
 
-def _ema_decay(decay: float, step: int) -> float:
-    """Warm-up: the average starts short (a fresh G is no better than its EMA) and lengthens to ``decay``."""
-    return min(decay, (1 + step) / (10 + step))
+def _ema_update(ema: GeneratorEma, model: nn.Module, step: int) -> None:
+    ema.update(model, step=step)
 
 
 def _save_grid(generator: Generator, path: Path, num_images: int, seed: int) -> None:
@@ -191,45 +218,28 @@ def _all_finite(accelerator: Accelerator, *values: Tensor) -> bool:
 # ----------------------------------------------------------------------------------------------- one run
 
 
-@dataclass(frozen=True)
-class StepSettings:
-    """What one training step reads of the run's config (the loss, R1, AdaptiveMix's batches, the EMA)."""
-
-    loss: str
-    r1_gamma: float
-    r1_every: int
-    mix_fakes: bool
-    batch_size: int
-    ema_decay: float
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """When the loop logs, writes sample grids and checkpoints (and where: ``output_dir``)."""
-
-    output_dir: Path
-    max_steps: int
-    log_every: int
-    sample_every: int
-    num_sample_images: int
-    checkpoint_every: int
-    keep_checkpoints: int
-    seed: int
-
-
 @dataclass
-class _Run:
-    """Everything one training run holds (built by :func:`_prepare_run`, the one place that reads the run's config:
-    the steps get :class:`StepSettings`, the loop a :class:`Schedule`, checkpoints and the card plain values)."""
+class GANRun:
+    """Everything one GAN training run holds while it trains, made once by :func:`prepare_run` from the run's config.
 
-    steps: StepSettings
-    schedule: Schedule
-    settings: dict[str, Any]  # the run's config as JSON values (checkpoints' trainer_state.json)
-    card: dict[str, Any]  # how the generator was trained, for its card (GeneratorCardValues fields)
+    The steps read the typed parts of the config they need (``optim``: loss, R1, batch, EMA; ``adaptive_mix``: which
+    batches are mixed; ``schedule``: when to log, sample and checkpoint), never the whole config; ``settings`` are
+    the config's JSON values (written into checkpoints) and ``card`` the plain values the model card shows. The
+    rest is state: the prepared modules and optimisers, the data and its sampler, the augmentation, the generator
+    regularisers of the architecture (with their per-process state), what was logged and written so far.
+    """
+
+    optim: GANOptimArguments
+    adaptive_mix: GANAdaptiveMixArguments
+    schedule: GANScheduleArguments
+    output_dir: Path
+    seed: int
+    settings: dict[str, Any]
+    card: dict[str, Any]
     accelerator: Accelerator
     G: nn.Module
     D: nn.Module
-    ema: Generator
+    ema: GeneratorEma
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     ada: AdaptiveMix | None
@@ -237,11 +247,174 @@ class _Run:
     sampler: StepBatchSampler
     start_step: int
     last_checkpoint: str | None
-    losses: list[dict[str, float]] = field(default_factory=list)
-    grids: list[str] = field(default_factory=list)
     augment: DiffAugment | None = None
     augment_p: AdaptiveAugmentProbability | None = None
     regularisers: list[GeneratorRegulariser] = field(default_factory=list)  # the architecture's, on G
+    losses: list[dict[str, float]] = field(default_factory=list)
+    grids: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------- setting up
+
+
+def _resume_state(resume_from: Path | None, settings: dict[str, Any], keys: list[str],
+                  max_steps: int) -> dict[str, Any] | None:
+    """The checkpoint's trainer state, after checking that it was written by a run with these ``settings`` (on
+    ``keys``) and does not lie past ``max_steps``."""
+    if resume_from is None:
+        return None
+    state = ckpt.read_trainer_state(resume_from)
+    saved = GANTrainingConfig.from_dict(state["config"]).to_dict()  # the checkpoint's, in today's names
+    mismatched = {k: (saved.get(k), settings.get(k)) for k in keys if saved.get(k) != settings.get(k)}
+    if mismatched:
+        raise CheckpointError(
+            f"{resume_from} was written by a run with other settings: "
+            + ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in mismatched.items())
+        )
+    refuse_past_the_end(resume_from, max_steps)
+    return state
+
+
+def _make_accelerator(mixed_precision: str, log_with: list[str], output_dir: Path, start_step: int,
+                      resuming: bool) -> Accelerator:
+    tracker = JSONLinesTracker(output_dir, resume_step=start_step if resuming else None)
+    # "no" leaves the choice to `accelerate launch --mixed_precision ...` / accelerate config, if any
+    precision = None if mixed_precision == "no" else mixed_precision
+    return Accelerator(mixed_precision=precision, log_with=[tracker, *log_with], project_dir=str(output_dir))
+
+
+def _build_modules(model: GANModelArguments, image_size: int, channels: int, seed: int, generator: Generator | None,
+                   discriminator: nn.Module | None) -> tuple[Generator, Discriminator]:
+    """The given modules, or the architecture's (same initial weights on every process: seeded here)."""
+    set_seed(seed)
+    if generator is None or discriminator is None:
+        built_g, built_d = model.architecture.build(image_size, channels, model.latent_dim)
+        generator = generator if generator is not None else built_g
+        if discriminator is None and model.discriminator_architecture is not None:
+            discriminator = model.discriminator_architecture.build_discriminator(model.discriminator, image_size,
+                                                                                 channels)
+        discriminator = discriminator if discriminator is not None else built_d
+    return generator, as_discriminator(discriminator)
+
+
+def lazy_regularisation_factor(interval: int, active: bool) -> float:
+    """StyleGAN2's correction for a regulariser applied every ``interval`` steps: ``c = interval / (interval + 1)``
+    (Adam then runs with ``lr * c`` and ``betas ** c``); 1 when the regulariser is off or not lazy."""
+    return interval / (interval + 1) if active and interval > 1 else 1.0
+
+
+def _adam(module: nn.Module, lr: float, betas: tuple[float, float], c: float) -> torch.optim.Adam:
+    params = [p for p in module.parameters() if p.requires_grad]  # a frozen timm backbone stays out
+    return torch.optim.Adam(params, lr=lr * c, betas=(betas[0] ** c, betas[1] ** c))
+
+
+def _augmentation(augment: GANAugmentArguments) -> tuple[DiffAugment | None, AdaptiveAugmentProbability | None]:
+    """DiffAugment of D's inputs (None when off), and ADA's adaptive probability (None for a fixed p = 1)."""
+    if not augment.diffaugment:
+        return None, None
+    diffaugment, probability = DiffAugment(augment.diffaugment), None
+    if augment.augment_target is not None:
+        probability = AdaptiveAugmentProbability(augment.augment_target, augment.augment_interval,
+                                                 augment.augment_kimg, p=0.0)
+        diffaugment.p = probability.p
+    return diffaugment, probability
+
+
+def _card_values(config: GANTrainingConfig, settings: dict[str, Any]) -> dict[str, Any]:
+    """How the generator was trained, for its card (fields of hubtune.hub.generator_card.GeneratorCardValues)."""
+    return {"training": settings, "arch_title": config.model.architecture.title,
+            "adaptivemix": config.adaptive_mix.card_settings(), "augmentation": config.augment.card_settings(),
+            "sample_seed": config.seed}
+
+
+def _load_data(config: GANTrainingConfig, dataset: ImageSet | None) -> ImageSet:
+    data = config.data
+    if dataset is None:
+        dataset = load_image_set(data.dataset, data.image_size, data.channels, data.strict_data, data.max_images)
+    if dataset.image_size != data.image_size:
+        raise ConfigError(f"the dataset's images are {dataset.image_size} px, the config asks for {data.image_size} px")
+    return dataset
+
+
+def prepare_run(config: GANTrainingConfig, generator: Generator | None = None, discriminator: nn.Module | None = None,
+                dataset: ImageSet | None = None, accelerator: Accelerator | None = None) -> GANRun:
+    """Set a run up from its config (read here, once): the checkpoint to resume from and its state, the
+    accelerator, the data, G, D, their EMA and optimisers, AdaptiveMix, augmentation and the architecture's generator
+    regularisers; restore the checkpoint's state (or seed each process), start the trackers, write
+    ``training_config.json``."""
+    configure_backends()
+    if config.hub.hub_space:
+        space_id_for(config.hub.hub_space, config.hub.hub_model_id)  # a bad Space name fails before training
+    output_dir = Path(config.output_dir)
+    resume_from = resolve_resume(output_dir, config.resume_from_checkpoint, check_files=ckpt.read_trainer_state)
+    settings = config.to_dict()
+    state = _resume_state(resume_from, settings, config.resume_keys(), config.schedule.max_steps)
+    start_step = int(state["step"]) if state else 0
+    if accelerator is None:
+        accelerator = _make_accelerator(config.optim.mixed_precision, config.log_with, output_dir, start_step,
+                                        state is not None)
+    # what actually runs, for checkpoints and the card
+    settings.update(bf16=accelerator.mixed_precision == "bf16", fp16=accelerator.mixed_precision == "fp16")
+    if state is not None and state.get("num_processes") != accelerator.num_processes:
+        raise CheckpointError(
+            f"{resume_from} was written by {state.get('num_processes')} process(es); resume with the same number "
+            f"(now {accelerator.num_processes}) so that every process gets its own random state back"
+        )
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    dataset = _load_data(config, dataset)
+    optim = config.optim
+    sampler = StepBatchSampler(len(dataset), optim.per_device_train_batch_size, config.schedule.max_steps,
+                               seed=config.seed, start_step=start_step, rank=accelerator.process_index,
+                               world_size=accelerator.num_processes)
+    generator, discriminator = _build_modules(config.model, config.data.image_size, dataset.channels, config.seed,
+                                              generator, discriminator)
+    ema = GeneratorEma(generator, optim.ema_decay).to(accelerator.device)  # buffers too (w_avg)
+    regularisers = [r.to(accelerator.device)
+                    for r in config.model.architecture.generator_regularisers(optim.per_device_train_batch_size)]
+    opt_g = _adam(generator, optim.lr_g, optim.betas,
+                  math.prod(lazy_regularisation_factor(r.interval, True) for r in regularisers))
+    opt_d = _adam(discriminator, optim.lr_d, optim.betas, lazy_regularisation_factor(optim.r1_every, optim.r1_gamma > 0))
+    # separate prepare calls: two models, two optimizers (DeepSpeed refuses two models in one prepare)
+    G, opt_g = accelerator.prepare(generator, opt_g)
+    D, opt_d = accelerator.prepare(discriminator, opt_d)
+    mix = config.adaptive_mix
+    augment, augment_p = _augmentation(config.augment)
+    latest = resume_from or last_complete(output_dir)
+    run = GANRun(optim=optim, adaptive_mix=mix, schedule=config.schedule, output_dir=output_dir, seed=config.seed,
+                 settings=settings, card=_card_values(config, settings), accelerator=accelerator, G=G, D=D, ema=ema,
+                 opt_g=opt_g, opt_d=opt_d, ada=AdaptiveMix.from_settings(mix.settings()) if mix.adaptivemix else None,
+                 dataset=dataset, sampler=sampler, start_step=start_step,
+                 last_checkpoint=str(latest) if latest else None, augment=augment, augment_p=augment_p,
+                 regularisers=regularisers)
+    _restore_or_seed(run, resume_from, state)
+    accelerator.init_trackers("hubtune-gan", config={k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                                                     for k, v in settings.items()})
+    if accelerator.is_main_process:
+        (output_dir / TRAINING_CONFIG_NAME).write_text(json.dumps(settings, indent=2))
+    return run
+
+
+def _restore_or_seed(run: GANRun, resume_from: Path | None, state: dict[str, Any] | None) -> None:
+    """The checkpoint's weights, optimisers, random states, augmentation probability and regulariser states; or,
+    starting afresh, a random stream per process."""
+    if state is None:
+        set_seed(run.seed, device_specific=True)
+        return
+    load_checkpoint(run, resume_from, state)
+    if run.augment_p is not None:
+        if not state.get("augment_p"):
+            raise CheckpointError(f"{resume_from} has no adaptive augmentation state (augment_target)")
+        run.augment_p.load_state_dict(state["augment_p"])
+        run.augment.p = run.augment_p.p
+    if run.regularisers:
+        process_state = ckpt.read_process_state(resume_from, run.accelerator.process_index)
+        for regulariser in run.regularisers:
+            regulariser.load_state_dict(process_state)
+
+
+# ----------------------------------------------------------------------------------------------- the steps
+
 
 
 @dataclass
@@ -265,196 +438,9 @@ class GeneratorStepOutput:
     loss: Tensor
     regularisers: dict[str, Tensor] = field(default_factory=dict)
 
-
-def _resolve_resume(resume_from_checkpoint: str | None, output_dir: Path) -> Path | None:
-    if resume_from_checkpoint is None:
-        return None
-    if resume_from_checkpoint == "latest":
-        found = ckpt.latest_checkpoint(output_dir)
-        if found is None:
-            raise CheckpointError(
-                f"--resume_from_checkpoint: no complete checkpoint in {output_dir} (looked for checkpoint-<step>/"
-                f"{ckpt.STATE_FILE}); start without it or point it at a checkpoint folder"
-            )
-        return _last_unchanged(str(output_dir))
-    return Path(resume_from_checkpoint)
-
-
-def _last_unchanged(output_dir: str) -> Path:
-    """The newest complete checkpoint whose files match their SHA256SUMS, saying which newer ones were skipped."""
-    good = ckpt.last_good_checkpoint(output_dir)
-    for folder in reversed(ckpt.list_checkpoints(output_dir)):
-        if good is not None and folder.name == good.name:
-            break
-        message = (f"Skipping {folder}: {manifest_mismatch(folder)}; resuming from {good or 'nothing'} instead (the "
-                   "steps trained since it are trained again).")
-        logger.warning(message)
-        if PartialState().is_main_process:
-            print(message)
-    if good is None:
-        raise CheckpointError(f"--resume_from_checkpoint: no checkpoint in {output_dir} passes its content check "
-                              f"({MANIFEST_NAME}); start without --resume_from_checkpoint.")
-    return good
-
-
-def _read_resume_state(config: GANTrainingConfig, resume_from: Path | None) -> dict[str, Any] | None:
-    """The checkpoint's trainer state, after checking that it was written by a compatible run."""
-    if resume_from is None:
-        return None
-    state = ckpt.read_trainer_state(resume_from)
-    saved = GANTrainingConfig.from_dict(state["config"]).to_dict()  # also maps an older hubtune's names
-    now = config.to_dict()
-    mismatched = {k: (saved.get(k), now.get(k)) for k in config.resume_keys() if saved.get(k) != now.get(k)}
-    if mismatched:
-        raise CheckpointError(
-            f"{resume_from} was written by a run with other settings: "
-            + ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in mismatched.items())
-        )
-    step = int(state.get("step", 0))
-    if config.max_steps < step:
-        raise CheckpointError(
-            f"{resume_from} is at step {step}, past --max_steps {config.max_steps}: pass --max_steps {step} or more "
-            "(the total number of steps, counting the ones already trained) to continue that run, or resume from an "
-            "earlier checkpoint."
-        )
-    return state
-
-
-def _make_accelerator(mixed_precision: str, log_with: list[str], output_dir: Path, start_step: int,
-                      resuming: bool) -> Accelerator:
-    tracker = JSONLinesTracker(output_dir, resume_step=start_step if resuming else None)
-    # "no" leaves the choice to `accelerate launch --mixed_precision ...` / accelerate config, if any
-    precision = None if mixed_precision == "no" else mixed_precision
-    return Accelerator(mixed_precision=precision, log_with=[tracker, *log_with], project_dir=str(output_dir))
-
-
-def _build_modules(config: GANTrainingConfig, channels: int, generator: Generator | None,
-                   discriminator: nn.Module | None) -> tuple[Generator, Discriminator]:
-    """The given modules, or ``build_gan``'s (same initial weights on every process: seeded here)."""
-    set_seed(config.seed)
-    if generator is None or discriminator is None:
-        built_g, built_d = config.architecture.build(config.image_size, channels, config.latent_dim)
-        generator = generator if generator is not None else built_g
-        if discriminator is None and config.discriminator_architecture is not None:
-            discriminator = config.discriminator_architecture.build_discriminator(
-                config.discriminator, config.image_size, channels)
-        discriminator = discriminator if discriminator is not None else built_d
-    return generator, as_discriminator(discriminator)
-
-
-def lazy_regularisation_factor(interval: int, active: bool) -> float:
-    """StyleGAN2's correction for a regulariser applied every ``interval`` steps: ``c = interval / (interval + 1)``
-    (Adam then runs with ``lr * c`` and ``betas ** c``); 1 when the regulariser is off or not lazy."""
-    return interval / (interval + 1) if active and interval > 1 else 1.0
-
-
-def _adam(module: nn.Module, lr: float, betas: tuple[float, float], c: float) -> torch.optim.Adam:
-    params = [p for p in module.parameters() if p.requires_grad]  # a frozen timm backbone stays out
-    return torch.optim.Adam(params, lr=lr * c, betas=(betas[0] ** c, betas[1] ** c))
-
-
-def _refuse_to_overwrite(output_dir: Path, resume_from: Path | None, overwrite: bool) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise OutputDirError(f"output_dir {str(output_dir)!r} is a file, not a folder; choose another --output_dir.")
-    if resume_from is not None or overwrite or not output_dir.is_dir():
-        return
-    if (output_dir / "model.safetensors").exists() or ckpt.list_checkpoints(output_dir):
-        raise OutputDirError(
-            f"output_dir {str(output_dir)!r} already holds another run's generator or checkpoints; pass "
-            "--overwrite_output_dir to start afresh there, --resume_from_checkpoint to continue that run, or choose "
-            "another --output_dir."
-        )
-
-
-def _prepare_run(config: GANTrainingConfig, generator: Generator | None, discriminator: nn.Module | None,
-                 dataset: ImageSet | None, accelerator: Accelerator | None) -> _Run:
-    configure_backends()
-    output_dir = Path(config.output_dir)
-    resume_from = _resolve_resume(config.resume_from_checkpoint, output_dir)
-    _refuse_to_overwrite(output_dir, resume_from, config.overwrite_output_dir)
-    check_output_dir(output_dir)  # a read-only or dangling-link folder fails before anything is built
-    if config.hub_space:
-        space_id_for(config.hub_space, config.hub_model_id)  # a bad Space name fails before training, not after
-    resume_state = _read_resume_state(config, resume_from)
-    start_step = int(resume_state["step"]) if resume_state else 0
-    if accelerator is None:
-        accelerator = _make_accelerator(config.mixed_precision, config.log_with, output_dir, start_step,
-                                        resume_state is not None)
-    # what actually runs, for checkpoints and the card
-    config.bf16, config.fp16 = accelerator.mixed_precision == "bf16", accelerator.mixed_precision == "fp16"
-    if resume_state is not None and resume_state.get("num_processes") != accelerator.num_processes:
-        raise CheckpointError(
-            f"{resume_from} was written by {resume_state.get('num_processes')} process(es); resume with the same number "
-            f"(now {accelerator.num_processes}) so that every process gets its own random state back"
-        )
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-
-    if dataset is None:
-        dataset = load_image_set(config.dataset, config.image_size, config.channels, config.strict_data,
-                                 config.max_images)
-    if dataset.image_size != config.image_size:
-        raise ConfigError(f"the dataset's images are {dataset.image_size} px, the config asks for {config.image_size} px")
-    sampler = StepBatchSampler(len(dataset), config.per_device_train_batch_size, config.max_steps, seed=config.seed,
-                               start_step=start_step, rank=accelerator.process_index,
-                               world_size=accelerator.num_processes)
-
-    generator, discriminator = _build_modules(config, dataset.channels, generator, discriminator)
-    ema = copy.deepcopy(generator).eval().requires_grad_(False).to(accelerator.device)  # buffers too (w_avg)
-    regularisers = [r.to(accelerator.device)
-                    for r in config.architecture.generator_regularisers(config.per_device_train_batch_size)]
-    opt_g = _adam(generator, config.lr_g, config.betas,
-                  math.prod(lazy_regularisation_factor(r.interval, True) for r in regularisers))
-    opt_d = _adam(discriminator, config.lr_d, config.betas,
-                  lazy_regularisation_factor(config.r1_every, config.r1_gamma > 0))
-    # separate prepare calls: two models, two optimizers (DeepSpeed refuses two models in one prepare)
-    G, opt_g = accelerator.prepare(generator, opt_g)
-    D, opt_d = accelerator.prepare(discriminator, opt_d)
-    ada = AdaptiveMix.from_settings(config.adaptive_mix_settings()) if config.adaptivemix else None
-    augment = DiffAugment(config.diffaugment) if config.diffaugment else None
-    augment_p = None
-    if augment is not None and config.augment_target is not None:
-        augment_p = AdaptiveAugmentProbability(config.augment_target, config.augment_interval, config.augment_kimg,
-                                               p=0.0)
-        augment.p = augment_p.p
-
-    settings = config.to_dict()
-    schedule = Schedule(output_dir, config.max_steps, config.log_every, config.sample_every, config.num_sample_images,
-                        config.checkpoint_every, config.keep_checkpoints, config.seed)
-    steps = StepSettings(config.loss, config.r1_gamma, config.r1_every, config.adaptivemix_mix_fakes,
-                         config.per_device_train_batch_size, config.ema_decay)
-    card = {"training": settings, "arch_title": config.architecture.title,
-            "adaptivemix": config.adaptive_mix_card_settings(), "augmentation": config.augmentation_settings(),
-            "sample_seed": config.seed}
-    latest = resume_from or ckpt.latest_checkpoint(output_dir)
-    run = _Run(steps=steps, schedule=schedule, settings=settings, card=card, accelerator=accelerator, G=G, D=D,
-               ema=ema, opt_g=opt_g, opt_d=opt_d, ada=ada, dataset=dataset, sampler=sampler, start_step=start_step,
-               last_checkpoint=str(latest) if latest else None, augment=augment, augment_p=augment_p,
-               regularisers=regularisers)
-    if resume_state is not None:
-        load_checkpoint(run, resume_from, resume_state)
-        if augment_p is not None:
-            if not resume_state.get("augment_p"):
-                raise CheckpointError(f"{resume_from} has no adaptive augmentation state (augment_target)")
-            augment_p.load_state_dict(resume_state["augment_p"])
-            augment.p = augment_p.p
-        if regularisers:
-            process_state = ckpt.read_process_state(resume_from, accelerator.process_index)
-            for regulariser in regularisers:
-                regulariser.load_state_dict(process_state)
-    else:
-        set_seed(config.seed, device_specific=True)  # a per-process random stream
-
-    accelerator.init_trackers("hubtune-gan", config={k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                                                     for k, v in settings.items()})
-    if accelerator.is_main_process:
-        (output_dir / TRAINING_CONFIG_NAME).write_text(json.dumps(settings, indent=2))
-    return run
-
-
-def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> DiscriminatorStepOutput:
+def discriminator_step(run: GANRun, real: Tensor, fake: Tensor, step: int) -> DiscriminatorStepOutput:
     """One discriminator update on a real batch and (detached) fakes; stops the run on a non-finite loss."""
-    config, accelerator, D, ada = run.steps, run.accelerator, run.D, run.ada
+    config, accelerator, D, ada = run.optim, run.accelerator, run.D, run.ada
     r1_due = config.r1_gamma > 0 and step % config.r1_every == 0
     fake_detached = fake.detach().float()
     real.requires_grad_(r1_due)
@@ -463,7 +449,7 @@ def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> Disc
     # through the augmentation w.r.t. the un-augmented reals
     real_in, fake_in = (run.augment(real), run.augment(fake_detached)) if run.augment is not None else (real, fake_detached)
     with accelerator.autocast():
-        if ada is not None and config.mix_fakes:
+        if ada is not None and run.adaptive_mix.adaptivemix_mix_fakes:
             out_real, out_fake = ada(D, real_in), ada(D, fake_in)
             real_logits, fake_logits = out_real.logits, out_fake.logits
             ada_loss = out_real.loss + out_fake.loss
@@ -489,15 +475,15 @@ def discriminator_step(run: _Run, real: Tensor, fake: Tensor, step: int) -> Disc
     run.opt_d.zero_grad(set_to_none=True)
     if run.augment_p is not None:  # ADA: r_t from the (augmented) reals' logits, summed over processes
         run.augment_p.observe(real_logits)
-        global_batch = config.batch_size * accelerator.num_processes
+        global_batch = config.per_device_train_batch_size * accelerator.num_processes
         run.augment.p = run.augment_p.step(global_batch, reduce=lambda t: accelerator.reduce(t, reduction="sum"))
     return DiscriminatorStepOutput(loss, adversarial, r1, real_logits, fake_logits, shrinkage_real, shrinkage_fake)
 
 
-def generator_step(run: _Run, fake: Tensor, step: int) -> GeneratorStepOutput:
+def generator_step(run: GANRun, fake: Tensor, step: int) -> GeneratorStepOutput:
     """One generator update scoring ``fake`` (augmented like D's inputs) with the (frozen, unsynchronised)
     discriminator, plus the architecture's generator regularisers when due; then the EMA update."""
-    config, accelerator, D, ada = run.steps, run.accelerator, run.D, run.ada
+    config, accelerator, D, ada = run.optim, run.accelerator, run.D, run.ada
     fake_in = run.augment(fake) if run.augment is not None else fake
     frozen = [p for p in D.parameters() if p.requires_grad]
     for p in frozen:
@@ -514,7 +500,7 @@ def generator_step(run: _Run, fake: Tensor, step: int) -> GeneratorStepOutput:
     logged: dict[str, Tensor] = {}
     for regulariser in run.regularisers:  # lazy: every `interval` steps, on a fresh half batch
         if step % regulariser.interval == 0:
-            penalty = regulariser.penalty(run.G, max(1, config.batch_size // 2), fake.device,
+            penalty = regulariser.penalty(run.G, max(1, config.per_device_train_batch_size // 2), fake.device,
                                           accelerator)
             loss = loss + regulariser.weight * regulariser.interval * penalty
             logged.update(regulariser.logged_values(penalty))
@@ -524,11 +510,11 @@ def generator_step(run: _Run, fake: Tensor, step: int) -> GeneratorStepOutput:
     run.opt_g.step()
     run.opt_g.zero_grad(set_to_none=True)
     if not run.opt_g.step_was_skipped:
-        _ema_update(run.ema, accelerator.unwrap_model(run.G), _ema_decay(config.ema_decay, step))
+        _ema_update(run.ema, accelerator.unwrap_model(run.G), step)
     return GeneratorStepOutput(loss, logged)
 
 
-def _log_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_out: GeneratorStepOutput) -> dict[str, float]:
+def _log_step(run: GANRun, step: int, d_out: DiscriminatorStepOutput, g_out: GeneratorStepOutput) -> dict[str, float]:
     """Reduce the step's values over processes, record and log them."""
     accelerator = run.accelerator
     device = d_out.loss.device
@@ -556,32 +542,32 @@ def _log_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_out: Gener
     return record
 
 
-def _after_step(run: _Run, step: int, d_out: DiscriminatorStepOutput, g_out: GeneratorStepOutput, progress) -> None:
+def _after_step(run: GANRun, step: int, d_out: DiscriminatorStepOutput, g_out: GeneratorStepOutput, progress) -> None:
     """Logging, sample grids and checkpoints due after ``step``."""
-    config = run.schedule
-    last = step == config.max_steps
-    if step % config.log_every == 0 or last:
+    schedule = run.schedule
+    last = step == schedule.max_steps
+    if step % schedule.log_every == 0 or last:
         record = _log_step(run, step, d_out, g_out)
         if progress is not None:
             progress.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}")
     if progress is not None:
         progress.update(1)
-    if run.accelerator.is_main_process and (step % config.sample_every == 0 or last):
-        path = config.output_dir / "samples" / f"step-{step:07d}.png"
-        _save_grid(run.ema, path, config.num_sample_images, seed=config.seed)
+    if run.accelerator.is_main_process and (step % schedule.sample_every == 0 or last):
+        path = run.output_dir / "samples" / f"step-{step:07d}.png"
+        _save_grid(run.ema.module, path, schedule.num_sample_images, seed=run.seed)
         run.grids.append(str(path))
-    if step % config.checkpoint_every == 0 or last:
+    if step % schedule.checkpoint_every == 0 or last:
         run.last_checkpoint = str(save_checkpoint(run, step))
 
 
-def _train_steps(run: _Run, progress_bar: bool) -> int:
+def _train_steps(run: GANRun, progress_bar: bool) -> int:
     """The step loop; returns the last step."""
-    config, accelerator = run.schedule, run.accelerator
+    accelerator = run.accelerator
     latent_dim = accelerator.unwrap_model(run.G).latent_dim
     device = accelerator.device
     progress = None
     if progress_bar and accelerator.is_main_process:
-        progress = tqdm(total=config.max_steps, initial=run.start_step, desc="hubtune gan", dynamic_ncols=True)
+        progress = tqdm(total=run.schedule.max_steps, initial=run.start_step, desc="hubtune gan", dynamic_ncols=True)
     run.G.train()
     run.D.train()
     step = run.start_step
@@ -591,7 +577,7 @@ def _train_steps(run: _Run, progress_bar: bool) -> int:
             # one generator pass per step (as in the PyTorch DCGAN example): the discriminator step sees the fakes
             # detached, the generator step then scores the same fakes with the updated discriminator
             with accelerator.autocast():
-                fake = run.G(torch.randn(run.steps.batch_size, latent_dim, device=device))
+                fake = run.G(torch.randn(run.optim.per_device_train_batch_size, latent_dim, device=device))
             d_out = discriminator_step(run, real, fake, step)
             g_out = generator_step(run, fake, step)
             step += 1
@@ -602,35 +588,63 @@ def _train_steps(run: _Run, progress_bar: bool) -> int:
     return step
 
 
-def _export_generator(run: _Run, metrics: dict[str, Any] | None) -> str:
+# ----------------------------------------------------------------------------------------------- the end
+
+
+def _export_generator(run: GANRun, metrics: dict[str, Any] | None) -> str:
     """Save the EMA generator at the output root (config.json, model.safetensors, samples.png, README.md)."""
     card = dict(run.card)
     if card["augmentation"] is not None and run.augment_p is not None:
         card["augmentation"] = {**card["augmentation"], "final_p": run.augment_p.p}
-    run.ema.training_info = {  # plain values for the card (hubtune.hub.generator_card.GeneratorCardValues)
+    generator = run.ema.module
+    generator.training_info = {  # plain values for the card (hubtune.hub.generator_card.GeneratorCardValues)
         **card, "discriminator": run.accelerator.unwrap_model(run.D).card_details(), "metrics": metrics,
         "data_source": run.dataset.source, "num_images": len(run.dataset),
         "num_processes": run.accelerator.num_processes,
     }
-    run.ema.save_pretrained(run.schedule.output_dir)
-    return str(run.schedule.output_dir)
+    generator.save_pretrained(run.output_dir)
+    return str(run.output_dir)
 
 
-def _finish(run: _Run, step: int, eval_num_samples: int, feature_extractor: str, eval_batch_size: int,
-            export: bool) -> tuple[dict[str, Any] | None, str | None]:
+def _evaluate_and_export(run: GANRun, step: int, evaluation: GANEvalArguments,
+                         export: bool) -> tuple[dict[str, Any] | None, str | None]:
     """Metrics and the exported generator (main process)."""
-    accelerator = run.accelerator
     metrics, generator_dir = None, None
-    if accelerator.is_main_process:
-        if eval_num_samples:
-            metrics = evaluate_generator(run.ema, run.dataset, num_samples=eval_num_samples,
-                                         feature_extractor=feature_extractor, batch_size=eval_batch_size,
-                                         seed=run.schedule.seed)
-            (run.schedule.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            accelerator.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+    if run.accelerator.is_main_process:
+        if evaluation.eval_num_samples:
+            metrics = evaluate_generator(run.ema.module, run.dataset, num_samples=evaluation.eval_num_samples,
+                                         feature_extractor=evaluation.eval_feature_extractor,
+                                         batch_size=evaluation.eval_batch_size, seed=run.seed)
+            (run.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            run.accelerator.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
         if export:
             generator_dir = _export_generator(run, metrics)
     return metrics, generator_dir
+
+
+def _publish_generator(generator: Generator, hub: GANHubArguments) -> tuple[str, str | None]:
+    """Push the exported generator (and its Space) through the run layer: saved again into a temporary folder with a
+    card naming the repository, so that nothing local changes (:func:`hubtune.runs.publish.publish`)."""
+    with tempfile.TemporaryDirectory(prefix="hubtune-generator-") as folder:
+        generator.save_pretrained(folder, model_card_kwargs={"repo_id": hub.hub_model_id})
+        return publish(folder, hub.hub_model_id, hub.hub_space, token=hub.hub_token, private=hub.hub_private_repo)
+
+
+def _finish(run: GANRun, step: int, config: GANTrainingConfig, started: float) -> GANTrainingResult:
+    """After the last step: metrics, the exported generator and its push (main process), the trackers closed."""
+    accelerator = run.accelerator
+    accelerator.wait_for_everyone()
+    metrics, generator_dir = _evaluate_and_export(run, step, config.evaluation, config.hub.export_generator)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    hub_url = space_url = None
+    if config.hub.push_to_hub and accelerator.is_main_process:
+        hub_url, space_url = _publish_generator(run.ema.module, config.hub)
+    return GANTrainingResult(
+        output_dir=str(run.output_dir), steps=step, losses=run.losses, metrics=metrics, generator_dir=generator_dir,
+        last_checkpoint=run.last_checkpoint, sample_grids=run.grids, wall_time_s=time.perf_counter() - started,
+        hub_url=hub_url, is_main_process=accelerator.is_main_process, space_url=space_url,
+    )
 
 
 def train_gan(
@@ -640,65 +654,42 @@ def train_gan(
     discriminator: nn.Module | None = None,
     dataset: ImageSet | None = None,
     accelerator: Accelerator | None = None,
-    **overrides: Any,
+    **options: Any,
 ) -> GANTrainingResult:
     """Train a GAN; write samples, checkpoints, metrics and the final generator at ``output_dir``'s root.
 
     Args:
-        config: the run's knobs; keyword ``overrides`` replace fields of it (or of the defaults).
+        config: the run's config; or, without one, its ``options`` by name (``GANTrainingConfig.from_options``).
         generator / discriminator: bring your own modules (the discriminator: see :func:`as_discriminator`);
-            default: the architecture's (``config.architecture.build(...)``).
-        dataset: bring your own :class:`ImageSet`; default: ``load_image_set(config.dataset, ...)``.
-        accelerator: an existing Accelerator (else one is created with ``config.bf16`` / ``config.fp16``).
+            default: the architecture's (``config.model.architecture.build(...)``).
+        dataset: bring your own :class:`ImageSet`; default: ``load_image_set(config.data.dataset, ...)``.
+        accelerator: an existing Accelerator (else one is created with ``bf16`` / ``fp16``).
 
-    With ``push_to_hub`` (and ``hub_model_id``) the main process pushes the exported generator at the end with
-    ``Generator.push_to_hub`` (nothing local is modified by the push).
+    The output folder is guarded and locked, Ctrl-C / SIGTERM say where the last checkpoint is, and with
+    ``push_to_hub`` (and ``hub_model_id``) the main process publishes the exported generator at the end: the run
+    layer's duties (:mod:`hubtune.runs`).
 
     Raises:
         NonFiniteLossError: a loss became NaN/inf; the checkpoints already written are kept untouched.
         CheckpointError: ``resume_from_checkpoint`` points at a missing, incomplete or mismatching checkpoint.
         DatasetTooSmallError: fewer images than one step's batch.
         HubPushError: the push failed (the local output folder is complete).
-        OutputDirError: another run is writing into ``output_dir`` (its lock file names it).
+        OutputDirError: another run is writing into ``output_dir`` (its lock file names it), or it holds another
+            run's results.
     """
-    config = GANTrainingConfig.from_dict({**(config.to_dict() if config else {}),
-                                          "hub_token": config.hub_token if config else None, **overrides})
+    if config is None:
+        config = GANTrainingConfig.from_options(**options)
+    elif options:
+        raise ConfigError(f"train_gan takes a config or options by name, not both (got {', '.join(sorted(options))}); "
+                          "build the config with GANTrainingConfig.from_options(...)")
     is_main = accelerator.is_main_process if accelerator is not None else PartialState().is_main_process
-    with output_dir_lock(config.output_dir, "gan", enabled=is_main):  # a second run into the folder is refused
-        return _train_gan(config, generator, discriminator, dataset, accelerator)
-
-
-def _train_gan(config: GANTrainingConfig, generator: Generator | None, discriminator: nn.Module | None,
-               dataset: ImageSet | None, accelerator: Accelerator | None) -> GANTrainingResult:
-    start_time = time.perf_counter()
-    run = _prepare_run(config, generator, discriminator, dataset, accelerator)
-    try:
-        step = _train_steps(run, config.progress_bar)
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM from the command line (hubtune.errors.Terminated)
-        where = (f"the last complete checkpoint is {run.last_checkpoint}; resume with --resume_from_checkpoint "
-                 f"{run.last_checkpoint}" if run.last_checkpoint else "no checkpoint had been written yet")
-        raise type(e)(where) from None
-    accelerator = run.accelerator
-    accelerator.wait_for_everyone()
-    metrics, generator_dir = _finish(run, step, config.eval_num_samples, config.eval_feature_extractor,
-                                     config.eval_batch_size, config.export_generator)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    hub_url = space = None
-    if config.push_to_hub and accelerator.is_main_process:
-        if generator_dir is None:
-            raise ConfigError("push_to_hub needs export_generator=True (the pushed generator is the exported one)")
-        if config.hub_space:  # the exported folder, its card linking the Space, then the Space (as `hubtune push --space`)
-            hub_url, space = push_model_and_space(generator_dir, config.hub_model_id, config.hub_space,
-                                                  token=config.hub_token, private=bool(config.hub_private_repo))
-        else:
-            hub_url = str(run.ema.push_to_hub(config.hub_model_id, token=config.hub_token,
-                                              private=config.hub_private_repo or None))
-    return GANTrainingResult(
-        output_dir=str(run.schedule.output_dir), steps=step, losses=run.losses, metrics=metrics, generator_dir=generator_dir,
-        last_checkpoint=run.last_checkpoint, sample_grids=run.grids, wall_time_s=time.perf_counter() - start_time,
-        hub_url=hub_url, is_main_process=accelerator.is_main_process, space_url=space,
-    )
+    with guarded_output_dir(config.output_dir, "gan", resume=config.resume_from_checkpoint,
+                            overwrite=config.overwrite_output_dir, run_files=_RUN_FILES, main_process=is_main):
+        started = time.perf_counter()
+        run = prepare_run(config, generator, discriminator, dataset, accelerator)
+        with resumable_on_interrupt(config.output_dir):  # Ctrl-C / SIGTERM name the last complete checkpoint
+            step = _train_steps(run, config.progress_bar)
+        return _finish(run, step, config, started)
 
 
 def format_summary(result: GANTrainingResult) -> str:
@@ -715,13 +706,13 @@ def format_summary(result: GANTrainingResult) -> str:
     return "\n".join(lines)
 
 
-def _stop_on_non_finite(run: _Run, which: str, step: int, value: Tensor) -> None:
+def _stop_on_non_finite(run: GANRun, which: str, step: int, value: Tensor) -> None:
     run.accelerator.end_training()
     last = run.last_checkpoint
     kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
     raise NonFiniteLossError(
         f"step {step}: the {which} loss is {float(value.detach().float()):.4g}; training stopped before the update, "
-        f"and nothing already in {run.schedule.output_dir} was overwritten ({kept}). Lower the learning rates, add R1 "
+        f"and nothing already in {run.output_dir} was overwritten ({kept}). Lower the learning rates, add R1 "
         "(--r1_gamma), or use bf16 rather than fp16; resume with --resume_from_checkpoint from that checkpoint."
     )
 
@@ -729,18 +720,17 @@ def _stop_on_non_finite(run: _Run, which: str, step: int, value: Tensor) -> None
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(run: _Run, step: int) -> Path:
-    """Write ``checkpoint-<step>/`` atomically (a hidden partial folder renamed at the end); prune old ones.
-
-    The adaptive augmentation probability's state (the same on every process) goes into trainer_state.json, the
-    generator regularisers' per-process states (e.g. the path-length running mean) into ``process_state_<rank>.json``.
-    """
-    accelerator, output_dir = run.accelerator, run.schedule.output_dir
-    final = ckpt.checkpoint_dir(output_dir, step)
+def save_checkpoint(run: GANRun, step: int) -> Path:
+    """Write ``checkpoint-<step>/``: every process its random state (and its generator regularisers' state, e.g. the
+    path-length running mean, into ``process_state_<rank>.json``), the main process the weights, optimisers and
+    ``trainer_state.json`` (with the adaptive augmentation probability's state, the same on every process), into a
+    staging folder that the run layer makes the checkpoint, with its SHA256SUMS, once complete
+    (:func:`hubtune.runs.checkpoints.publish_checkpoint`; old ones pruned to ``keep_checkpoints``)."""
+    accelerator = run.accelerator
+    final = ckpt.checkpoint_dir(run.output_dir, step)
     partial = final.with_name(f".{final.name}.partial")
     if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+        staging_folder(final)
     accelerator.wait_for_everyone()
     ckpt.save_rng_state(partial / f"rng_state_{accelerator.process_index}")
     process_state = {k: v for r in run.regularisers for k, v in r.state_dict().items()}
@@ -749,7 +739,7 @@ def save_checkpoint(run: _Run, step: int) -> Path:
     if accelerator.is_main_process:
         ckpt.save_module(accelerator.unwrap_model(run.G), partial / "generator.safetensors")
         ckpt.save_module(accelerator.unwrap_model(run.D), partial / "discriminator.safetensors")
-        ckpt.save_module(run.ema, partial / "ema.safetensors")
+        ckpt.save_module(run.ema.module, partial / "ema.safetensors")
         ckpt.save_optimizer(run.opt_g, partial / "optimizer_g")
         ckpt.save_optimizer(run.opt_d, partial / "optimizer_d")
     accelerator.wait_for_everyone()
@@ -760,19 +750,17 @@ def save_checkpoint(run: _Run, step: int) -> Path:
             "scaler": scaler.state_dict() if scaler is not None else None,
             "augment_p": run.augment_p.state_dict() if run.augment_p is not None else None,
         })
-        ckpt.replace_folder(partial, final)
-        for old in ckpt.list_checkpoints(output_dir)[:-run.schedule.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_checkpoint(partial, final, keep=run.schedule.keep_checkpoints)
     accelerator.wait_for_everyone()
     return final
 
 
-def load_checkpoint(run: _Run, folder: str | Path, state: dict[str, Any]) -> None:
+def load_checkpoint(run: GANRun, folder: str | Path, state: dict[str, Any]) -> None:
     """Restore weights, optimisers, this process's random state and the loss scaler from a checkpoint folder."""
     folder, accelerator = Path(folder), run.accelerator
     ckpt.load_module(accelerator.unwrap_model(run.G), folder / "generator.safetensors")
     ckpt.load_module(accelerator.unwrap_model(run.D), folder / "discriminator.safetensors")
-    ckpt.load_module(run.ema, folder / "ema.safetensors")
+    ckpt.load_module(run.ema.module, folder / "ema.safetensors")
     ckpt.load_optimizer(run.opt_g, folder / "optimizer_g")
     ckpt.load_optimizer(run.opt_d, folder / "optimizer_d")
     ckpt.load_rng_state(folder / f"rng_state_{accelerator.process_index}")

@@ -36,7 +36,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_model
+from safetensors.torch import save_model
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 from torchvision.transforms.functional import to_pil_image
@@ -395,6 +395,51 @@ def _check_constructor_types(target: type, kwargs: dict[str, Any], config_path: 
             )
 
 
+_DOWNLOAD_OPTIONS = ("revision", "cache_dir", "force_download", "local_files_only", "token")  # what the mixin passes
+
+
+def _fetch(source: str, filename: str, hub: dict[str, Any]) -> str:
+    """The path of ``filename`` in a generator folder, or downloaded from the Hub repo ``source`` (as the mixin
+    downloads it); GeneratorLoadError saying why it cannot be had."""
+    if os.path.isdir(source):
+        path = os.path.join(source, filename)
+        if not os.path.isfile(path):
+            raise GeneratorLoadError(f"{source} has no {filename}: not a saved hubtune generator folder")
+        return path
+    try:
+        return hf_hub_download(repo_id=source, filename=filename, **hub)
+    except LocalEntryNotFoundError as err:
+        raise GeneratorLoadError(f"cannot load generator {source!r}: {not_in_cache(f'its {filename}')}") from err
+    except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as err:
+        raise GeneratorLoadError(
+            f"cannot load {filename} of {source!r} ({type(err).__name__}): not a hubtune generator repository"
+        ) from err
+    except HfHubHTTPError as err:
+        raise GeneratorLoadError(f"cannot download {filename} of {source!r}: {err}".splitlines()[0]) from err
+
+
+def _generator_class_and_arguments(cls: type, source: str, config: dict[str, Any],
+                                   model_kwargs: dict[str, Any]) -> tuple[type, dict[str, Any]]:
+    """The registered Generator subclass config.json's ``arch`` names (a subclass of ``cls``) and its constructor
+    arguments (config.json's, overridden by ``model_kwargs``), their JSON types checked."""
+    where = os.path.join(source, CONFIG_NAME) if os.path.isdir(source) else f"config.json of {source!r}"
+    arch = config.get("arch")
+    if not isinstance(arch, str) or arch not in architectures("gan"):
+        hint = (" (it looks like a training configuration: load the run's output folder root, or the "
+                "folder that holds the generator's config.json)" if "max_steps" in config or "steps" in config
+                else "")
+        raise GeneratorLoadError(f"{where} names arch={arch!r}, not a hubtune generator architecture "
+                                 f"(known: {sorted(architectures('gan'))}){hint}")
+    target = get_architecture(arch).generator_class()
+    if not issubclass(target, cls):
+        raise GeneratorLoadError(f"{source} holds a {target.__name__}, not a {cls.__name__}")
+    init_params = set(target._hub_mixin_init_parameters) - {"self"}
+    kwargs = {k: v for k, v in config.items() if k in init_params}
+    kwargs.update({k: v for k, v in model_kwargs.items() if k in init_params})
+    _check_constructor_types(target, kwargs, where)
+    return target, kwargs
+
+
 class Generator(
     nn.Module,
     PyTorchModelHubMixin,
@@ -502,105 +547,51 @@ class Generator(
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "Generator":
-        """Load a generator folder or Hub repo (see :meth:`_from_pretrained`); a config.json that is not a JSON
-        object raises :class:`GeneratorLoadError` naming it, before the mixin reads it."""
+        """Load a generator folder or Hub repo: the mixin's ``from_pretrained`` (which downloads and reads
+        config.json, once) calling :meth:`_from_pretrained`. A config.json that is not a JSON object, or that is not
+        in the cache when offline, raises :class:`GeneratorLoadError` naming it instead of the mixin's bare error."""
         source = str(pretrained_model_name_or_path)
-        config_path = None
-        if os.path.isdir(source):
-            config_path = os.path.join(source, CONFIG_NAME) if os.path.isfile(os.path.join(source, CONFIG_NAME)) else None
-        else:
-            try:  # the mixin downloads it again from the cache; download errors are its (and the hook's) to report
-                config_path = hf_hub_download(source, CONFIG_NAME, revision=kwargs.get("revision"),
-                                              token=kwargs.get("token"), cache_dir=kwargs.get("cache_dir"),
-                                              local_files_only=bool(kwargs.get("local_files_only")))
-            except LocalEntryNotFoundError as err:  # offline or unreachable: not "not a generator repository"
-                raise GeneratorLoadError(f"cannot load generator {source!r}: {not_in_cache('its config.json')}") from err
-            except Exception:  # noqa: BLE001
-                config_path = None
-        if config_path is not None:
-            _read_generator_config(config_path, source)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except LocalEntryNotFoundError as err:  # offline or unreachable: not "not a generator repository"
+            raise GeneratorLoadError(f"cannot load generator {source!r}: {not_in_cache('its config.json')}") from err
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:  # the mixin's json.load / .items()
+            path = _fetch(source, CONFIG_NAME, dict(revision=kwargs.get("revision"), cache_dir=kwargs.get("cache_dir"),
+                                                    token=kwargs.get("token"), local_files_only=True))
+            _read_generator_config(path, source)  # raises, naming the file, when it is not a JSON object
+            raise err
 
     @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        force_download: bool = False,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        map_location: str | torch.device = "cpu",
-        strict: bool = True,
-        **model_kwargs: Any,
-    ) -> "Generator":
-        """The mixin's loading hook: read ``arch`` from config.json, build that registered subclass, load the
-        safetensors weights strictly. Any unloadable folder or repo raises :class:`GeneratorLoadError`.
+    def _from_pretrained(cls, *, model_id: str, config: dict[str, Any] | None = None,
+                         map_location: str | torch.device = "cpu", strict: bool = True, **kwargs: Any) -> "Generator":
+        """The mixin's loading hook: build the registered subclass that config.json's ``arch`` names (``config``, the
+        mixin's reading of it) and load ``model.safetensors`` strictly with the mixin's safetensors loader
+        (``_load_as_safetensor``), the file fetched as the mixin fetches it (``hf_hub_download``; a folder's own file).
+        Not the mixin's ``_from_pretrained`` itself: it prints a line on every local load and, on the Hub, falls back
+        to unpickling ``pytorch_model.bin``. Any unloadable folder or repo raises :class:`GeneratorLoadError`.
 
-        ``model_kwargs`` (filled by the mixin from config.json, or given by the caller) override constructor
-        arguments of the subclass; other keys are ignored.
+        ``kwargs``: the mixin's download options (``revision``, ``cache_dir``, ``force_download``,
+        ``local_files_only``, ``token``), then the model's (filled by the mixin from config.json, or given by the
+        caller), which override constructor arguments of the subclass; other keys are ignored.
         """
-        source = str(model_id)
-
-        def fetch(filename: str) -> str:
-            if os.path.isdir(source):
-                path = os.path.join(source, filename)
-                if not os.path.isfile(path):
-                    raise GeneratorLoadError(f"{source} has no {filename}: not a saved hubtune generator folder")
-                return path
-            try:
-                return hf_hub_download(
-                    repo_id=source, filename=filename, revision=revision, token=token, cache_dir=cache_dir,
-                    force_download=force_download, local_files_only=local_files_only,
-                )
-            except LocalEntryNotFoundError as err:
-                raise GeneratorLoadError(f"cannot load generator {source!r}: {not_in_cache(f'its {filename}')}") from err
-            except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as err:
-                raise GeneratorLoadError(
-                    f"cannot load {filename} of {source!r} ({type(err).__name__}): not a hubtune generator repository"
-                ) from err
-            except HfHubHTTPError as err:
-                raise GeneratorLoadError(f"cannot download {filename} of {source!r}: {err}".splitlines()[0]) from err
-
-        config_path = fetch(CONFIG_NAME)
-        config = _read_generator_config(config_path, source)
-        arch = config.get("arch")
-        if not isinstance(arch, str) or arch not in architectures("gan"):
-            hint = (" (it looks like a training configuration: load the run's output folder root, or the "
-                    "folder that holds the generator's config.json)" if "max_steps" in config or "steps" in config
-                    else "")
-            raise GeneratorLoadError(
-                f"{config_path} names arch={arch!r}, not a hubtune generator architecture "
-                f"(known: {sorted(architectures('gan'))}){hint}"
-            )
-        target = get_architecture(arch).generator_class()
-        if not issubclass(target, cls):
-            raise GeneratorLoadError(f"{source} holds a {target.__name__}, not a {cls.__name__}")
-        init_params = set(target._hub_mixin_init_parameters) - {"self"}
-        kwargs = {k: v for k, v in config.items() if k in init_params}
-        kwargs.update({k: v for k, v in model_kwargs.items() if k in init_params})
-        _check_constructor_types(target, kwargs, config_path)
+        hub = {name: kwargs.pop(name) for name in _DOWNLOAD_OPTIONS if name in kwargs}
+        model_kwargs = kwargs
+        if config is None:  # the mixin found none: say why (missing here, not in the cache, not a repository)
+            _read_generator_config(_fetch(model_id, CONFIG_NAME, hub), model_id)
+        target, kwargs = _generator_class_and_arguments(cls, model_id, config, model_kwargs)
         try:
             model = target(**kwargs)
         except (TypeError, ValueError) as err:
-            raise GeneratorLoadError(f"{config_path}: cannot build {target.__name__}({kwargs}): {err}") from err
-
-        weights_path = fetch(WEIGHTS_NAME)
+            raise GeneratorLoadError(f"{model_id}: config.json: cannot build {target.__name__}({kwargs}): {err}") from err
+        weights_path = _fetch(model_id, WEIGHTS_NAME, hub)
         try:
-            state = load_file(weights_path, device=str(map_location))
+            return cls._load_as_safetensor(model, weights_path, str(map_location), strict)
         except (SafetensorError, OSError, ValueError) as err:
             raise GeneratorLoadError(f"{weights_path} is truncated or not a safetensors file ({err})") from err
-        try:
-            result = model.load_state_dict(state, strict=False)
-        except RuntimeError as err:  # shape mismatches
-            raise GeneratorLoadError(f"{weights_path} does not fit {target.__name__}({kwargs}): {err}") from err
-        if strict and (result.missing_keys or result.unexpected_keys):
-            raise GeneratorLoadError(
-                f"{weights_path} does not match {target.__name__}({kwargs}): missing {result.missing_keys[:5]}, "
-                f"unexpected {result.unexpected_keys[:5]}"
-            )
-        return model.to(map_location).eval()
+        except RuntimeError as err:  # missing or unexpected weights, other shapes
+            first = " ".join(str(err).split())[:300]
+            raise GeneratorLoadError(f"{weights_path} does not match {target.__name__}({kwargs}): missing, unexpected or "
+                                     f"differently shaped weights ({first})") from err
 
     def sample_latents(self, num_images: int, seed: int | None = None, device: torch.device | str | None = None) -> Tensor:
         """Standard normal latents; drawn on the CPU from ``seed`` (device-independent), else from the global RNG."""

@@ -46,8 +46,10 @@ What the training loop (:mod:`hubtune.gan.loop`, ``hubtune gan --arch stylegan2`
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -392,6 +394,11 @@ class SynthesisNetwork(nn.Module):
 class StyleGAN2Generator(Generator):
     """StyleGAN2 generator (see the module docstring): z (B, latent_dim) -> images (B, C, R, R), about [-1, 1].
 
+    The constructor's parameters are the keys of the config.json the generator is saved with (``config_dict()``:
+    every one written out, the preset's values resolved), which is how ``Generator.from_pretrained`` rebuilds it;
+    hence their number. :meth:`from_config` takes such a config (a mapping: a loaded config.json, ``config_dict()``)
+    instead of the keywords.
+
     Args:
         image_size: 32, 64, 128 or 256. channels: 1 or 3.
         preset: ``"small"``, ``"paper256"`` or ``"cifar"`` (:data:`STYLEGAN2_PRESETS`); explicit arguments left
@@ -454,6 +461,13 @@ class StyleGAN2Generator(Generator):
         config = super().config_dict()
         config.update(self._resolved)
         return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "StyleGAN2Generator":
+        """A new (randomly initialised) generator from a saved config: the constructor's keys of ``config``
+        (others, such as ``arch``, are left out)."""
+        keys = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        return cls(**{k: v for k, v in config.items() if k in keys})
 
     @property
     def w_avg(self) -> Tensor:
@@ -691,24 +705,14 @@ class PathLengthRegulariser(GeneratorRegulariser):
 # --------------------------------------------------------------------------------------------------
 
 
-def build_stylegan2(
-    image_size: int = 32,
-    channels: int = 3,
-    preset: str = "small",
-    latent_dim: int | None = None,
-    w_dim: int | None = None,
-    mapping_layers: int | None = None,
-    channel_base: int | None = None,
-    channel_max: int | None = None,
-    mbstd_group: int | None = None,
-    style_mixing_prob: float = 0.9,
-) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
-    """A matching StyleGAN2 (generator, discriminator) pair; ``None`` arguments take the preset's values."""
-    g = StyleGAN2Generator(image_size, channels, preset, latent_dim=latent_dim, w_dim=w_dim,
-                           mapping_layers=mapping_layers, channel_base=channel_base, channel_max=channel_max,
-                           style_mixing_prob=style_mixing_prob)
-    d = StyleGAN2Discriminator(image_size, channels, preset, channel_base=channel_base, channel_max=channel_max,
-                               mbstd_group=mbstd_group)
+def build_stylegan2(image_size: int = 32, channels: int = 3, preset: str = "small", mbstd_group: int | None = None,
+                    **generator_options: Any) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
+    """A matching StyleGAN2 (generator, discriminator) pair; ``generator_options`` are :class:`StyleGAN2Generator`'s
+    (``latent_dim``, ``w_dim``, ``mapping_layers``, ``channel_base``, ``channel_max``, ``style_mixing_prob``, ...;
+    the discriminator takes the same widths); ``None`` takes the preset's value."""
+    g = StyleGAN2Generator(image_size, channels, preset, **generator_options)
+    d = StyleGAN2Discriminator(image_size, channels, preset, channel_base=generator_options.get("channel_base"),
+                               channel_max=generator_options.get("channel_max"), mbstd_group=mbstd_group)
     return g, d
 
 

@@ -15,6 +15,12 @@ batches are treated separately: a real image is never mixed with a fake one)::
     t   = lam f(x) + (1 - lam) f(x)[p]
     L   = 1 - cos(f(x~), sg(t + eps)),  eps ~ N(0, sigma^2), sigma = 0.05,  mean over the batch   (or MSE)
 
+The reference, WentianZhang-ML/AdaptiveMix 163e5d5: generation/training/networks.py:747-761 (``adaptive_mix``:
+one ``lam = np.random.beta(alpha, alpha)`` per call, three passes of the feature extractor, the noise added to the
+target) and generation/training/loss.py:84, :117, :137 (``-cosine_similarity(f(x~), (t + eps).detach())``, the
+same gradient as 1 - cos); classification/models.py:126-148 (the classifier script's: ``F.mse_loss`` at :144).
+The defaults and their sources: :class:`hubtune.losses.adaptive_mix_settings.AdaptiveMixSettings`.
+
 ``f(x)[p]`` replaces the reference's third pass ``f(x[p])``: the two are equal when ``f`` treats samples
 independently, so the regulariser costs two passes of ``f`` instead of three. BatchNorm in training mode does
 not break the identity (a permuted batch has the same batch statistics, so ``f(x[p]) == f(x)[p]``); layers
@@ -23,14 +29,17 @@ that treat sub-groups of the batch differently (StyleGAN2's minibatch-stddev) do
 
 GAN presets: ``"paper"`` (a plain regulariser: the adversarial loss is unchanged and ``weight * L`` is added
 on the discriminator step) and ``"reference"`` (the public StyleGAN2-ADA-based script: the adversarial logit
-becomes ``h(t) + h(f(x~))``, with ``t`` carrying gradient, in the real, fake and R1 terms, so the
-discriminator never scores an unmixed image; the generator step adds ``L`` on its fakes too).
+becomes ``h(t) + h(f(x~))`` (networks.py:760), with ``t`` carrying gradient, in the real, fake and R1 terms
+(loss.py:114, :129, :143), so the discriminator never scores an unmixed image; the generator step adds ``L`` on
+its fakes too (loss.py:80-87)).
 
 Classifier use: mixup cross-entropy on the mixed images plus the shrinkage term. Preset ``"paper"``: cosine
-shrinkage plus clean cross-entropy, mixup CE on ``W f(x~)``. Preset ``"reference"`` (the public classifier
-script): MSE shrinkage, and the mixup cross-entropy scores ``classifier(t) + classifier(f(x~))`` where ``t``
-is the same mix of the clean features and carries gradient (with that script's ``|W u|`` classifier on
-L2-normalised features: ``|W t| + |W f(x~)|``).
+shrinkage plus clean cross-entropy, mixup CE on ``W f(x~)`` (the clean term is not in the classifier
+script, classification/train.py:127-129; its effect is not measured separately). Preset
+``"reference"`` (the public classifier script): MSE shrinkage (classification/models.py:144), and the mixup
+cross-entropy (models.py:28-29, train.py:127) scores ``classifier(t) + classifier(f(x~))`` where ``t`` is the same
+mix of the clean features and carries gradient (models.py:140, :146; with that script's ``|W u|`` classifier on
+L2-normalised features, models.py:121 and :124: ``|W t| + |W f(x~)|``).
 
 Pure torch: no Trainer, Accelerate or Hub knowledge here.
 """

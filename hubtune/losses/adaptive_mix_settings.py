@@ -22,13 +22,25 @@ class AdaptiveMixSettings:
     (:class:`hubtune.methods.adaptive_mix.AdaptiveMixConfig`), the GAN config (``adaptivemix_*`` fields of
     :class:`hubtune.gan.GANTrainingConfig`) and the two losses below all take them from here.
 
+    Sources: WentianZhang-ML/AdaptiveMix 163e5d5; "classification/" is its classifier script, "generation/" its
+    StyleGAN2-ADA-based GAN code.
+
     Args:
-        alpha: Beta(alpha, alpha) concentration of the mixing weight.
-        sigma: std of the Gaussian noise added to the detached target.
+        alpha: Beta(alpha, alpha) concentration of the mixing weight; 1.0: classification/train.py:34 (``--alpha``
+            default) and generation/training/networks.py:747 (``adaptive_mix(..., alpha=1.0)``, called without
+            alpha at generation/training/loss.py:62).
+        sigma: std of the Gaussian noise added to the detached target; 0.05: classification/train.py:35
+            (``--noise``), generation/training/loss.py:24 and training_loop.py:122 (``noise_std``), and the
+            authors' GAN commands (run_cat_styleganv2.sh:14, run_ffhq_full_styleganv2.sh:14).
         shrinkage_weight: multiplier of the shrinkage term (older names: ``weight`` in the losses, ``ada_weight``
-            in GAN configs). ``None``: :meth:`default_shrinkage_weight` of the use and preset.
-        distance: ``"cosine"`` or ``"mse"`` (``None``: the preset's; cosine for GANs).
-        per_sample: one lam per sample instead of one per batch.
+            in GAN configs). ``None``: the use's and preset's default, ``CLASSIFIER_WEIGHT`` /
+            ``GAN_WEIGHT`` below.
+        distance: ``"cosine"`` or ``"mse"`` (``None``: the preset's; cosine for GANs). The classifier script uses
+            MSE (``F.mse_loss``, classification/models.py:144), the GAN code cosine (generation/training/loss.py:84,
+            :117, :137); the classifier's paper preset takes the GAN code's cosine (hubtune's choice; cosine against
+            MSE for classifiers not measured).
+        per_sample: one lam per sample instead of one per batch. False: the authors draw one lam per call
+            (``np.random.beta(alpha, alpha)``, classification/models.py:128, generation/training/networks.py:749).
         preset: ``"paper"`` or ``"reference"``.
     """
 
@@ -40,8 +52,12 @@ class AdaptiveMixSettings:
     preset: str = "paper"
 
     PRESETS = ("paper", "reference")
-    # measured defaults of the shrinkage weight: the classifier's (the paper's 1.0 for both presets); the GAN's (0.1
-    # with the paper preset, the best of 0.1 and 1 in the FID benchmark of the README; 1.0 with the public script)
+    # Defaults of the shrinkage weight. The classifier's: 1.0 for both presets, the authors' (the shrinkage term is
+    # added unweighted: ``total_loss = mix_cate_loss + mix_consist``, classification/train.py:129); not measured
+    # against other weights for fine-tuning. The GAN's: 1.0 with the reference preset, the authors' (the cosine
+    # term enters unweighted at generation/training/loss.py:117-120 and :137, :150); 0.1 with the paper preset,
+    # hubtune's measured choice (the better of 0.1 and 1 in the FID benchmark: README, Evidence, "GAN FID";
+    # benchmarks/results/adaptivemix_fid.md).
     CLASSIFIER_WEIGHT = {"paper": 1.0, "reference": 1.0}
     GAN_WEIGHT = {"paper": 0.1, "reference": 1.0}
 

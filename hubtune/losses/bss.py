@@ -4,7 +4,10 @@ Transfer").
     L_bss(F) = eta * sum_{i=1..k} sigma_{-i}(F)^2
 
 F is the (B x D) matrix of the batch's pooled features and sigma_{-1} <= sigma_{-2} <= ... its smallest singular
-values. docs/methods.md, section 6.
+values. The form of tllib's (thuml/Transfer-Learning-Library c4aa59e): tllib/regularization/bss.py:44-50 (SVD of the
+feature matrix, the k smallest squared singular values summed), added as ``cls_loss + trade_off * bss_loss`` at
+examples/task_adaptation/image_classification/bss.py:126-128 on the pooled features the head reads.
+docs/methods.md, section 6.
 
 Precision: the SVD runs in float32 whatever the features' dtype (bf16 has no SVD and 8 mantissa bits).
 Small batches: F has min(B, D) singular values; when k >= min(B, D) all of them are summed, i.e. the penalty

@@ -6,9 +6,13 @@ relationship R[y_t] = p(y_s | y_t):
 
     L = CE(W_t f(x), y_t) + lambda * CE_soft(W_s f(x), R[y_t])
 
-R is learned once, before fine-tuning, from the source model's predictions on the target training data ("direct
-approach" of the paper, section 3.3): R[t] = mean over the training samples of class t of softmax(W_s f0(x)).
-A target class with no training sample gets the uniform row. docs/methods.md, section 8.
+R is learned once, before fine-tuning, from the source model's predictions on the target training data (the
+"direct approach" as tllib names and implements it, thuml/Transfer-Learning-Library c4aa59e,
+tllib/regularization/co_tuning.py:67-108): R[t] = mean over the training samples of class t of softmax(W_s f0(x)).
+A target class with no training sample gets the uniform row (tllib would give it NaN, the mean of no rows). The
+soft cross-entropy is tllib's ``CoTuningLoss`` (co_tuning.py:35-38, mean over the batch of the sum over source
+classes), added as ``tgt_loss + trade_off * src_loss`` at examples/task_adaptation/image_classification/
+co_tuning.py:160-162. docs/methods.md, section 8.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def co_tuning_loss(logits: Tensor, source_logits: Tensor, labels: Tensor, relati
 class CoTuningLoss(nn.Module):
     """``co_tuning_loss`` as a module (parameter-free; the relationship and heads are passed to ``forward``)."""
 
-    def __init__(self, trade_off: float = 2.3):
+    def __init__(self, trade_off: float = 2.3):  # tllib's --trade-off default (its example co_tuning.py:206)
         super().__init__()
         self.trade_off = float(trade_off)
 

@@ -60,13 +60,21 @@ class CoreTuningSettings:
     (:class:`hubtune.methods.core_tuning.CoreTuningConfig`) derives from this class, so both share the
     defaults and the checks. A bad value raises :class:`~hubtune.errors.ConfigError` (a ``ValueError``).
 
+    Sources: Vanint/Core-tuning f70e1bf, Core-tuning.py unless a file is named.
+
     Args:
         preset: ``"paper"`` (the method as published) or ``"reference"`` (the public script's semantics).
-        eta: weight of the focal supervised-contrastive term (``L = L_ce + eta * L_con``); 0.03 is the
-            default measured in the README's Evidence section.
-        temperature: contrastive temperature tau.
-        alpha: Beta(alpha, alpha) of the mixing coefficients.
-        lam_min: lower bound of the partner's weight in the semi-hard negative rows.
+        eta: weight of the focal supervised-contrastive term (``L = L_ce + eta * L_con``). 0.03 is hubtune's,
+            NOT the authors' value: the script's ``--eta_weight`` defaults to 10.0 (:49, used at :429) and its
+            README trains with 0.1 (README.md:35), both under the script's normalisation of L_i by the number of
+            rows (:262-269, the ``"reference"`` preset) rather than by |P(i)| (the ``"paper"`` preset), so that
+            the same eta weighs the term far less there. 0.03 was chosen on seeds 0-4 of two few-label tasks and
+            confirmed on seeds 5-9 (README, Evidence; benchmarks/results/compare/{digits,animals}-k10/sweep.md).
+        temperature: contrastive temperature tau; 0.07: ``temperature = base_temperature = 0.07`` (:216-217).
+        alpha: Beta(alpha, alpha) of the mixing coefficients; 1.0: ``--mixup_alpha`` default (:52; README.md:35
+            passes 1), drawn at :176 and :196.
+        lam_min: lower bound of the partner's weight in the semi-hard negative rows; 0.8: ``if lam[i] <= 0.8:
+            lam[i] = 0.8`` (:177-179).
     """
 
     PRESETS: ClassVar[tuple[str, ...]] = ("paper", "reference")
@@ -181,7 +189,8 @@ def mine_hard_pairs(features: Tensor, labels: Tensor, preset: str = "paper") -> 
 
     paper: hp(i) = the least similar sample of i's class other than i (i itself when there is none);
         hn(i) = the most similar sample of another class (i itself when the batch holds no other class).
-    reference (the public script, reproduced exactly): with S the cosine matrix,
+    reference (the public script, reproduced exactly: Core-tuning.py:160-168 and :187-193): with S the cosine
+        matrix,
         hp(i) = first index of the minimum of S[i, j] * [y_j == y_i and j != i] over j, replaced by i
         when that index is 0; hn(i) = first index of the maximum of S[i, j] * [y_j != y_i].
         The zeros win: with positive cosines (pooled ReLU features) hp(i) is the first of {i} and the
@@ -345,7 +354,8 @@ def focal_supcon_loss(
     Positives: rows j != i whose soft-label triples equal row i's. With
     log p_ij = z_i.z_j / tau - logsumexp_{k != i} z_i.z_k / tau,
     L_i = -(1 / n_i) sum_{j in P(i)} (1 - p_ij) log p_ij where n_i = |P(i)| ("positives", the paper)
-    or n_i = N ("rows", the reference script); the loss is the mean of L_i over anchors with
+    or n_i = N ("rows", the reference script: ``(weight * mask * log_prob).mean(1)``, Core-tuning.py:262, then
+    ``sum() / N_nonzero`` over the anchors with a positive, :268-269); the loss is the mean of L_i over anchors with
     |P(i)| > 0, and exactly 0 (with zero, finite gradients) when there are none.
     """
     if normalisation not in _NORMALISATIONS:
@@ -423,19 +433,20 @@ class CoreTuningLoss(nn.Module):
     hp(i) = least similar same-class sample other than i (i when none), hn(i) = most similar
     other-class sample (i when none); L_i normalised by |P(i)|.
 
-    preset="reference" (`CoreTuningLoss.reference()`) reproduces the public script's semantics so that
-    its published hyper-parameters carry over. Differences from "paper":
-    - the clean rows are detached from the backbone (the heads still get their gradient; the backbone
-      learns only through the mixed rows);
-    - mining (see `mine_hard_pairs`): hp(i) = first argmin over j of cos(h_i, h_j) * [y_j == y_i, j != i],
-      replaced by i when it is 0, which with positive cosines is the anchor or a negative;
+    preset="reference" (`CoreTuningLoss.reference()`) reproduces the public script's semantics (Vanint/Core-tuning
+    f70e1bf, Core-tuning.py) so that its published hyper-parameters carry over. Differences from "paper":
+    - the clean rows are detached from the backbone (``list_f = features.clone().detach()``, :157; the heads
+      still get their gradient; the backbone learns only through the mixed rows);
+    - mining (see `mine_hard_pairs`, :187-193): hp(i) = first argmin over j of cos(h_i, h_j) * [y_j == y_i,
+      j != i], replaced by i when it is 0, which with positive cosines is the anchor or a negative;
       hn(i) = first argmax of cos(h_i, h_j) * [y_j != y_i] (index 0 when the batch has one class);
-    - L_i is divided by the number of rows N (3B, or all processes' rows when gathered) instead of |P(i)|,
-      so the same eta weighs the contrastive term far less than in the paper preset (the script's
-      recipe uses eta = 0.1: pass it explicitly).
-    Kept out of both presets on purpose: the script codes soft labels as powers of ten, which makes
+    - L_i is divided by the number of rows N (3B, or all processes' rows when gathered) instead of |P(i)|
+      (:262-269), so the same eta weighs the contrastive term far less than in the paper preset. The script's
+      ``--eta_weight`` defaults to 10.0 (:49) and its README trains with 0.1 (README.md:35): pass the one you
+      want explicitly (hubtune's default 0.03 is measured with the paper preset).
+    Kept out of both presets on purpose: the script codes soft labels as powers of ten (:226-233), which makes
     different labels collide from C > 18 on; both presets here compare exact (class_a, class_b, weight_a)
-    triples. The script's extra backbone forward per step, used only for logging, is not done.
+    triples. The script's extra backbone forward per step, used only for logging (:432), is not done.
 
     Precision: autocast is disabled inside; rows are built and all similarity, softmax and loss maths run
     in float32; rows are cast to each head's parameter dtype for the head call and the head's output is

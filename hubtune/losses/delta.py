@@ -7,16 +7,19 @@ Library c4aa59e, tllib/regularization/delta.py):
 
 over the regularised layers j (the authors hook the last conv of each of ResNet's four stages, train.py:126-129),
 with FM_jc channel c of layer j's output (P_j positions: H x W of a CNN map, the tokens of a ViT), w0 the starting
-weights (a frozen copy in eval mode), a sum over the batch (not a mean) and the factor C_j / P_j: DELTA train.py:
-167-178 (``distance = c * channel_weights[i] * ||.||^2 / (h * w)``, ``fea_loss += 0.5 * sum``), tllib
-delta.py:133-144. The head term: train.py:142-147 (``0.5 * ||param||^2`` over the new fc layer, weight and bias).
+weights (a frozen copy in eval mode: train.py:95-99), a sum over the batch (not a mean) and the factor C_j / P_j:
+DELTA train.py:167-178 (``distance = c * channel_weights[i] * ||.||^2 / (h * w)``, ``fea_loss += 0.5 * sum``),
+tllib/regularization/delta.py:133-144 (the same). The head term: train.py:142-147 (``0.5 * ||param||^2`` over the
+new fc layer, weight and bias; tllib/regularization/delta.py:28-32). Both weighted at train.py:224 (``loss_main +
+alpha * loss_feature + beta * loss_classifier``; tllib examples/task_adaptation/image_classification/delta.py:277).
 
 The channel attention a_j is computed ONCE, before fine-tuning, from filter importance on the pre-trained model:
 the importance of channel c is the mean, over a few training batches, of the increase of the cross-entropy when
-channel c of layer j's output is zeroed (channel_eval.py:178-202 zeroes filter c of the hooked conv, which is the
-same), measured with a linear classifier trained on the frozen pre-trained features (channel_eval.py:102-166).
+channel c of layer j's output is zeroed (channel_eval.py:178-202 zeroes filter c of the hooked conv, which has no
+bias, so channel c of its output is zero: the same), measured with a linear classifier trained on the frozen pre-trained features (channel_eval.py:102-166).
 Each layer's importances are standardised and passed through a softmax at temperature 5 (train.py:111-116,
-tllib delta.py:224-229): :func:`attention_from_importance`. docs/methods.md, section 7.
+tllib examples/task_adaptation/image_classification/delta.py:224-229): :func:`attention_from_importance`.
+docs/methods.md, section 7.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ __all__ = ["ATTENTION_TEMPERATURE", "DeltaLoss", "attention_from_importance", "c
            "delta_feature_penalty"]
 
 # The softmax temperature of the standardised importances: DELTA train.py:115 (``F.softmax(cw / 5)``), tllib
-# delta.py:229.
+# examples/task_adaptation/image_classification/delta.py:229.
 ATTENTION_TEMPERATURE = 5.0
 
 
@@ -49,7 +52,8 @@ def channels_first(feature_map: Tensor) -> Tensor:
 
 def attention_from_importance(importance: Tensor, temperature: float = ATTENTION_TEMPERATURE) -> Tensor:
     """One layer's channel attention (C,) from its channels' importance (C,): ``softmax(z / temperature)`` of the
-    standardised importance ``z = (w - mean) / std`` (population std, numpy's default in the references); uniform
+    standardised importance ``z = (w - mean) / std`` (population std, numpy's default in the references: DELTA
+    train.py:113, tllib's example delta.py:227); uniform
     when every channel is equally important (std 0)."""
     w = importance.double()
     std = w.std(unbiased=False)
@@ -74,7 +78,7 @@ class DeltaLoss(nn.Module):
     """Cross-entropy plus DELTA's attention-weighted feature-map distance and L2 on the new head; owns no
     parameters. Maps as (B, C, positions) (see :func:`channels_first`)."""
 
-    def __init__(self, alpha: float = 0.01, beta: float = 0.01):
+    def __init__(self, alpha: float = 0.01, beta: float = 0.01):  # DELTA train.py:34-35; tllib's example delta.py:326-329
         super().__init__()
         self.alpha = float(alpha)
         self.beta = float(beta)

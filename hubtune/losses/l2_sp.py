@@ -3,7 +3,10 @@
     Omega(w) = alpha / 2 * ||w_S - w_S^0||^2 + beta / 2 * ||w_new||^2
 
 w_S are the parameters the pre-trained model provides (the backbone), w_S^0 their values at the start of
-fine-tuning, w_new the parameters fine-tuning adds (the new classifier). docs/methods.md, section 5.
+fine-tuning, w_new the parameters fine-tuning adds (the new classifier). The form of the references: DELTA train.py:
+149-154 and 142-147 (lixingjian/DELTA 6ba10d2, ``--reg_type l2_sp``, weighted at :224); tllib/regularization/
+delta.py:55-66 (``SPRegularization``) and :28-32 (``L2Regularization``), weighted at examples/task_adaptation/
+image_classification/delta.py:277 (thuml/Transfer-Learning-Library c4aa59e). docs/methods.md, section 5.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ class L2SPLossOutput(NamedTuple):
 class L2SPLoss(nn.Module):
     """Cross-entropy plus the L2-SP penalty; owns no parameters (the weights are passed to ``forward``)."""
 
-    def __init__(self, alpha: float = 0.1, beta: float = 0.01):
+    # alpha and beta 0.01: tllib's example delta.py:326 and :328 (--regularization-type l2_sp), DELTA train.py:34-35.
+    def __init__(self, alpha: float = 0.01, beta: float = 0.01):
         super().__init__()
         self.alpha = float(alpha)
         self.beta = float(beta)

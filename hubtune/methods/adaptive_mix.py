@@ -33,17 +33,25 @@ class AdaptiveMixConfig(MethodConfig):
     """AdaptiveMix's classifier knobs (checked by :class:`hubtune.losses.adaptive_mix.AdaptiveMixSettings`, shared with
     the GAN config and the losses).
 
+    Every default is the authors' (WentianZhang-ML/AdaptiveMix 163e5d5), cited value by value in
+    :class:`~hubtune.losses.adaptive_mix_settings.AdaptiveMixSettings`, except where said.
+
     Args:
         preset: ``"paper"`` (cosine shrinkage, clean cross-entropy on) or ``"reference"`` (the public classifier
-            script: MSE shrinkage, mixup cross-entropy on ``|W t| + |W f(x~)|``, L2-normalised features and a
-            frozen orthogonal ``|W u|`` classifier).
-        alpha: Beta(alpha, alpha) of the mixing weight.
-        sigma: std of the noise added to the detached shrinkage target.
+            script: MSE shrinkage (classification/models.py:144), mixup cross-entropy on ``|W t| + |W f(x~)|``
+            (models.py:146), L2-normalised features (models.py:121) and a frozen (models.py:81), orthogonally
+            initialised (models.py:92), bias-free (models.py:79) ``|W u|`` classifier (models.py:124)).
+        alpha: Beta(alpha, alpha) of the mixing weight; 1.0: classification/train.py:34.
+        sigma: std of the noise added to the detached shrinkage target; 0.05: classification/train.py:35.
         shrinkage_weight: weight of the shrinkage term (the losses' older ``weight``, GAN configs' older
-            ``ada_weight``).
-        distance: ``"cosine"`` or ``"mse"`` (None: the preset's).
-        clean_ce: add cross-entropy on the clean images (None: the preset's).
-        per_sample: one mixing weight per sample instead of one per batch.
+            ``ada_weight``); 1.0: the script adds the term unweighted (classification/train.py:129).
+        distance: ``"cosine"`` or ``"mse"`` (None: the preset's: MSE for the reference, as the script; cosine for
+            the paper preset, the distance of the authors' GAN code, generation/training/loss.py:117; cosine
+            against MSE for classifiers not measured).
+        clean_ce: add cross-entropy on the clean images (None: the preset's: off for the reference, as the script,
+            classification/train.py:127-129; on for the paper preset, hubtune's choice, not measured separately).
+        per_sample: one mixing weight per sample instead of one per batch; False: the script draws one per batch
+            (classification/models.py:128).
     """
 
     PRESETS: ClassVar[tuple[str, ...]] = ("paper", "reference")
@@ -79,16 +87,20 @@ class AdaptiveMixMethod(TrainingMethod):
     citation = CITATION
     tags = ("adaptivemix",)
     # The authors' classifier script trains from scratch (WentianZhang-ML/AdaptiveMix, classification/train.py:108:
-    # SGD momentum 0.9, weight decay 5e-4, lr 0.1 (train.py:29) on a step schedule (classification/config.py), a
-    # WRN-28-10 on CIFAR); there is no fine-tuning recipe to follow. For fine-tuning hubtune uses Core-tuning's SGD
-    # recipe but keeps gradient clipping at 1.0: AdaptiveMix's loss on mixed images gives gradient norms of 20-120
-    # in few-label fine-tuning, and without clipping it diverged (digits, 10 labels per class, MobileNetV2: about 70%
-    # against CE's 90%; README, Evidence).
+    # SGD momentum 0.9, weight decay 5e-4, lr 0.1 (train.py:29) x0.2 after epochs 60, 120 and 160
+    # (classification/config.py:25-34) of 200 (config.py:6), batch 128 (config.py:7), a WRN-28-10 on CIFAR
+    # (run_cifa10_clssification.sh); there is no fine-tuning recipe to follow. For fine-tuning hubtune uses
+    # Core-tuning's SGD recipe (methods.base.SGD_FINE_TUNING_RECIPE) but keeps gradient clipping at 1.0: AdaptiveMix's
+    # loss on mixed images gives gradient norms of 20-120 in few-label fine-tuning, and without clipping it diverged
+    # (digits, 10 labels per class, MobileNetV2: 68.43% against CE's 91.12%, seeds 0-4; README, Evidence;
+    # benchmarks/results/compare/digits-k10/sweep.md).
     recipe = {**SGD_FINE_TUNING_RECIPE, "max_grad_norm": 1.0}
     recipe_source = ("Core-tuning's fine-tuning recipe with clipping at 1.0 kept (measured by hubtune; the authors' "
                      "script, WentianZhang-ML/AdaptiveMix classification/train.py:108, trains from scratch)")
 
     def model_defaults(self) -> dict[str, Any]:
+        # The classifier script's model: L2-normalised features and |W u| with W frozen, orthogonal, bias-free
+        # (classification/models.py:79-81, :92, :121, :124).
         if self.config.preset == "reference":
             return {"classifier_type": "orthogonal-abs", "normalize_features": True}
         return {}

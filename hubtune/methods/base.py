@@ -27,15 +27,22 @@ __all__ = ["MethodConfig", "MethodOutput", "TrainingMethod", "FrozenCopy", "SGD_
 
 # Citations below name a file and line of the authors' public code at the commit read: Vanint/Core-tuning f70e1bf,
 # thuml/Transfer-Learning-Library (tllib) c4aa59e, lixingjian/DELTA 6ba10d2, WentianZhang-ML/AdaptiveMix 163e5d5.
+# docs/methods.md, section 3, tabulates every recipe value with its source.
 
-# The fine-tuning recipe of the Core-tuning paper's public script, used there for Core-tuning and for its
-# cross-entropy baseline alike (Vanint/Core-tuning, Core-tuning.py:339-340: ``optim.SGD(model.parameters(), lr,
-# momentum, weight_decay, nesterov=True)`` and ``CosineAnnealingLR``; defaults lr 0.01 at :61, momentum 0.9 at :68,
-# weight decay 1e-4 at :70; no warm-up and no gradient clipping anywhere in the script). One deliberate difference:
-# the script decays every parameter, hubtune leaves biases and normalisation parameters out (timm's and the
-# Trainer's convention, ``filter_bias_and_bn``); benchmarks/results/recipe_checks.md measures what that changes.
-# Clipping matters: the Trainer's default (max_grad_norm=1.0) shrinks every few-label fine-tuning step about
-# tenfold (gradient norms of 8-11), which hides the difference between methods (docs/methods.md, "Training recipes").
+# The fine-tuning recipe of the Core-tuning paper's public script, which hubtune's cross-entropy baseline shares so
+# that CE and Core-tuning differ in the loss only (the script itself has no CE-only mode; its README reports
+# CE-tuning beside Core-tuning, README.md:51-54) (Vanint/Core-tuning, Core-tuning.py:339-340: ``optim.SGD(model.parameters(), lr,
+# momentum, weight_decay, nesterov=True)`` and ``CosineAnnealingLR(optimizer, args.epochs)``, stepped once per epoch
+# at :389; defaults lr 0.01 at :61, momentum 0.9 at :68, weight decay 1e-4 at :70, 100 epochs at :53; no warm-up
+# and no gradient clipping anywhere in the script). Deliberate differences:
+# - the script decays every parameter (``model.parameters()``, :339); hubtune leaves biases and normalisation
+#   parameters out (``filter_bias_and_bn=True``, timm's and the Trainer's convention). Not measured: every Evidence
+#   run so far used hubtune's rule, none the script's.
+# - the cosine runs over the user's optimizer steps (per step, not per epoch), and the batch is the user's (the
+#   script's README.md:35 trains with 64 x 4 accumulation steps = 256).
+# - no clipping, as in the script, against the Trainer's default max_grad_norm=1.0: that default shrinks every
+#   few-label fine-tuning step about tenfold (gradient norms of 8-11) and hid the difference between methods
+#   (measured: README, Evidence, "Gradient clipping at 1.0"; benchmarks/results/compare/{digits,animals}-k10-clip1/).
 SGD_FINE_TUNING_RECIPE: dict[str, Any] = {
     "optim": "sgd",
     "optim_args": "momentum=0.9,nesterov=True",
@@ -47,15 +54,25 @@ SGD_FINE_TUNING_RECIPE: dict[str, Any] = {
 }
 
 # tllib's fine-tuning recipe, shared by its L2-SP, BSS, DELTA and Co-Tuning scripts and by its plain fine-tuning
-# baseline (examples/task_adaptation/image_classification/erm.py): SGD with Nesterov momentum 0.9 (erm.py:96-97 via
-# ``SGD(..., nesterov=True)``; bss.py:68, co_tuning.py:96, delta.py:76), learning rate 0.01 (erm.py:179,
-# co_tuning.py:217, bss.py:184, delta.py:334), the pre-trained backbone at 0.1x that rate: every task's command line
-# in erm.sh, bss.sh, delta.sh and co_tuning.sh passes ``--finetune``, which tllib/modules/classifier.py:93
-# (``get_parameters``) turns into ``lr = 0.1 * base_lr`` for the backbone; weight decay 5e-4 on every parameter
-# (erm.py:185, bss.py:190, co_tuning.py:223; ``SGD(params, weight_decay=args.wd)`` decays biases and BatchNorm too).
-# Deliberate differences, the same for every method so that only the regulariser and its reference rates differ: a
-# cosine schedule instead of tllib's step decay (``MultiStepLR`` x0.1 at epoch 12 of 20, erm.py:181-182), since the
-# training length is the user's; no warm-up and no clipping, as in tllib.
+# baseline (examples/task_adaptation/image_classification/erm.py; the files below are in that folder):
+# - SGD with Nesterov momentum 0.9: erm.py:66-67 (``SGD(classifier.get_parameters(args.lr), ..., nesterov=True)``),
+#   bss.py:68, co_tuning.py:96, delta.py:76; momentum default 0.9 at erm.py:183 (bss.py:188, co_tuning.py:221,
+#   delta.py:338);
+# - learning rate 0.01: the default of erm.py:179, bss.py:184, co_tuning.py:217, delta.py:334; 21 of the 34 commands
+#   of each of erm.sh, bss.sh, co_tuning.sh and delta.sh run at 0.01 (12 by default, 9 with ``--lr 1e-2``), the
+#   Caltech101 one at 1e-3, and the 12 MoCo-pretrained ones at 0.1 (with ``-i 2000 --lr-decay-epochs 3 6 9 --epochs
+#   12``);
+# - the pre-trained backbone at 0.1x that rate: every one of the 34 commands of each of those four .sh files passes
+#   ``--finetune``, which tllib/modules/classifier.py:93 (``get_parameters``) turns into ``lr = 0.1 * base_lr`` for
+#   the backbone (the new head, :95, at 1x);
+# - weight decay 5e-4 on every parameter: erm.py:185, bss.py:190, co_tuning.py:223 (``SGD(params,
+#   weight_decay=args.wd)`` decays biases and BatchNorm too: ``filter_bias_and_bn=False`` here);
+# - no warm-up and no clipping (neither appears in the scripts).
+# Deliberate differences, the same for every method so that only the regulariser and its reference rates differ:
+# a cosine schedule over the user's steps instead of tllib's step decay (``MultiStepLR``, erm.py:68: x0.1 (:181) at
+# epoch 12 (:182) of 20 (:189)), since the training length is the user's; no fixed iterations per epoch (tllib: 500,
+# erm.py:191, drawn from a ForeverDataIterator) and the user's batch size (tllib: 48, erm.py:175). Not measured:
+# cosine against tllib's step decay.
 TLLIB_FINE_TUNING_RECIPE: dict[str, Any] = {
     "optim": "sgd",
     "optim_args": "momentum=0.9,nesterov=True",
@@ -211,8 +228,8 @@ class TrainingMethod:
         attention); a no-op by default.
 
         ``batches`` are the training images under the EVALUATION transform (no random crops or flips), in a fixed
-        order, as the references compute these quantities (tllib co_tuning.py:36-37 and :83-84 build a
-        ``determin_train_loader`` with ``val_transform``); in several processes each process gets its own part.
+        order, as the references compute these quantities (tllib examples/task_adaptation/image_classification/
+        co_tuning.py:36-37 and :83-84 build a ``determin_train_loader`` with ``val_transform``); in several processes each process gets its own part.
         ``HubtuneTrainer`` runs (``hubtune finetune``, ``hubtune compare``) call it at the start of training with a
         loader over ``preparation_dataset``; a hand-written loop calls ``model.method.prepare(model, loader)``.
         It must do nothing when a resumed checkpoint already holds its result.

@@ -94,7 +94,8 @@ class CoTuningMethod(TrainingMethod):
     # tllib's Co-Tuning script: its fine-tuning recipe (methods.base.TLLIB_FINE_TUNING_RECIPE) with the kept source
     # head at the backbone's 0.1x rate (tllib/regularization/co_tuning.py:139-149, ``get_parameters``: backbone and
     # head_source at 0.1 * base_lr under --finetune, which every command of co_tuning.sh passes; co_tuning.py:96).
-    recipe = {**TLLIB_FINE_TUNING_RECIPE, "lr_multipliers": "backbone=0.1,source_classifier=0.1"}
+    # The source head is one of this method's pretrained_parts, so the recipe's backbone=0.1 reaches it too.
+    recipe = dict(TLLIB_FINE_TUNING_RECIPE)
     recipe_source = ("tllib's Co-Tuning (thuml/Transfer-Learning-Library examples/task_adaptation/image_classification/"
                      "co_tuning.py, --finetune): SGD Nesterov 0.9, lr 0.01, backbone and source head 0.1x, weight "
                      "decay 5e-4 on every parameter, lambda 2.3")
@@ -129,7 +130,8 @@ class CoTuningMethod(TrainingMethod):
     @torch.no_grad()
     def prepare(self, model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> None:
         """Compute p(y_s | y_t) with the starting model in eval mode on the training images under the evaluation
-        transform (tllib co_tuning.py:108-110: the relationship's loader uses ``val_transform``; ``collect_labels``
+        transform (tllib examples/task_adaptation/image_classification/co_tuning.py:36-37, :83-84 and :108-110: the
+        relationship's loader uses ``val_transform``; ``collect_labels``
         puts the model in eval mode, tllib/regularization/co_tuning.py:80), summed over processes; nothing when
         the model already holds it (a resumed checkpoint). The source head reads the backbone's own pooled
         features, never the L2-normalised ones of ``normalize_features``: it was trained on the former."""

@@ -36,8 +36,14 @@ class CoreTuningConfig(MethodConfig, CoreTuningSettings):
     the method's own.
 
     Args:
-        projector_dim: output size of the training-only projector ``Linear(D, D) -> ReLU -> Linear(D, projector_dim)``.
-        eta_warmup_ratio: ramp eta linearly from 0 over this fraction of the training steps (0 = no ramp).
+        projector_dim: output size of the training-only projector ``Linear(D, D) -> ReLU -> Linear(D, projector_dim)``;
+            256: the authors' ``--contrast_dim`` default (Vanint/Core-tuning, Core-tuning.py:51), the projector
+            being their ``Contrastor`` (Core-tuning.py:137-146, output L2-normalised at :146).
+        eta_warmup_ratio: ramp eta linearly from 0 over this fraction of the training steps (0 = no ramp). 0: the
+            script weighs the contrastive term with a constant ``--eta_weight`` from the first step
+            (Core-tuning.py:429). The ramp is hubtune's option; a ramp over 0.1 of the steps was not better on the
+            whole (benchmarks/results/eta_sweep.md, digits, seeds 0-4: worse at eta 0.01, 0.03 and 0.3, better at
+            0.1 and 1), measured under the Trainer's clipping at 1.0 of that release and not re-measured since.
     """
 
     PRESETS: ClassVar[tuple[str, ...]] = CoreTuningSettings.PRESETS
@@ -70,11 +76,14 @@ class CoreTuningMethod(TrainingMethod):
     tags = ("core-tuning",)
     weight_attribute = "eta"
     warmup_knob = "eta_warmup_ratio"
-    recipe = dict(SGD_FINE_TUNING_RECIPE)  # cited there: Vanint/Core-tuning Core-tuning.py:61-70 and :339-340
+    # The authors' script's recipe (methods.base.SGD_FINE_TUNING_RECIPE, cited there value by value: Vanint/Core-tuning
+    # Core-tuning.py:61-70 and :339-340), biases and normalisation parameters left out of weight decay (not measured).
+    recipe = dict(SGD_FINE_TUNING_RECIPE)
     recipe_source = ("the Core-tuning authors' script (Vanint/Core-tuning Core-tuning.py:339-340: SGD Nesterov 0.9, "
                      "lr 0.01, weight decay 1e-4, cosine; no clipping)")
 
     def model_defaults(self) -> dict[str, Any]:
+        # The script's classifier has no bias: ``nn.Linear(dim_feature, num_classes, bias=False)``, Core-tuning.py:120.
         return {"classifier_bias": False} if self.config.preset == "reference" else {}
 
     def build_training_heads(self, num_features: int) -> dict[str, nn.Module]:

@@ -45,9 +45,17 @@ CITATION = (
     "}"
 )
 
-# The linear probe whose loss the importance is measured with: the authors' channel_eval.py:102-111 trains only the
-# new fc layer of the pre-trained model, SGD lr 0.01 (run.sh: --lr_init=0.01), momentum 0.9, weight decay 1e-4, for
-# 10 epochs, the rate decaying exponentially to 0.1x over 6 epochs.
+# The linear probe whose loss the importance is measured with: the authors' channel_eval.py:102-111 (lixingjian/DELTA
+# 6ba10d2) trains only the new fc layer of the pre-trained model (:103-105 freeze the rest) with SGD at lr 0.01
+# (``--lr_init`` default, channel_eval.py:29; run.sh:7 passes 0.01), momentum 0.9 and weight decay 1e-4 (:107-108),
+# for 10 epochs (:109; ``attention_epochs``), the rate decaying exponentially to 0.1x over 6 epochs (:110-111).
+# Deliberate differences: the authors train the probe with the network in train mode (:119: BatchNorm normalises
+# with batch statistics and updates its running statistics, which the importance pass at :176 then uses in eval
+# mode) on training-transform batches (random crops and flips, :45-50, :65-66), batch 32 (run.sh:7); hubtune trains
+# it on the frozen starting model's pooled features in eval mode, of the training images under the evaluation
+# transform, in batches of the preparation loader's size. Not measured against the authors' way. (tllib's
+# delta.py:160 sets ``classifier.backbone.requires_grad = False``, a plain attribute that freezes nothing, so its
+# "probe" fine-tunes the whole network; hubtune follows the authors there.)
 PROBE_LEARNING_RATE = 0.01
 PROBE_MOMENTUM = 0.9
 PROBE_WEIGHT_DECAY = 1e-4
@@ -62,8 +70,9 @@ class DeltaConfig(MethodConfig):
 
     Args:
         alpha: weight of the attention-weighted feature-map distance; 0.01 is the DELTA authors' default
-            (lixingjian/DELTA train.py:34, and run.sh for Caltech and CUB) and tllib's ``--trade-off-backbone``
-            (examples/task_adaptation/image_classification/delta.py:326).
+            (lixingjian/DELTA train.py:34; run.sh:15-18 uses it for Caltech60 and CUB_200_2011, 0.1 for
+            Stanford_Dogs) and tllib's ``--trade-off-backbone`` (examples/task_adaptation/image_classification/
+            delta.py:326).
         beta: weight of ``||w||^2 / 2`` over the new classifier's parameters; 0.01: DELTA train.py:35, tllib
             delta.py:328.
         layers: the regularised layers, comma-separated names of the backbone's feature levels (timm's
@@ -71,12 +80,13 @@ class DeltaConfig(MethodConfig):
             ``hidden_states``), e.g. ``layer1,layer2,layer3,layer4`` for a ResNet; empty (the default): the last level
             of each of the backbone's last four resolutions (a ResNet's four stages; four evenly spaced blocks of a
             ViT), see ``Backbone.feature_map_modules``. The model's config records the names. The authors hook the
-            last conv of each stage's last block, before its BatchNorm (train.py:128-129,
-            ``layer1.2.conv3, ...``); hubtune reads each stage's output, which every library returns.
+            last conv of each stage's last block, before its BatchNorm and the residual sum (train.py:128-129,
+            ``layer1.2.conv3, ...``; tllib delta.py:88-93 the same); hubtune reads each stage's output, which every
+            library returns: a stated difference, not measured against the conv3 outputs.
         attention_epochs: epochs of the linear probe trained on the frozen pre-trained features before the
             importances are measured; 10: DELTA channel_eval.py:109 (tllib delta.py:364).
         attention_batches: training batches (per process) over which each channel's importance is averaged; 4:
-            DELTA channel_eval.py:179-180 (tllib uses 10, delta.py:368).
+            DELTA channel_eval.py:179-180 (``if i >= 4: break``; tllib uses 10, delta.py:368).
     """
 
     PRESETS: ClassVar[tuple[str, ...]] = ("paper",)
@@ -220,9 +230,11 @@ class DeltaMethod(TrainingMethod):
     tags = ("delta",)
     # tllib's fine-tuning recipe (methods.base.TLLIB_FINE_TUNING_RECIPE: SGD Nesterov 0.9, lr 0.01, backbone at 0.1x)
     # with NO weight decay: tllib delta.py:340 (``--wd`` default 0) and DELTA train.py:268-270 (SGD without weight
-    # decay for every regulariser but plain L2). The authors' own script trains every layer at lr 0.01 with plain
-    # momentum and an exponential decay (train.py:265-279); hubtune follows tllib there, so that the four baselines
-    # share one recipe and the comparison with CE under that recipe (`--method ce --recipe bss`) is like for like.
+    # decay for every regulariser but plain L2, :265-267). The authors' own script trains every layer at lr 0.01
+    # (train.py:31) with plain momentum 0.9 (:269-270) and, in run.sh:19 (``--lr_scheduler=explr``), an exponential
+    # decay by 0.1x per 0.67 of the training (train.py:272-279), batch 64 for 6,000 iterations (run.sh:19);
+    # hubtune follows tllib there, so that the four baselines share one recipe and the comparison with CE under that
+    # recipe (`--method ce --recipe bss`) is like for like. Not measured against the authors' recipe.
     recipe = {**TLLIB_FINE_TUNING_RECIPE, "weight_decay": 0.0}
     recipe_source = ("DELTA as tllib trains it (thuml/Transfer-Learning-Library examples/task_adaptation/"
                      "image_classification/delta.py, --finetune): SGD Nesterov 0.9, lr 0.01, backbone 0.1x, no weight "

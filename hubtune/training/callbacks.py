@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 
 from hubtune.distributed import get_rank, get_world_size
@@ -77,7 +78,10 @@ class MethodPreparationCallback(TrainerCallback):
 
     ``dataset`` holds the training images under the evaluation transform, as the references compute these quantities
     (see :meth:`hubtune.methods.TrainingMethod.prepare`); each process reads its own interleaved part (``rank::world``,
-    no padding, so nothing is counted twice). Without it the training dataloader is used, with a warning.
+    no padding, so nothing is counted twice), in an order shuffled with the run's seed (a class-sorted image folder
+    would otherwise give DELTA's first batches a few classes only; the authors' loader shuffles too, DELTA
+    channel_eval.py:65-67) from a generator of its own, so that nothing is drawn from the global random state.
+    Without it the training dataloader is used, with a warning.
     """
 
     def __init__(self, dataset: Any = None, collate_fn: Any = None, batch_size: int = 64):
@@ -85,18 +89,19 @@ class MethodPreparationCallback(TrainerCallback):
         self.collate_fn = collate_fn
         self.batch_size = batch_size
 
-    def _loader(self):
+    def _loader(self, seed: int):
         from torch.utils.data import DataLoader, Subset
 
         part = Subset(self.dataset, range(get_rank(), len(self.dataset), get_world_size()))
-        return DataLoader(part, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate_fn)
+        order = torch.Generator().manual_seed(int(seed))
+        return DataLoader(part, batch_size=self.batch_size, shuffle=True, generator=order, collate_fn=self.collate_fn)
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         method = getattr(model, "method", None)
         if method is None or not method.needs_preparation():
             return
         if self.dataset is not None:
-            method.prepare(model, self._loader())
+            method.prepare(model, self._loader(args.seed))
         elif train_dataloader is not None:
             warnings.warn(
                 f"{method.name} prepares on the training images under the evaluation transform, as its reference "

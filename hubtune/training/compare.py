@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import shutil
 import statistics
 import time
@@ -40,6 +39,7 @@ from hubtune.data import build_transforms, collate_image_batch, few_shot_subset,
 from hubtune.devices import configure_backends
 from hubtune.errors import CheckpointError, ConfigError, MethodError, OutputDirError
 from hubtune.locking import output_dir_lock
+from hubtune.messages import say
 from hubtune.methods import get_method
 from hubtune.modeling import HubtuneForImageClassification
 from hubtune.stats import paired_sign_flip_p
@@ -64,9 +64,6 @@ from hubtune.training.trainer import HubtuneTrainer, compute_accuracy
 
 __all__ = ["CompareArguments", "compare_parser", "parse_compare_args", "read_runs", "run_compare", "summarize",
            "DEFAULT_OUTPUT_DIR", "RUNS_FILE"]
-
-# Progress lines and the report go to this logger (INFO); `hubtune compare` shows its records on stdout.
-logger = logging.getLogger(__name__)
 
 # Options that change what is measured: rows of a comparison must agree on them.
 _RUN_SCOPED = ("output_dir", "seed", "overwrite_output_dir", "logging_dir", "run_name", "disable_tqdm",
@@ -248,7 +245,7 @@ def _finished_runs(journal: RunJournal, comparison: _Comparison) -> set[tuple[st
 def _set_aside(journal: RunJournal) -> set[tuple[str, int]]:
     """--overwrite_output_dir: the recorded runs move to compare.jsonl.replaced-<time>; nothing is reused."""
     aside = journal.set_aside(f"replaced-{int(time.time())}")
-    logger.info("The runs recorded before are set aside in %s; the comparison starts over.", aside)
+    say(f"The runs recorded before are set aside in {aside}; the comparison starts over.")
     return set()
 
 
@@ -330,8 +327,8 @@ def _train_missing(comparison: _Comparison, done: set[tuple[str, int]], journal:
     todo = {seed: [label for label in c.labels if (label, seed) not in done] for seed in c.seeds}
     data = {seed: _seed_data(c.data_args, c.compare_args, seed) for seed, labels in todo.items() if labels}
     configure_backends(c.training_args.tf32)
-    logger.info("Comparing %s over seeds %d-%d: %d of %d runs already finished in %s.", ", ".join(c.labels),
-                c.seeds[0], c.seeds[-1], progress.saved, c.total, c.out)
+    say(f"Comparing {', '.join(c.labels)} over seeds {c.seeds[0]}-{c.seeds[-1]}: {progress.saved} of {c.total} runs "
+        f"already finished in {c.out}.")
     work_dir = c.out / ".run-in-progress"  # inside the folder the comparison holds locked: no lock of its own
     for seed, labels in todo.items():
         for label in labels:
@@ -346,8 +343,8 @@ def _train_missing(comparison: _Comparison, done: set[tuple[str, int]], journal:
                        train_samples_per_class=c.compare_args.train_samples_per_class)
             journal.append(row)
             progress.saved, progress.running = progress.saved + 1, None
-            logger.info("[%d/%d] %s, seed %d: accuracy %.2f%% (%.0f ms/step)", progress.saved, c.total, label, seed,
-                        100 * row["accuracy"], row["seconds_per_step"] * 1000)
+            say(f"[{progress.saved}/{c.total}] {label}, seed {seed}: accuracy {100 * row['accuracy']:.2f}% "
+                f"({row['seconds_per_step'] * 1000:.0f} ms/step)")
 
 
 def _report(comparison: _Comparison, journal: RunJournal) -> dict[str, Any]:
@@ -373,7 +370,7 @@ def run_compare(model_args: Any, data_args: Any, knobs_args: Any, compare_args: 
     Everything is checked before the first run (methods and knob values, backbone, seeds, the data of every seed and
     its labelled subset, the runs already recorded). The output folder is locked for the comparison
     (``hubtune.locking``), as for ``hubtune finetune``. Ctrl-C or SIGTERM re-raises the interrupt (of the same kind)
-    with what is saved and how to continue. Progress and the report are INFO records of this module's logger.
+    with what is saved and how to continue. Progress and the report go to the run's messages (:mod:`hubtune.messages`).
     """
     progress = _Progress(Path(training_args.output_dir) / RUNS_FILE)
     try:
@@ -387,9 +384,9 @@ def run_compare(model_args: Any, data_args: Any, knobs_args: Any, compare_args: 
             report = _report(comparison, journal)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM from the command line (hubtune.errors.Terminated)
         raise type(e)(progress.advice()) from None
-    logger.info("%s", report["markdown"])
-    logger.info("Report: %s, %s, %s", *(comparison.out / name for name in
-                                         ("compare.md", "compare.json", "compare_differences.png")))
+    say(report["markdown"])
+    say(f"Report: {comparison.out / 'compare.md'}, {comparison.out / 'compare.json'}, "
+        f"{comparison.out / 'compare_differences.png'}")
     return report
 
 

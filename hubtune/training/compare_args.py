@@ -12,7 +12,7 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from hubtune.arguments import check_file_values, given_options, parse_command_line
+from hubtune.arguments import HelpFormatter, check_file_values, given_options, parse_command_line
 from hubtune.errors import ConfigError, MethodError
 from hubtune.methods import get_method
 from hubtune.training.finetune_args import (
@@ -94,6 +94,7 @@ def compare_parser() -> HfArgumentParser:
         [ModelArguments, DataArguments, method_arguments_class(with_method=False), CompareArguments,
          FinetuneTrainingArguments],
         prog="hubtune compare",
+        formatter_class=HelpFormatter,
         description="Compare training methods on your data over several seeds, paired by seed (every finetune "
         "option applies; a knob applies to the methods that have it). Writes compare.md, compare.json, "
         "compare_differences.png and compare.jsonl (one line per finished run) to --output_dir.",

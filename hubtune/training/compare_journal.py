@@ -16,7 +16,6 @@ checked (:data:`_FIELDS`).
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 from collections.abc import Callable
@@ -24,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from hubtune.errors import CheckpointError
+from hubtune.messages import warn
 
 __all__ = ["RUNS_FILE", "RunJournal", "read_runs"]
-
-logger = logging.getLogger(__name__)
 
 RUNS_FILE = "compare.jsonl"
 _FIX = ("fix or delete that line (its run is then trained again), or pass --overwrite_output_dir to set the file aside "
@@ -125,8 +123,8 @@ class RunJournal:
             self._write(b"\n")
             return
         os.truncate(self.path, self.path.stat().st_size - len(tail))
-        logger.warning("Note: line %d of %s was cut short (a run stopped while writing it) and is dropped; that run is "
-                       "trained again.", len(lines) + 1, self.path)
+        warn(f"Note: line {len(lines) + 1} of {self.path} was cut short (a run stopped while writing it) and is dropped; "
+             "that run is trained again.")
 
     def append(self, row: dict[str, Any]) -> None:
         """Add one finished run, written whole (one write, then fsync) or not at all."""

@@ -26,13 +26,12 @@ from typing import Any
 
 from transformers import set_seed
 
-from hubtune.arguments import check_output_dir
 from hubtune.data import build_transforms, collate_image_batch, load_image_classification_data, with_transforms
-from hubtune.errors import ConfigError, OutputDirError
-from hubtune.hub import push_folder, write_model_card, write_run_info
-from hubtune.hub.space import push_model_and_space
+from hubtune.errors import ConfigError
+from hubtune.hub import write_model_card, write_run_info
+from hubtune.hub.examples import write_demo_examples
 from hubtune.layouts import LIBRARY_LAYOUTS, detect_layout, get_layout
-from hubtune.locking import output_dir_lock
+from hubtune.messages import say
 from hubtune.methods import get_method
 from hubtune.modeling import HubtuneForImageClassification
 from hubtune.devices import configure_backends
@@ -54,7 +53,11 @@ from hubtune.training.recipes import (
     resolve_knobs,
     resolve_training_settings,
 )
-from hubtune.training.trainer import HubtuneTrainer, compute_accuracy, last_checkpoint_in
+from hubtune.runs.checkpoints import resume_request
+from hubtune.runs.folder import guarded_output_dir
+from hubtune.runs.interrupt import resumable_on_interrupt
+from hubtune.runs.publish import publish, published_line
+from hubtune.training.trainer import HubtuneTrainer, compute_accuracy
 
 __all__ = [
     "ModelArguments",
@@ -74,32 +77,12 @@ _RUN_FILES = ("config.json", "model.safetensors", "hubtune_run.json", "all_resul
 # ------------------------------------------------------------------------------------------ the job
 
 
-def _check_output_dir(args: FinetuneTrainingArguments) -> str | bool | None:
-    """What to resume from, after refusing to overwrite another run's results unless asked to."""
-    resume = args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last", "latest"):
-        resume = True
-    elif isinstance(resume, str) and resume.lower() in ("false", "none", ""):
-        resume = None
-    out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"output_dir {str(out)!r} is a file, not a folder; choose another --output_dir.")
-    check_output_dir(out)  # a read-only or dangling-link folder fails now, not after training
-    holds_run = out.is_dir() and (any((out / name).exists() for name in _RUN_FILES) or last_checkpoint_in(out))
-    if holds_run and resume is None and not args.overwrite_output_dir:
-        raise OutputDirError(
-            f"output_dir {str(out)!r} already holds another run's model or checkpoints; pass --overwrite_output_dir to "
-            "replace them, --resume_from_checkpoint to continue that run, or choose another --output_dir."
-        )
-    return resume
-
-
 def _avoid_a_last_batch_of_one(args: FinetuneTrainingArguments, num_train: int) -> None:
     """A last batch of one image breaks BatchNorm in training mode: drop it (and say so) when it would occur."""
     global_batch = args.per_device_train_batch_size * max(args.world_size, 1)
     if num_train % global_batch == 1 and not args.dataloader_drop_last:
         args.dataloader_drop_last = True
-        print(f"Note: {num_train} training images leave a last batch of one ({num_train} = k x {global_batch} + 1); it "
+        say(f"Note: {num_train} training images leave a last batch of one ({num_train} = k x {global_batch} + 1); it "
               "is dropped each epoch (dataloader_drop_last=True), as BatchNorm cannot train on one image.")
 
 
@@ -128,21 +111,21 @@ def run_finetune(
 
     The method's training recipe fills the training arguments the user did not set (``training_args.given_options``,
     recorded by :func:`parse_finetune_args`; for arguments built in Python, those still at hubtune's defaults).
-    The output folder is locked for the run (``hubtune.locking``): a second run into it is refused.
+    The output folder is guarded and locked for the run (:func:`hubtune.runs.folder.guarded_output_dir`): a second
+    run into it is refused, and so is a folder holding another run's results unless the run resumes or overwrites.
+    Notes and the summary go to the ``hubtune.run`` logger (:mod:`hubtune.messages`).
     """
-    with output_dir_lock(training_args.output_dir, "finetune", enabled=training_args.process_index == 0):
-        return _run_finetune(model_args, data_args, method_args, training_args)
+    resume = resume_request(training_args.resume_from_checkpoint)
+    with guarded_output_dir(training_args.output_dir, "finetune", resume=resume,
+                            overwrite=training_args.overwrite_output_dir, run_files=_RUN_FILES,
+                            main_process=training_args.process_index == 0):
+        return _run_finetune(model_args, data_args, method_args, training_args, resume)
 
 
-def _run_finetune(
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    method_args: Any,
-    training_args: FinetuneTrainingArguments,
-) -> dict[str, float]:
+def _run_finetune(model_args: ModelArguments, data_args: DataArguments, method_args: Any,
+                  training_args: FinetuneTrainingArguments, resume: str | None) -> dict[str, float]:
     training_args, settings, knob_sources = resolve_recipe(method_args, training_args, pretrained=model_args.pretrained)
     method_config = method_args.to_method_config({k: s.value for k, s in knob_sources.items() if s.source == SOURCE_RECIPE})
-    resume = _check_output_dir(training_args)
     set_seed(training_args.seed)
     configure_backends(training_args.tf32)
     started = time.perf_counter()
@@ -165,48 +148,42 @@ def _run_finetune(
         dataset_name=data.name, export_format=model_args.export_format, training_settings=settings,
         knob_sources=knob_sources, preparation_dataset=preparation_dataset(data.train, model),
     )
-    if trainer.is_world_process_zero():
-        print(recipe_summary(method_args.method, {**settings, **knob_sources}, pretrained=model_args.pretrained,
-                             parameter_groups=trainer.parameter_groups()))
-    if not model_args.pretrained and trainer.is_world_process_zero():
-        print(f"Note: backbone {model_args.model!r} starts from random weights (pass --pretrained to load pretrained "
-              "weights).")
-    try:
+    say(recipe_summary(method_args.method, {**settings, **knob_sources}, pretrained=model_args.pretrained,
+                       parameter_groups=trainer.parameter_groups()))
+    if not model_args.pretrained:
+        say(f"Note: backbone {model_args.model!r} starts from random weights (pass --pretrained to load pretrained "
+            "weights).")
+    with resumable_on_interrupt(training_args.output_dir):  # Ctrl-C / SIGTERM name the last complete checkpoint
         train_result = trainer.train(resume_from_checkpoint=resume)
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM from the command line (hubtune.errors.Terminated)
-        last = last_checkpoint_in(training_args.output_dir)
-        where = (f"the last complete checkpoint is {last}; resume with --resume_from_checkpoint {last}" if last
-                 else "no checkpoint had been written yet")
-        raise type(e)(where) from None
     repo_id = training_args.hub_model_id if training_args.push_to_hub else None
     metrics = _save_results(trainer, train_result, len(train_ds), len(eval_ds), repo_id)
-    out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
-        print(f"{method_args.method} on {data.name} with {model_args.model}: "
-              f"eval_accuracy={metrics.get('eval_accuracy', float('nan')):.4f} in {time.perf_counter() - started:.1f} s; "
-              f"model, card and metrics in {out.resolve()}")
-        if training_args.push_to_hub:
-            options = dict(token=training_args.hub_token, private=bool(training_args.hub_private_repo),
-                           revision=training_args.hub_revision)
-            if training_args.hub_space:
-                url, space_url = push_model_and_space(out, training_args.hub_model_id, training_args.hub_space,
-                                                      **options)
-                print(f"Pushed to {url}; its demo Space: {space_url}")
-            else:
-                print(f"Pushed to {push_folder(out, training_args.hub_model_id, **options)}")
-        print(next_steps(out, repo_id))
+        out = Path(training_args.output_dir)
+        write_demo_examples(out, data.eval, data.id2label, model.preprocessing)  # before any push: they go along
+        say(f"{method_args.method} on {data.name} with {model_args.model}: "
+            f"eval_accuracy={metrics.get('eval_accuracy', float('nan')):.4f} in {time.perf_counter() - started:.1f} s; "
+            f"model, card and metrics in {out.resolve()}")
+        if repo_id:
+            say(published_line(*publish(out, repo_id, training_args.hub_space, token=training_args.hub_token,
+                                        private=training_args.hub_private_repo, revision=training_args.hub_revision)))
+        say(next_steps(out, repo_id))
     return metrics
 
 
 def next_steps(folder: str | Path, repo_id: str | None = None) -> str:
-    """One line: how to publish the output folder (unless it was pushed to ``repo_id``) and how to load it."""
+    """What to do next, one line each: try the model in the demo page, publish it (unless it was pushed to
+    ``repo_id``) with its demo Space, and load it."""
     folder = Path(folder).resolve()
     layout = detect_layout(folder)
     repo = repo_id or "ORG/NAME"
     hint = get_layout(layout).load_hint(repo, folder) if layout in LIBRARY_LAYOUTS else None
     load = hint or f'HubtuneForImageClassification.from_pretrained("{repo}"); locally from_pretrained("{folder}")'
-    push = "" if repo_id else f"publish with `hubtune push {folder} ORG/NAME`, then "
-    return f"Next: {push}load with {load}."
+    lines = [f"Next: try it in your browser: `hubtune demo {folder}` (needs `pip install 'hubtune[demo]'`)"]
+    if not repo_id:
+        lines.append(f"      publish it with a demo Space: `hubtune push {folder} ORG/NAME --space NAME` (or add "
+                     "`--push_to_hub --hub_model_id ORG/NAME --hub_space NAME` to the training command)")
+    lines.append(f"      load it with {load}")
+    return "\n".join(lines)
 
 
 def resolve_recipe(method_args: Any, training_args: FinetuneTrainingArguments, pretrained: bool = True,

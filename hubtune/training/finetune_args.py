@@ -5,11 +5,9 @@ so that ``hubtune finetune --help`` and argument errors need only torch and ``tr
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import importlib
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +17,23 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
-from hubtune.arguments import check_file_values, check_number, given_options, option_names, parse_command_line
+from hubtune.arguments import (
+    RawDescriptionHelpFormatter,
+    check_file_values,
+    check_number,
+    given_options,
+    option_names,
+    optional_flag,
+    parse_command_line,
+    registry_fields,
+)
 from hubtune.backbones import names_weights
 from hubtune.errors import ConfigError, MethodError
 from hubtune.hub.push import validate_repo_id
 from hubtune.hub.space import space_id_for
 from hubtune.methods import MethodConfig, available_methods, get_method
 from hubtune.trackers import check_trackers_installed
+from hubtune.training.finetune_help import DESCRIPTION, USAGE
 from hubtune.training.param_groups import parse_lr_multipliers
 
 __all__ = [
@@ -177,18 +185,9 @@ class FinetuneTrainingArguments(TrainingArguments):
 # ------------------------------------------------------------------------------------------ method arguments
 
 
-def _knob_fields() -> dict[str, tuple[Any, list[str]]]:
-    """Every knob of every registered method: name -> (type, methods that have it)."""
-    knobs: dict[str, tuple[Any, list[str]]] = {}
-    for name in available_methods():
-        config_class = get_method(name).config_class
-        hints = typing.get_type_hints(config_class)
-        for f in dataclasses.fields(config_class):
-            if f.name == "preset":
-                continue
-            kind, owners = knobs.get(f.name, (hints[f.name], []))
-            knobs[f.name] = (kind, [*owners, name])
-    return knobs
+def _knob_fields() -> dict[str, tuple[Any, dataclasses.Field, list[str]]]:
+    """Every knob of every registered method: name -> (type, first field, methods that have it)."""
+    return registry_fields(((name, get_method(name).config_class) for name in available_methods()), skip=("preset",))
 
 
 def method_arguments_class(with_method: bool = True) -> type:
@@ -208,9 +207,8 @@ def method_arguments_class(with_method: bool = True) -> type:
             "help": "train with the training recipe of this registered method instead of the method's own, e.g. "
                     "--method ce --recipe bss: cross-entropy the way tllib trains its baselines (backbone 0.1x)"})),
     ]
-    for knob, (kind, owners) in _knob_fields().items():
-        annotation = kind if type(None) in typing.get_args(kind) else kind | None
-        fields_.append((knob, annotation, field(default=None, metadata={"help": f"knob of {', '.join(owners)}"})))
+    for knob, (kind, _, owners) in _knob_fields().items():
+        fields_.append((knob, *optional_flag(kind, f"knob of {', '.join(owners)}")))
 
     def given_knobs(self) -> dict[str, Any]:
         """The knobs set (not None); MethodError for a knob that belongs to another method."""
@@ -250,56 +248,15 @@ def method_arguments_class(with_method: bool = True) -> type:
 # ------------------------------------------------------------------------------------------ parsing
 
 
-_USAGE = """hubtune finetune [CONFIG.yaml|CONFIG.json] [--model NAME] [--pretrained] [--dataset DATA]
-                        [--method {{{methods}}}] [--num_train_epochs N] [--learning_rate LR]
-                        [--per_device_train_batch_size B] [--output_dir DIR] [--push_to_hub --hub_model_id ORG/NAME]
-                        [--option value ...]"""
-
-_DESCRIPTION = """\
-Fine-tune a timm / transformers backbone with a registered method (default: Core-tuning). With no arguments:
-Core-tuning of a randomly initialised resnet18 on scikit-learn's digits, offline, into ./hubtune-output.
-
-most used options:
-  --model NAME            timm name, hf-hub:ORG/NAME, local-dir:PATH, or a transformers id / folder (resnet18)
-  --pretrained [BOOL]     load pretrained weights (default: yes when --model names weights, no for resnet18)
-  --dataset DATA          digits, an image folder (one sub-folder per class), a saved dataset or a Hub name
-  --image_size PX         input size in pixels (32)
-  --method NAME           {methods} (core-tuning); knobs: --eta, --temperature, --alpha, ...
-  --num_train_epochs N    epochs (5); also --epochs
-  --learning_rate LR      peak learning rate (the method's recipe when pretrained, else 0.001); also --lr
-  --output_dir DIR        model, card, metrics and checkpoints (hubtune-output)
-  --report_to NAME        tensorboard, wandb, ... (pip install 'hubtune[tensorboard]')
-
-examples:
-  hubtune finetune --model hf-hub:timm/resnet50.a1_in1k --pretrained --dataset ./my_images --image_size 224 \\
-      --epochs 10 --lr 0.01 --optim sgd
-  hubtune finetune run.yaml --learning_rate 0.003      # a YAML / JSON file of these options, one overridden
-  hubtune push hubtune-output ORG/NAME                 # publish the result
-
-Every option, in groups: model, data, method, then transformers' TrainingArguments (all of them reachable).
-"""
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The description as written; each option's default once (none added where the help already says it)."""
-
-    def _get_help_string(self, action):
-        help_text = action.help or ""
-        if "default" in help_text.lower() or action.default in (None, argparse.SUPPRESS) or not help_text:
-            return help_text
-        return super()._get_help_string(action)
-
-
 def finetune_parser() -> HfArgumentParser:
     """The ``hubtune finetune`` parser over the four argument dataclasses, in groups: model, data, method, then
-    transformers' TrainingArguments; a short usage, the most used options and examples first."""
-    methods = ",".join(available_methods())
+    transformers' TrainingArguments; a short usage, the common options and examples first."""
     return HfArgumentParser(
         [ModelArguments, DataArguments, method_arguments_class(), FinetuneTrainingArguments],
         prog="hubtune finetune",
-        usage=_USAGE.format(methods=methods),
-        description=_DESCRIPTION.format(methods=", ".join(available_methods())),
-        formatter_class=_HelpFormatter,
+        usage=USAGE,
+        description=DESCRIPTION,  # the short --help (hubtune.training.finetune_help), then every option in groups
+        formatter_class=RawDescriptionHelpFormatter,
     )
 
 

@@ -1,16 +1,20 @@
 """Learning rates per part of the model, and which parameters weight decay reaches: the two optimizer settings a
 training recipe may set besides ``transformers.TrainingArguments``.
 
-* ``lr_multipliers`` (``"backbone=0.1,source_classifier=0.1"``): the learning rate of each named part is the
+* ``lr_multipliers`` (``"backbone=0.1"``, ``"backbone=0.1,projector=0.5"``): the learning rate of each named part is the
   multiplier times ``learning_rate``. A part is a top-level module of the model: ``backbone`` (the pre-trained
   weights), ``classifier`` (the new head) and a method's heads (Core-tuning's ``projector``, Co-Tuning's
   ``source_classifier``). Parts not named train at 1x. This is tllib's ``--finetune`` (the pre-trained backbone at
-  0.1x the new head's rate: thuml/Transfer-Learning-Library, tllib/modules/classifier.py:88-98, ``get_parameters``).
+  0.1x the new head's rate: thuml/Transfer-Learning-Library, tllib/modules/classifier.py:88-98, ``get_parameters``;
+  Co-Tuning's source head at 0.1x too, tllib/regularization/co_tuning.py:139-149).
   A method's pre-trained parts (``TrainingMethod.pretrained_parts``, e.g. Co-Tuning's kept ImageNet head) take the
   backbone's multiplier unless they are named themselves.
-* ``filter_bias_and_bn`` (timm's name and meaning, ``timm.optim.create_optimizer_v2``): True leaves biases and
-  normalisation parameters (every parameter with fewer than two dimensions) out of weight decay; False decays every
-  parameter, as ``torch.optim.SGD(model.parameters(), weight_decay=...)`` does in the Core-tuning and tllib scripts.
+* ``filter_bias_and_bn`` (timm's name and meaning: ``timm.optim.create_optimizer_v2(filter_bias_and_bn=True)``,
+  timm 1.0.31 timm/optim/_optim_factory.py:1249 and :1339, which excludes ``param.ndim <= 1`` in
+  timm/optim/_param_groups.py:53): True leaves biases and normalisation parameters (every parameter with fewer than
+  two dimensions) out of weight decay; False decays every parameter, as ``torch.optim.SGD(params,
+  weight_decay=...)`` does in the Core-tuning script (Vanint/Core-tuning Core-tuning.py:339) and in tllib's
+  (examples/task_adaptation/image_classification/erm.py:66-67, bss.py:68, co_tuning.py:96, delta.py:76).
 
 ``HubtuneTrainer`` applies both through Trainer's own optimizer hooks (``get_decay_parameter_names`` and
 ``create_optimizer``); a hand-written loop builds its groups with :func:`parameter_groups`.
@@ -83,7 +87,7 @@ def check_parts(model: nn.Module, multipliers: Mapping[str, float]) -> None:
     parts = sorted({part_of(name) for name, _ in _trainable(model)})
     unknown = [name for name in multipliers if name not in parts]
     if unknown:
-        raise ConfigError(f"lr_multipliers names {', '.join(unknown)}, which this model has no trainable part of that "
+        raise ConfigError(f"lr_multipliers names {', '.join(unknown)}, but this model has no trainable part of that "
                           f"name; its parts are: {', '.join(parts)}.")
 
 

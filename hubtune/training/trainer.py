@@ -7,9 +7,6 @@ resumable hubtune layout and the final model in the backbone library's layout, a
 
 from __future__ import annotations
 
-import json
-import logging
-import math
 import os
 import shutil
 import warnings
@@ -20,12 +17,20 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hubtune.errors import CheckpointError, ConfigError, NonFiniteLossError, WeightsFileError
 from hubtune.hub import write_model_card
-from hubtune.layouts import read_config, read_json_file
-from hubtune.manifest import MANIFEST_NAME, has_manifest, manifest_mismatch, refuse_if_changed, write_manifest
+from hubtune.layouts import read_config
+from hubtune.manifest import write_manifest
+from hubtune.runs.checkpoints import (
+    checkpoint_step,
+    last_complete,
+    publish_checkpoint,
+    refuse_past_the_end,
+    resolve_resume,
+    staging_folder,
+)
 from hubtune.training.callbacks import MethodPreparationCallback
 from hubtune.training.param_groups import (
     check_parts,
@@ -34,11 +39,15 @@ from hubtune.training.param_groups import (
     parse_lr_multipliers,
     split_by_part,
 )
-from hubtune.training.recipes import Setting, recipe_conflicts, resolve_training_settings, settings_to_json
+from hubtune.training.recipes import (
+    SOURCE_RECIPE,
+    Setting,
+    recipe_conflicts,
+    resolve_training_settings,
+    settings_to_json,
+)
 
-__all__ = ["HubtuneTrainer", "compute_accuracy", "last_checkpoint_in", "resolve_resume"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["HubtuneTrainer", "compute_accuracy", "last_checkpoint_in"]
 
 
 def compute_accuracy(eval_pred) -> dict[str, float]:
@@ -49,24 +58,7 @@ def compute_accuracy(eval_pred) -> dict[str, float]:
     return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
 
 
-def _checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return []
-    found = [(int(c.name.split("-")[-1]), c) for c in folder.iterdir()
-             if c.is_dir() and c.name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and c.name.split("-")[-1].isdigit()]
-    return [path for _, path in sorted(found)]
-
-
-def _is_complete(checkpoint: Path) -> bool:
-    # Trainer writes trainer_state.json last: a folder without it was interrupted while being saved.
-    return (checkpoint / "trainer_state.json").is_file()
-
-
-def last_checkpoint_in(output_dir: str | os.PathLike) -> Path | None:
-    """The newest complete ``checkpoint-N`` folder of ``output_dir`` (one with its trainer_state.json)."""
-    complete = [c for c in _checkpoints(output_dir) if _is_complete(c)]
-    return complete[-1] if complete else None
+last_checkpoint_in = last_complete  # the newest complete checkpoint-N folder (the name hubtune.training exports)
 
 
 def _check_weights_readable(checkpoint: Path) -> None:
@@ -84,84 +76,16 @@ def _check_weights_readable(checkpoint: Path) -> None:
                                "checkpoint (give its folder to --resume_from_checkpoint).") from e
 
 
-def resolve_resume(output_dir: str | os.PathLike, resume: str | bool | None, model_config: Any = None) -> str | None:
-    """The checkpoint folder to resume from: the last complete one for ``True`` (incomplete ones, and ones whose
-    files no longer match their SHA256SUMS, are skipped with a warning), or the given folder after checking that it
-    is complete, readable, unchanged since it was written and of this model."""
-    if resume in (None, False):
+def _checkpoint_to_resume(output_dir: str | os.PathLike, resume: str | bool | None, model_config: Any) -> str | None:
+    """The checkpoint folder to resume from (:func:`hubtune.runs.checkpoints.resolve_resume`: the last complete,
+    unchanged one for ``True``, or the given folder after checking it), its weights readable and, given
+    ``model_config``, of this model."""
+    checkpoint = resolve_resume(output_dir, resume, check_files=_check_weights_readable)
+    if checkpoint is None:
         return None
-    if resume is True:
-        checkpoint = last_checkpoint_in(output_dir)
-        folders = _checkpoints(output_dir)
-        for skipped in folders[folders.index(checkpoint) + 1:] if checkpoint else folders:
-            message = (f"Skipping {skipped}: it has no trainer_state.json (its save was interrupted); resuming "
-                       f"from {checkpoint or 'nothing'}.")
-            logger.warning(message)
-            print(message)
-        if checkpoint is None:
-            raise CheckpointError(f"No complete checkpoint-* folder in {output_dir}: nothing to resume; start without "
-                                  "--resume_from_checkpoint.")
-        checkpoint = _last_unchanged(output_dir)
-    else:
-        checkpoint = Path(resume)
-        if not checkpoint.is_dir():
-            raise CheckpointError(f"Checkpoint folder {checkpoint} does not exist.")
-        if not _is_complete(checkpoint):
-            last = last_checkpoint_in(checkpoint.parent)
-            raise CheckpointError(f"{checkpoint} is incomplete (no trainer_state.json: its save was interrupted); "
-                                  f"the last complete checkpoint is {last or 'none'}.")
-    _check_weights_readable(checkpoint)
-    if manifest_mismatch(checkpoint) is not None:
-        refuse_if_changed(checkpoint, _last_good(checkpoint.parent, excluding=checkpoint), "train again")
-    if not has_manifest(checkpoint):  # written before manifests existed, or the manifest was removed
-        logger.warning(f"Note: {checkpoint} has no {MANIFEST_NAME}, so its content could not be checked (a change that "
-                       "kept the files' sizes would go unnoticed); resuming from it as it is.")
     if model_config is not None:
         _check_same_model(checkpoint, model_config)
     return str(checkpoint)
-
-
-def _last_good(output_dir: str | os.PathLike, excluding: Path | None = None) -> Path | None:
-    """The newest complete checkpoint whose files match their SHA256SUMS (other than ``excluding``)."""
-    for checkpoint in reversed([c for c in _checkpoints(output_dir) if _is_complete(c)]):
-        if checkpoint != excluding and manifest_mismatch(checkpoint) is None:
-            return checkpoint
-    return None
-
-
-def _last_unchanged(output_dir: str | os.PathLike) -> Path:
-    """The newest complete checkpoint that passes its content check, saying which newer ones were skipped."""
-    good = _last_good(output_dir)
-    for checkpoint in reversed([c for c in _checkpoints(output_dir) if _is_complete(c)]):
-        if checkpoint == good:
-            break
-        message = (f"Skipping {checkpoint}: {manifest_mismatch(checkpoint)}; resuming from {good or 'nothing'} "
-                   "instead (the steps trained since it are trained again).")
-        logger.warning(message)
-        print(message)
-    if good is None:
-        raise CheckpointError(f"No checkpoint-* folder in {output_dir} passes its content check (SHA256SUMS): nothing "
-                              "to resume; start without --resume_from_checkpoint.")
-    return good
-
-
-def check_not_past_the_end(checkpoint: str | os.PathLike, args: Any) -> None:
-    """CheckpointError when ``args`` (``max_steps``, else ``num_train_epochs``) end before ``checkpoint``'s step."""
-    state = read_json_file(Path(checkpoint) / "trainer_state.json", "trainer_state.json")
-    step, epoch = int(state.get("global_step") or 0), float(state.get("epoch") or 0.0)
-    if args.max_steps is not None and args.max_steps > 0:
-        if args.max_steps < step:
-            raise CheckpointError(
-                f"{checkpoint} is at step {step}, past --max_steps {args.max_steps}: pass --max_steps {step} or more "
-                "(the total number of steps, counting the ones already trained) to continue that run, or resume from "
-                "an earlier checkpoint."
-            )
-    elif args.num_train_epochs < epoch - 1e-6:
-        raise CheckpointError(
-            f"{checkpoint} is at step {step} (epoch {epoch:g}), past --num_train_epochs {args.num_train_epochs:g}: pass "
-            f"--num_train_epochs {math.ceil(epoch - 1e-6)} or more (the total, counting the epochs already trained) or "
-            f"--max_steps above {step} to continue that run, or resume from an earlier checkpoint."
-        )
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -262,10 +186,10 @@ class HubtuneTrainer(Trainer):
         """Trainer's ``train``; ``resume_from_checkpoint=True`` takes the last COMPLETE checkpoint, and a
         checkpoint of another model is refused with a message naming both."""
         model_config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
-        resume = resolve_resume(self.args.output_dir, resume_from_checkpoint, model_config)
-        self._resumed_at_step = _checkpoint_step(resume)
+        resume = _checkpoint_to_resume(self.args.output_dir, resume_from_checkpoint, model_config)
+        self._resumed_at_step = checkpoint_step(resume)
         if resume is not None:
-            check_not_past_the_end(resume, self.args)
+            refuse_past_the_end(resume, self.args.max_steps, self.args.num_train_epochs)
         return super().train(resume, *args, **kwargs)
 
     # Kept on Trainer's private _save_checkpoint / _get_output_dir: the public on_save callback runs after Trainer has
@@ -275,37 +199,28 @@ class HubtuneTrainer(Trainer):
         return str(self._staging_dir) if self._staging_dir is not None else super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model, trial) -> None:
-        """Write ``checkpoint-N`` under a temporary name and rename it once complete (one process); a save that is
-        interrupted (kill -9, full disk) leaves the earlier checkpoints as they were and no half-written one.
-        ``SHA256SUMS`` (the SHA-256 of every file, :mod:`hubtune.manifest`) is written last and checked on resume."""
+        """Write ``checkpoint-N`` under a temporary name and rename it once complete, with its ``SHA256SUMS`` (one
+        process; :mod:`hubtune.runs.checkpoints`); a save that is interrupted (kill -9, full disk) leaves the earlier
+        checkpoints as they were and no half-written one."""
+        run_dir = Path(super()._get_output_dir(trial))
+        final = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.args.world_size > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
             super()._save_checkpoint(model, trial)  # every rank writes its part in place
             self.accelerator.wait_for_everyone()
             if self.is_world_process_zero():
-                write_manifest(Path(super()._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+                write_manifest(final)
             return None
-        run_dir = Path(super()._get_output_dir(trial))
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging = run_dir / f".{name}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        self._staging_dir = staging
+        self._staging_dir = staging_folder(final)
         try:
-            super()._save_checkpoint(model, trial)
+            super()._save_checkpoint(model, trial)  # into <staging>/checkpoint-N
         finally:
-            self._staging_dir = None
-        final = run_dir / name
+            staging, self._staging_dir = self._staging_dir, None
         if self.state.best_model_checkpoint and str(staging) in self.state.best_model_checkpoint:
             self.state.best_model_checkpoint = str(final)
-            self.state.save_to_json(str(staging / name / "trainer_state.json"))
-        write_manifest(staging / name)  # last: the SHA-256 of every file, checked on resume
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging / name, final)
+            self.state.save_to_json(str(staging / final.name / "trainer_state.json"))
+        publish_checkpoint(staging / final.name, final, best=self.state.best_model_checkpoint,
+                           keep=self.args.save_total_limit if self.args.should_save else None)
         shutil.rmtree(staging, ignore_errors=True)
-        if self.args.should_save:
-            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         method = getattr(self.accelerator.unwrap_model(model), "method", None)
@@ -326,7 +241,9 @@ class HubtuneTrainer(Trainer):
         multipliers = self._lr_multipliers()
         if fresh and multipliers:
             opt_model = self.model if model is None else model
-            check_parts(opt_model, multipliers)
+            setting = self.training_settings.get("lr_multipliers")
+            if setting is None or setting.source != SOURCE_RECIPE:  # another method's recipe may name other parts
+                check_parts(opt_model, multipliers)
             if not isinstance(optimizer, torch.optim.Optimizer):
                 raise ConfigError(f"lr_multipliers needs a torch optimizer with parameter groups; --optim "
                                   f"{self.args.optim} builds {type(optimizer).__name__}. Drop --lr_multipliers or "
@@ -423,16 +340,6 @@ class HubtuneTrainer(Trainer):
             return
         repo_id = self.hub_model_id if getattr(self, "hub_model_id", None) else None
         write_model_card(self.args.output_dir, self.run_info(), repo_id=repo_id)
-
-
-def _checkpoint_step(checkpoint: str | None) -> int:
-    """The global step a checkpoint was saved at (0 for none)."""
-    if not checkpoint:
-        return 0
-    try:
-        return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
 
 
 def whole_run_train_loss(resumed_loss: float, resumed_at: int, end: int, log_history: list[dict[str, Any]]) -> float:

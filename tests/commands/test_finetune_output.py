@@ -72,16 +72,26 @@ def test_after_a_resume_train_loss_is_the_whole_runs_in_every_place(run, tmp_pat
     assert value == pytest.approx(first, rel=0.05)
 
 
-def test_the_end_prints_the_eval_block_and_how_to_push_and_load(run):
+def test_the_end_prints_the_eval_block_and_how_to_try_push_and_load(run):
     out, printed = run
     assert "***** eval metrics *****" in printed
     assert re.search(r"  eval_accuracy\s+=", printed)
-    next_line = [row for row in printed.splitlines() if row.startswith("Next:")]
-    assert len(next_line) == 1
-    line = next_line[0]
-    assert f"hubtune push {out.resolve()} ORG/NAME" in line
+    rows = printed.splitlines()
+    starts = [i for i, row in enumerate(rows) if row.startswith("Next:")]
+    assert len(starts) == 1
+    line = " ".join(rows[starts[0]:])  # the last lines printed: try, publish (with a Space), load
+    assert f"hubtune demo {out.resolve()}" in line
+    assert f"hubtune push {out.resolve()} ORG/NAME --space NAME" in line and "--hub_space NAME" in line
     assert 'timm.create_model("hf-hub:ORG/NAME", pretrained=True)' in line
     assert "AutoModelForImageClassification" in line and f"local-dir:{out.resolve()}" in line
+
+
+def test_the_run_stores_held_out_examples_for_its_demo(run):
+    out, _ = run
+    index = json.loads((out / "examples" / "examples.json").read_text())
+    files = [entry["file"] for entry in index["examples"]]
+    assert 4 <= len(files) <= 8 and all((out / name).is_file() for name in files)
+    assert "grayscale" in index["expects"] and "light on a dark background" in index["expects"]
 
 
 def test_weights_and_checkpoints_get_the_usual_permissions(run):

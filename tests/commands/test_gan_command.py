@@ -20,18 +20,23 @@ def parse(argv):
     return config
 
 
+def values(argv):
+    """The parsed config's values by flag name (``GANTrainingConfig.to_dict``)."""
+    return parse(argv).to_dict()
+
+
 def test_defaults_and_the_shared_flag_vocabulary(monkeypatch):
     config = parse([])
-    assert (config.dataset, config.arch, config.image_size, config.adaptivemix, config.resume_from_checkpoint,
-            config.push_to_hub, config.bf16, config.fp16, config.adaptivemix_preset) == (
-        "digits", "dcgan", 32, True, None, False, False, False, "paper")
-    assert parse(["--no_adaptivemix"]).adaptivemix is False
+    assert (config.data.dataset, config.model.arch, config.data.image_size, config.adaptive_mix.adaptivemix,
+            config.resume_from_checkpoint, config.hub.push_to_hub, config.optim.bf16, config.optim.fp16,
+            config.adaptive_mix.adaptivemix_preset) == ("digits", "dcgan", 32, True, None, False, False, False, "paper")
+    assert values(["--no_adaptivemix"])["adaptivemix"] is False
     assert parse(["--resume_from_checkpoint"]).resume_from_checkpoint == "latest"
     assert parse(["--resume_from_checkpoint", "out/checkpoint-4"]).resume_from_checkpoint == "out/checkpoint-4"
-    assert parse(["--batch-size", "4"]).per_device_train_batch_size == 4
+    assert parse(["--batch-size", "4"]).optim.per_device_train_batch_size == 4
     monkeypatch.setattr("hubtune.trackers._installed", lambda module: True)  # parsing only; wandb need not be installed
     assert parse(["--max-steps", "9", "--log_with", "tensorboard", "wandb"]).log_with == ["tensorboard", "wandb"]
-    assert parse(["--ada_preset", "reference"]).adaptivemix_preset == "reference"
+    assert values(["--ada_preset", "reference"])["adaptivemix_preset"] == "reference"
     assert gan_command.build_parser().prog == "hubtune gan"
     with pytest.raises(SystemExit):
         parse(["--arch", "stylegan"])
@@ -42,8 +47,8 @@ def test_defaults_and_the_shared_flag_vocabulary(monkeypatch):
 def test_config_file_then_flags(tmp_path):
     path = tmp_path / "gan.yaml"
     path.write_text("max_steps: 7\narch: resnet\nlr_g: 0.001\n")
-    config = parse([str(path), "--max_steps", "10"])
-    assert (config.max_steps, config.arch, config.lr_g) == (10, "resnet", 0.001)
+    config = values([str(path), "--max_steps", "10"])
+    assert (config["max_steps"], config["arch"], config["lr_g"]) == (10, "resnet", 0.001)
 
 
 def test_tiny_run_writes_generator_at_the_root_and_pushes(tmp_path, capsys, local_hub, hub_token, hub_repo_id):
@@ -91,14 +96,17 @@ def test_stylegan2_augmentation_and_timm_discriminator_flags():
     config = parse(["--arch", "stylegan2", "--arch_preset", "paper256", "--image_size", "256", "--r1_interval", "8",
                     "--diffaugment", "color,cutout", "--augment_target", "0.6", "--discriminator", "timm:resnet18",
                     "--discriminator_frozen", "--discriminator_stages", "2", "3", "--lr_d", "0.002"])
-    assert (config.arch, config.arch_preset, config.r1_every, config.diffaugment, config.augment_target) == (
+    flat = config.to_dict()
+    assert (flat["arch"], flat["arch_preset"], flat["r1_every"], flat["diffaugment"], flat["augment_target"]) == (
         "stylegan2", "paper256", 8, "color,cutout", 0.6)
-    assert (config.discriminator, config.discriminator_frozen, config.discriminator_stages) == (
+    options = config.model.discriminator_config
+    assert (config.model.discriminator, options.discriminator_frozen, options.discriminator_stages) == (
         "timm:resnet18", True, [2, 3])
     # the preset's Adam settings unless given; AdaptiveMix's --adaptivemix_preset is a different knob
-    assert (config.lr_g, config.lr_d, config.betas, config.pl_weight, config.adaptivemix_preset) == (
+    assert (flat["lr_g"], flat["lr_d"], config.optim.betas, flat["pl_weight"], flat["adaptivemix_preset"]) == (
         0.0025, 0.002, (0.0, 0.99), 2.0, "paper")
-    assert (config.channel_base, config.channel_max, config.latent_dim, config.minibatch_std_group) == (16384, 512, 512, 8)
+    assert (flat["channel_base"], flat["channel_max"], flat["latent_dim"], flat["minibatch_std_group"]) == (
+        16384, 512, 512, 8)
     with pytest.raises(SystemExit):
         parse(["--arch_preset", "paper"])
-    assert parse(["--arch", "resnet"]).lr_g == 2e-4
+    assert parse(["--arch", "resnet"]).optim.lr_g == 2e-4

@@ -31,6 +31,7 @@ def generator_folder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def classifier_folder(tmp_path_factory):
     from hubtune.hub import write_model_card, write_run_info
+    from hubtune.hub.examples import write_demo_examples
     from hubtune.modeling import HubtuneForImageClassification
 
     torch.manual_seed(0)
@@ -44,4 +45,11 @@ def classifier_folder(tmp_path_factory):
     run_info = model.run_info(dataset="digits", metrics={"eval_accuracy": 0.875, "eval_runtime": 1.5})
     write_run_info(folder, run_info)
     write_model_card(folder, run_info)
+    write_demo_examples(folder, _digits().eval, DIGIT_LABELS, model.preprocessing)  # as `hubtune finetune` does
     return folder
+
+
+def _digits():
+    from hubtune.data import load_image_classification_data
+
+    return load_image_classification_data("digits", max_eval_samples=40)

@@ -196,3 +196,32 @@ def test_the_demo_runs_on_the_gpu_when_present_and_gives_the_cpus_images(generat
     assert np.abs(on_gpu - np.asarray(generate_grid(cpu, 7, 4, 0.7), dtype=int)).max() <= 2
     classifier = load_demo_model(classifier_folder)
     assert classifier.device.type == "cuda" and len(classify(classifier, Image.new("RGB", (40, 40)))) == 5
+
+
+def test_clearing_the_upload_empties_the_answer_without_an_error(classifier_app, tmp_path):
+    client, _ = classifier_app
+    labels, preview = client.predict(None, api_name="/classify")  # what the page sends when the box is cleared
+    assert preview is None and not (labels or {}).get("confidences")
+
+
+def test_the_page_offers_the_held_out_examples_and_says_what_the_model_expects(classifier_app, classifier_folder,
+                                                                              tmp_path):
+    client, blocks = classifier_app
+    config = _page_config(blocks)
+    index = json.loads((classifier_folder / "examples" / "examples.json").read_text())
+    assert 4 <= len(index["examples"]) <= 8
+    assert index["expects"] in config and "light on a dark background" in config and "32x32 px" in config
+    assert all(f'"{entry["label"]}"' in config for entry in index["examples"])  # the gallery's captions
+    # an example is an image the classifier answers like any upload (here the stored "3")
+    entry = next(e for e in index["examples"] if e["label"] == "3")
+    labels, _ = client.predict(handle_file(str(classifier_folder / entry["file"])), api_name="/classify")
+    expected = _expected_top5(classifier_folder, classifier_folder / entry["file"])
+    assert [c["label"] for c in labels["confidences"]] == [name for name, _ in expected]
+
+
+def test_a_generator_page_offers_preset_seeds(generator_app):
+    from hubtune.demo.app import EXAMPLE_SEEDS
+
+    _, blocks = generator_app
+    config = _page_config(blocks)
+    assert 4 <= len(EXAMPLE_SEEDS) <= 8 and all(f"seed {s}" in config for s in EXAMPLE_SEEDS)

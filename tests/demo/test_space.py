@@ -5,7 +5,12 @@ handling: a failing Space push leaves the published model intact and says what w
 from __future__ import annotations
 
 import importlib.metadata
+import io
+import json
 import os
+import re
+import zipfile
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -19,11 +24,13 @@ from gradio_client import Client
 from PIL import Image
 
 import hubtune
+import hubtune.demo
 from hubtune.commands import main
 from hubtune.demo.model import classify, load_demo_model
 from hubtune.errors import ConfigError, HubPushError
 from hubtune.gan import Generator
-from hubtune.hub.space import push_model_and_space
+from hubtune.hub.space import check_space_files, push_model_and_space, space_files
+from hubtune.hub.wheel import WHEEL_NAME
 
 
 def _front_matter(text: str) -> dict:
@@ -54,18 +61,25 @@ def test_push_with_space_uploads_the_demo_and_links_it_from_the_card(local_hub, 
     assert model_files["model.safetensors"] == (generator_folder / "model.safetensors").read_bytes()
     assert digest(generator_folder) == before  # the local card was not touched
 
-    space = {name: data.decode() for name, data in local_hub.files(f"spaces/{space_id}").items()}
-    assert set(space) == {".gitattributes", "app.py", "requirements.txt", "README.md"}
-    # app.py is the demo of `hubtune demo`, imported from hubtune, loading the model by repo id: not a copy
-    assert "from hubtune.demo import launch_demo" in space["app.py"]
+    raw = local_hub.files(f"spaces/{space_id}")
+    assert set(raw) == {".gitattributes", "app.py", "requirements.txt", "README.md", WHEEL_NAME}
+    space = {name: data.decode() for name, data in raw.items() if name != WHEEL_NAME}
+    # app.py is the demo of `hubtune demo`, imported from the wheel beside it, loading the model by repo id
+    assert "from hubtune.demo import launch_demo" in space["app.py"] and f'"{WHEEL_NAME}"' in space["app.py"]
     assert f'launch_demo("{hub_repo_id}")' in space["app.py"] and "gr.Blocks" not in space["app.py"]
+    with zipfile.ZipFile(io.BytesIO(raw[WHEEL_NAME])) as wheel:  # the running hubtune's own code
+        assert wheel.read("hubtune/demo/app.py") == Path(hubtune.demo.__file__).with_name("app.py").read_bytes()
+        assert f"Version: {hubtune.__version__}" in wheel.read(f"hubtune-{hubtune.__version__}.dist-info/METADATA").decode()
+    # only releases the package index has: every requirement of hubtune[demo] pinned to what runs here
     requirements = dict(line.split("==") for line in space["requirements.txt"].split())
-    assert requirements["hubtune[demo]"] == hubtune.__version__
-    for package in ("torch", "gradio", "huggingface-hub", "transformers"):
-        assert requirements[package] == importlib.metadata.version(package)
+    assert "hubtune" not in " ".join(requirements) and not any("/" in name for name in requirements)
+    for package in ("torch", "torchvision", "timm", "transformers", "huggingface-hub", "accelerate", "datasets",
+                    "safetensors", "gradio", "gradio_client"):
+        assert requirements[package] == importlib.metadata.version(package).split("+")[0], package
     meta = _front_matter(space["README.md"])
     assert meta["sdk"] == "gradio" and meta["models"] == [hub_repo_id] and meta["app_file"] == "app.py"
     assert meta["sdk_version"] == importlib.metadata.version("gradio")
+    assert meta["python_version"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
 
     # pushing again (an existing Space) updates it in place and keeps one link in the card
     assert _push(generator_folder, hub_repo_id, hub_token, space_id, capsys) == [model_url, space_url]
@@ -192,3 +206,97 @@ def test_gan_hub_space_without_push_to_hub_is_a_one_line_error(tmp_path, capsys)
     assert main(["gan", "--output_dir", str(tmp_path / "x"), "--hub_space", "demo"]) == 1
     err = capsys.readouterr().err
     assert "hub_space needs push_to_hub and hub_model_id" in err and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------------------------- what the Space holds
+
+
+class _Installed:
+    """A stand-in for an installed distribution: another version, or installed from a version-control URL."""
+
+    def __init__(self, dist, version=None, direct_url=None):
+        self._dist, self.version, self._direct_url = dist, version or dist.version, direct_url
+
+    def read_text(self, name):
+        return self._direct_url if name == "direct_url.json" else self._dist.read_text(name)
+
+
+def _installed_as(monkeypatch, package, **changes):
+    import hubtune.hub.wheel as wheel
+
+    real = importlib.metadata.distribution
+
+    def distribution(name):
+        if name.lower() == package and changes.get("missing"):
+            raise importlib.metadata.PackageNotFoundError(name)
+        dist = real(name)
+        return _Installed(dist, changes.get("version"), changes.get("direct_url")) if name.lower() == package else dist
+
+    monkeypatch.setattr(wheel.metadata, "distribution", distribution)
+
+
+@pytest.mark.parametrize("package, changes, message", [
+    ("timm", {"direct_url": '{"url": "https://github.com/huggingface/pytorch-image-models.git", "vcs_info": {}}'},
+     "would pin timm==1.0.31, but that was installed from https://github.com/huggingface/pytorch-image-models.git"),
+    ("gradio", {"missing": True}, "would need gradio, which is not installed here"),
+])
+def test_a_requirement_the_index_may_not_have_stops_the_push_before_any_request(
+        local_hub, hub_token, hub_repo_id, generator_folder, monkeypatch, capsys, package, changes, message):
+    _installed_as(monkeypatch, package, **changes)
+    seen = len(local_hub.routes_seen())
+    assert main(["push", str(generator_folder), hub_repo_id, "--hub_token", hub_token, "--space", "demo"]) == 1
+    err = capsys.readouterr().err
+    assert message.replace("1.0.31", importlib.metadata.version("timm")) in err
+    assert "Nothing was uploaded" in err and len(err.strip().splitlines()) == 1
+    assert len(local_hub.routes_seen()) == seen  # neither the model nor the Space was sent
+
+
+def test_a_local_version_label_is_pinned_as_the_release_the_index_has(monkeypatch):
+    _installed_as(monkeypatch, "torch", version="2.14.1+cpu")
+    requirements = space_files("org/model", "org/demo", "http://hub.invalid")["requirements.txt"].split()
+    assert "torch==2.14.1" in requirements
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f.update({"requirements.txt": f"./{WHEEL_NAME}[demo]\n" + f["requirements.txt"]}),
+     "is not a release pinned as NAME==VERSION"),
+    (lambda f: f.update({"requirements.txt": f["requirements.txt"].replace("torch==", "torch>=")}),
+     "'torch>="),
+    (lambda f: f.update({"requirements.txt": "\n".join(line for line in f["requirements.txt"].splitlines()
+                                                       if not line.startswith("datasets=="))}),
+     "does not pin datasets, which hubtune[demo] needs"),
+    (lambda f: f.pop(WHEEL_NAME), f"The Space would lack {WHEEL_NAME}"),
+    (lambda f: f.update({WHEEL_NAME: b"not a zip"}), "is not a wheel of hubtune"),
+    (lambda f: f.update({"app.py": "from hubtune.demo import launch_demo"}), "does not import hubtune from"),
+])
+def test_space_files_that_would_not_build_are_refused_in_one_line(change, message):
+    files = space_files("org/model", "org/demo", "http://hub.invalid")
+    check_space_files(files)
+    change(files)
+    with pytest.raises(HubPushError, match=re.escape(message)) as caught:
+        check_space_files(files)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_wheel_is_the_same_bytes_for_the_same_code():
+    from hubtune.hub.wheel import hubtune_wheel
+
+    assert hubtune_wheel() == hubtune_wheel()
+
+
+def test_pip_accepts_the_wheel_and_it_installs_the_hubtune_command(tmp_path):
+    """The wheel is a valid one for pip (a visitor who clones the Space can `pip install` it)."""
+    from hubtune.hub.wheel import hubtune_wheel
+
+    name, data = hubtune_wheel()
+    (tmp_path / name).write_bytes(data)
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index",
+                           "--report", str(tmp_path / "report.json"), str(tmp_path / name)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (item,) = json.loads((tmp_path / "report.json").read_text())["install"]
+    assert item["metadata"]["name"] == "hubtune" and item["metadata"]["version"] == hubtune.__version__
+    with zipfile.ZipFile(tmp_path / name) as wheel:
+        assert "hubtune = hubtune.commands:main" in wheel.read(f"hubtune-{hubtune.__version__}.dist-info/"
+                                                               "entry_points.txt").decode()
+        assert "hubtune/model_cards/classifier.md" in wheel.namelist()

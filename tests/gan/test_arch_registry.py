@@ -141,8 +141,8 @@ def test_a_toy_architecture_trains_through_hubtune_gan_with_its_card_and_reload(
                   output_dir=str(out), eval_num_samples=0, progress_bar=False, checkpoint_every=2,
                   resume_from_checkpoint="latest")
     with pytest.raises(CheckpointError, match="toy_width: checkpoint 6 vs now 5"):
-        train_gan(GANTrainingConfig(toy_width=5, **resume))
-    train_gan(GANTrainingConfig(toy_width=6, **resume))
+        train_gan(GANTrainingConfig.from_options(toy_width=5, **resume))
+    train_gan(GANTrainingConfig.from_options(toy_width=6, **resume))
     assert json.loads((out / "checkpoint-6" / "process_state_0.json").read_text()) == {"toy_calls": 3}
 
 
@@ -151,19 +151,21 @@ def test_the_registry_gives_each_architecture_its_own_options_and_flags(toy):
     assert "timm" in architectures("discriminator") and "timm" in ARCHITECTURES
     help_text = gan_command.build_parser().format_help()
     assert "--toy_width" in help_text and "option of toy" in help_text and "--w_dim" in help_text
-    config = GANTrainingConfig(arch="toy", toy_width=3)
-    assert config.arch_config == ToyConfig(toy_width=3) and config.toy_width == 3 and config.latent_dim == 8
+    build = GANTrainingConfig.from_options
+    config = build(arch="toy", toy_width=3)
+    assert config.model.arch_config == ToyConfig(toy_width=3) and config.model.latent_dim == 8
+    assert config.model.architecture.config.toy_width == 3 and isinstance(config.model.architecture, ToyArchitecture)
     assert config.to_dict()["toy_width"] == 3 and "w_dim" not in config.to_dict()
     with pytest.raises(ConfigError, match="toy_width does not apply to --arch dcgan"):
-        GANTrainingConfig(toy_width=3)
+        build(toy_width=3)
     with pytest.raises(ConfigError, match="w_dim does not apply to --arch dcgan.*--arch stylegan2"):
-        GANTrainingConfig(w_dim=16)
+        build(w_dim=16)
     with pytest.raises(ConfigError, match="discriminator_frozen needs --discriminator timm"):
-        GANTrainingConfig(discriminator_frozen=True)
+        build(discriminator_frozen=True)
     with pytest.raises(ConfigError, match="Unknown arch 'stylegan'"):
-        GANTrainingConfig(arch="stylegan")
-    timm = GANTrainingConfig(discriminator="timm-random:resnet10t", discriminator_hidden=8)
-    assert timm.discriminator_config.discriminator_hidden == 8 and timm.to_dict()["discriminator_hidden"] == 8
+        build(arch="stylegan")
+    timm = build(discriminator="timm-random:resnet10t", discriminator_hidden=8)
+    assert timm.model.discriminator_config.discriminator_hidden == 8 and timm.to_dict()["discriminator_hidden"] == 8
 
 
 def test_old_names_still_load_as_flags_yaml_and_checkpoint_configs(tmp_path, capsys):
@@ -172,9 +174,10 @@ def test_old_names_still_load_as_flags_yaml_and_checkpoint_configs(tmp_path, cap
         "--ada_interval", "2", "--ada_alpha", "0.5", "--ada_sigma", "0.1", "--ada_distance", "mse",
         "--ada_per_sample", "true"])
     config, notes = arguments.to_config()
-    assert (config.adaptivemix_shrinkage_weight, config.augment_target, config.adaptivemix_preset,
-            config.augment_kimg, config.augment_interval, config.adaptivemix_alpha, config.adaptivemix_sigma,
-            config.adaptivemix_distance, config.adaptivemix_per_sample) == (
+    mix, augment = config.adaptive_mix, config.augment
+    assert (mix.adaptivemix_shrinkage_weight, augment.augment_target, mix.adaptivemix_preset,
+            augment.augment_kimg, augment.augment_interval, mix.adaptivemix_alpha, mix.adaptivemix_sigma,
+            mix.adaptivemix_distance, mix.adaptivemix_per_sample) == (
         0.3, 0.6, "reference", 50.0, 2, 0.5, 0.1, "mse", True)
     assert len(notes) == 9 and all("is deprecated; use --" in line for line in notes)
     assert "--ada_target is deprecated; use --augment_target" in "\n".join(notes)
@@ -183,7 +186,8 @@ def test_old_names_still_load_as_flags_yaml_and_checkpoint_configs(tmp_path, cap
     path.write_text("ada_weight: 0.7\nada_mix_fakes: false\nmax_steps: 3\n")
     (arguments,) = parse_command_line(gan_command.build_parser(), [str(path)])
     config, notes = arguments.to_config()
-    assert config.adaptivemix_shrinkage_weight == 0.7 and config.adaptivemix_mix_fakes is False and len(notes) == 2
+    assert config.adaptive_mix.adaptivemix_shrinkage_weight == 0.7 and config.adaptive_mix.adaptivemix_mix_fakes is False
+    assert len(notes) == 2
 
     # a checkpoint's config written before the rename: every option side by side, old names, old spellings
     old = {"data": "digits", "steps": 5, "batch_size": 8, "arch": "dcgan", "ada_weight": 0.4, "ada_preset": "default",
@@ -191,11 +195,12 @@ def test_old_names_still_load_as_flags_yaml_and_checkpoint_configs(tmp_path, cap
            "arch_preset": "small", "minibatch_std_group": 0, "d_norm": "batch", "discriminator_hidden": 256,
            "discriminator_stages": [], "mixed_precision": "no", "betas": [0.5, 0.999]}
     config = GANTrainingConfig.from_dict(old)
-    assert (config.max_steps, config.per_device_train_batch_size, config.adaptivemix_shrinkage_weight,
-            config.adaptivemix_preset, config.augment_target, config.augment_interval, config.augment_kimg,
-            config.d_norm) == (5, 8, 0.4, "paper", 0.5, 3, 20.0, "batch")
+    assert (config.schedule.max_steps, config.optim.per_device_train_batch_size,
+            config.adaptive_mix.adaptivemix_shrinkage_weight, config.adaptive_mix.adaptivemix_preset,
+            config.augment.augment_target, config.augment.augment_interval, config.augment.augment_kimg,
+            config.model.arch_config.d_norm) == (5, 8, 0.4, "paper", 0.5, 3, 20.0, "batch")
     with pytest.warns(DeprecationWarning, match="ada_target is now augment_target"):
-        assert GANTrainingConfig(ada_target=0.6).augment_target == 0.6
+        assert GANTrainingConfig.from_options(ada_target=0.6).augment.augment_target == 0.6
 
 
 def test_adaptive_mix_settings_are_one_statement_shared_by_the_three_users():
@@ -204,14 +209,15 @@ def test_adaptive_mix_settings_are_one_statement_shared_by_the_three_users():
 
     for bad in (dict(adaptivemix_alpha=0.0), dict(adaptivemix_sigma=-1.0), dict(adaptivemix_shrinkage_weight=math.inf)):
         with pytest.raises(ConfigError):
-            GANTrainingConfig(**bad)
+            GANTrainingConfig.from_options(**bad)
     with pytest.raises(ConfigError, match="alpha"):
         AdaptiveMixConfig(alpha=0.0)
     with pytest.raises(ConfigError, match="shrinkage_weight"):
         AdaptiveMix(shrinkage_weight=-1.0)
     # the measured per-use defaults of the weight, from the one dataclass
-    assert GANTrainingConfig().adaptivemix_shrinkage_weight == AdaptiveMixSettings.GAN_WEIGHT["paper"] == 0.1
-    assert GANTrainingConfig(adaptivemix_preset="reference").adaptivemix_shrinkage_weight == 1.0
+    assert GANTrainingConfig.from_options().adaptive_mix.adaptivemix_shrinkage_weight == \
+        AdaptiveMixSettings.GAN_WEIGHT["paper"] == 0.1
+    assert GANTrainingConfig.from_options(adaptivemix_preset="reference").adaptive_mix.adaptivemix_shrinkage_weight == 1.0
     assert AdaptiveMixConfig().shrinkage_weight == AdaptiveMixClassifierLoss().weight == 1.0
     # the older keyword of the losses still works, with a deprecation warning
     with pytest.warns(DeprecationWarning, match="shrinkage_weight"):

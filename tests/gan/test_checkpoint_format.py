@@ -14,10 +14,10 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/conftest
 
 
 def test_a_checkpoint_holds_no_pickle_and_a_manifest_of_every_file(tmp_path):
-    config = GANTrainingConfig(dataset="digits", image_size=16, g_channels=8, d_channels=8, latent_dim=16,
-                               per_device_train_batch_size=8, max_steps=2, checkpoint_every=2, r1_gamma=1.0,
-                               diffaugment="color", augment_target=0.6, eval_num_samples=0, export_generator=False,
-                               progress_bar=False, output_dir=str(tmp_path / "run"))
+    config = GANTrainingConfig.from_options(
+        dataset="digits", image_size=16, g_channels=8, d_channels=8, latent_dim=16, per_device_train_batch_size=8,
+        max_steps=2, checkpoint_every=2, r1_gamma=1.0, diffaugment="color", augment_target=0.6, eval_num_samples=0,
+        export_generator=False, progress_bar=False, output_dir=str(tmp_path / "run"))
     folder = Path(train_gan(config).last_checkpoint)
     files = sorted(p for p in folder.iterdir())
     names = {p.name for p in files}

@@ -22,6 +22,7 @@ from hubtune.gan import (
     train_gan,
 )
 from hubtune.gan.checkpoint import load_module, read_trainer_state, write_trainer_state
+from hubtune.manifest import write_manifest
 
 TINY = dict(dataset="digits", image_size=16, g_channels=8, d_channels=8, latent_dim=16, per_device_train_batch_size=8,
             log_every=1, sample_every=2, checkpoint_every=2, num_sample_images=4, eval_num_samples=0,
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/conftest
 
 
 def tiny(tmp_path, name="run", **overrides):
-    return GANTrainingConfig(**{**TINY, "output_dir": str(tmp_path / name), **overrides})
+    return GANTrainingConfig.from_options(**{**TINY, "output_dir": str(tmp_path / name), **overrides})
 
 
 def read_logs(folder):
@@ -164,8 +165,9 @@ def _two_process_worker(output_dir):
                 **{f"D.{k}": v.detach().clone() for k, v in d.named_parameters()}}
 
     initial = params()
-    result = train_gan(GANTrainingConfig(**{**TINY, "output_dir": output_dir, "max_steps": 3, "r1_gamma": 1.0,
-                                            "checkpoint_every": 3}), generator=g, discriminator=d, accelerator=accelerator)
+    result = train_gan(GANTrainingConfig.from_options(**{**TINY, "output_dir": output_dir, "max_steps": 3, "r1_gamma": 1.0,
+                                                         "checkpoint_every": 3}),
+                       generator=g, discriminator=d, accelerator=accelerator)
     rank = accelerator.process_index
     save_file(params(), os.path.join(output_dir, f"rank{rank}.safetensors"))
     if rank == 0:
@@ -273,23 +275,26 @@ def test_push_with_a_rejected_token_is_an_auth_error(tmp_path, local_hub, hub_re
 
 def test_config_vocabulary_and_validation():
     with pytest.raises(ConfigError, match="bf16 and fp16"):
-        GANTrainingConfig(bf16=True, fp16=True)
+        GANTrainingConfig.from_options(bf16=True, fp16=True)
     with pytest.raises(ConfigError, match="max_steps must be a positive integer"):
-        GANTrainingConfig(max_steps=0)
+        GANTrainingConfig.from_options(max_steps=0)
     with pytest.raises(ConfigError, match="hub_model_id"):
-        GANTrainingConfig(push_to_hub=True)
+        GANTrainingConfig.from_options(push_to_hub=True)
+    with pytest.raises(ConfigError, match="export_generator"):
+        GANTrainingConfig.from_options(push_to_hub=True, hub_model_id="org/name", export_generator=False)
     with pytest.raises(ConfigError, match="adaptivemix_preset"):
-        GANTrainingConfig(adaptivemix_preset="default")
-    assert GANTrainingConfig(resume_from_checkpoint=True).resume_from_checkpoint == "latest"
-    assert GANTrainingConfig(resume_from_checkpoint=False).resume_from_checkpoint is None
-    assert "hub_token" not in GANTrainingConfig(hub_token="secret").to_dict()
+        GANTrainingConfig.from_options(adaptivemix_preset="default")
+    assert GANTrainingConfig.from_options(resume_from_checkpoint=True).resume_from_checkpoint == "latest"
+    assert GANTrainingConfig.from_options(resume_from_checkpoint=False).resume_from_checkpoint is None
+    assert "hub_token" not in GANTrainingConfig.from_options(hub_token="secret").to_dict()
     # an older hubtune's checkpoint config still reads
     old = {"data": "digits", "steps": 7, "batch_size": 4, "resume": False, "mixed_precision": "bf16",
            "betas": [0.0, 0.99], "ada_preset": "default", "export_generator": False}
     config = GANTrainingConfig.from_dict(old)
-    assert (config.dataset, config.max_steps, config.per_device_train_batch_size, config.bf16, config.fp16) == (
-        "digits", 7, 4, True, False)
-    assert config.betas == (0.0, 0.99) and config.adaptivemix_preset == "paper" and config.resume_from_checkpoint is None
+    assert (config.data.dataset, config.schedule.max_steps, config.optim.per_device_train_batch_size, config.optim.bf16,
+            config.optim.fp16) == ("digits", 7, 4, True, False)
+    assert config.optim.betas == (0.0, 0.99) and config.adaptive_mix.adaptivemix_preset == "paper"
+    assert config.resume_from_checkpoint is None
 
 
 def test_resume_from_a_checkpoint_written_with_the_old_config_names(tmp_path):
@@ -305,18 +310,19 @@ def test_resume_from_a_checkpoint_written_with_the_old_config_names(tmp_path):
         "betas": [new["adam_beta1"], new["adam_beta2"]], "resume": False, "ada_preset": "default"}
     (ckpt / "trainer_state.json").unlink()
     write_trainer_state(ckpt, state)
+    write_manifest(ckpt)  # as the run layer writes it, last
     resumed = train_gan(tiny(tmp_path, "old", max_steps=3, resume_from_checkpoint=True))
     assert [r["step"] for r in resumed.losses] == [3]
 
 
 def test_real_only_mixing_scores_fakes_plainly_and_regularises_reals_only(tmp_path):
-    from hubtune.gan.loop import _prepare_run, discriminator_step
+    from hubtune.gan.loop import discriminator_step, prepare_run
     from hubtune.gan.models import build_gan
 
     config = tiny(tmp_path, adaptivemix_mix_fakes=False, d_norm="none", max_steps=1)
     torch.manual_seed(0)
     G, D = build_gan("dcgan", 16, 1, latent_dim=16, g_channels=8, d_channels=8, d_norm="none")
-    run = _prepare_run(config, G, D, None, None)
+    run = prepare_run(config, G, D)
     real = torch.rand(8, 1, 16, 16) * 2 - 1
     fake = run.G(torch.randn(8, 16)).detach()
     with torch.no_grad():
@@ -325,7 +331,8 @@ def test_real_only_mixing_scores_fakes_plainly_and_regularises_reals_only(tmp_pa
     assert out.shrinkage_loss_fake is None and out.shrinkage_loss_real is not None
     torch.testing.assert_close(out.fake_logits, expected_fake_logits, rtol=0, atol=0)  # never mixed
     # loss = adversarial + weight x (the reals' shrinkage term only)
-    torch.testing.assert_close(out.loss, out.adversarial + config.adaptivemix_shrinkage_weight * out.shrinkage_loss_real)
+    weight = config.adaptive_mix.adaptivemix_shrinkage_weight
+    torch.testing.assert_close(out.loss, out.adversarial + weight * out.shrinkage_loss_real)
 
 
 def test_real_only_mixing_runs_logs_and_says_so_on_the_card(tmp_path):
@@ -342,10 +349,40 @@ def test_real_only_mixing_refuses_the_reference_preset(tmp_path):
 
 
 def test_ada_weight_defaults_to_the_measured_value_per_preset_and_keeps_a_given_one(tmp_path):
-    assert tiny(tmp_path).adaptivemix_shrinkage_weight == 0.1  # paper preset: chosen by benchmarks/bench_adaptivemix_fid.py
-    assert tiny(tmp_path, adaptivemix_preset="reference").adaptivemix_shrinkage_weight == 1.0  # the public script's
-    assert tiny(tmp_path, adaptivemix_shrinkage_weight=1.0).adaptivemix_shrinkage_weight == 1.0
-    assert tiny(tmp_path, adaptivemix_shrinkage_weight=0.0).adaptivemix_shrinkage_weight == 0.0
+    def weight(config):
+        return config.adaptive_mix.adaptivemix_shrinkage_weight
+
+    assert weight(tiny(tmp_path)) == 0.1  # paper preset: chosen by benchmarks/bench_adaptivemix_fid.py
+    assert weight(tiny(tmp_path, adaptivemix_preset="reference")) == 1.0  # the public script's
+    assert weight(tiny(tmp_path, adaptivemix_shrinkage_weight=1.0)) == 1.0
+    assert weight(tiny(tmp_path, adaptivemix_shrinkage_weight=0.0)) == 0.0
     # a run saved before the default changed resumes with the weight it trained with
     old = tiny(tmp_path, adaptivemix_shrinkage_weight=1.0).to_dict()
-    assert GANTrainingConfig.from_dict(old).adaptivemix_shrinkage_weight == 1.0
+    assert weight(GANTrainingConfig.from_dict(old)) == 1.0
+
+
+def test_the_ema_is_timms_with_tensorflows_warm_up():
+    """GeneratorEma is timm's ModelEmaV3 (parameters averaged, buffers copied) with one difference: the decay warms
+    up as TensorFlow's ExponentialMovingAverage(num_updates) does; timm's own warm-up would change every run."""
+    from timm.utils import ModelEmaV3
+
+    from hubtune.gan.loop import GeneratorEma
+
+    model = DCGANGenerator(latent_dim=8, image_size=16, channels=1, base_channels=4)
+    model.register_buffer("counter", torch.zeros(2))
+    ema = GeneratorEma(model, decay=0.999)
+    assert [ema.get_decay(s) for s in (0, 5, 100_000)] == [0.1, 6 / 15, 0.999]
+    timm_warmup = ModelEmaV3(model, decay=0.999, use_warmup=True)
+    assert [timm_warmup.get_decay(s) for s in (0, 5)] != [ema.get_decay(s) for s in (0, 5)], "why hubtune differs"
+
+    before = [p.detach().clone() for p in ema.module.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        model.counter.fill_(3.0)
+    ema.update(model, step=5)
+    weight = 1 - 6 / 15
+    for old, new, averaged in zip(before, model.parameters(), ema.module.parameters()):
+        assert torch.equal(averaged, torch.lerp(old, new.detach(), weight))
+    assert torch.equal(ema.module.counter, model.counter), "buffers are copied, not averaged"
+    assert not any(p.requires_grad for p in ema.module.parameters())

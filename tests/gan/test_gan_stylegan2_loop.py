@@ -30,7 +30,7 @@ from hubtune.gan import (
     train_gan,
 )
 from hubtune.gan.checkpoint import load_module, read_trainer_state
-from hubtune.gan.loop import _prepare_run, lazy_regularisation_factor
+from hubtune.gan.loop import lazy_regularisation_factor, prepare_run
 from hubtune.losses.adaptive_mix import AdaptiveMix, MixDraws
 
 MOBILENET = Path("/root/.cache/hubtune/mobilenetv2_100.tv_in1k")
@@ -46,40 +46,45 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/conftest
 
 
 def tiny(tmp_path, name="run", **overrides):
-    return GANTrainingConfig(**{**TINY, "output_dir": str(tmp_path / name), **overrides})
+    return GANTrainingConfig.from_options(**{**TINY, "output_dir": str(tmp_path / name), **overrides})
 
 
 # ------------------------------------------------------------------------------------------------ config
 
 
 def test_stylegan2_config_takes_the_preset_defaults_unless_given():
-    c = GANTrainingConfig(arch="stylegan2")
-    assert (c.lr_g, c.lr_d, c.betas, c.r1_gamma, c.r1_every, c.pl_weight) == (0.0025, 0.0025, (0.0, 0.99), 0.1, 16, 0.0)
-    assert (c.latent_dim, c.channel_base, c.channel_max, c.minibatch_std_group) == (128, 2048, 128, 4)
-    assert c.ema_decay == pytest.approx(0.5 ** (64 / 10_000))  # StyleGAN2-ADA: ema_kimg 10, batch 64
-    paper = GANTrainingConfig(arch="stylegan2", arch_preset="paper256", lr_g=0.002, r1_every=8)
-    assert (paper.lr_g, paper.lr_d, paper.r1_every, paper.pl_weight, paper.r1_gamma) == (0.002, 0.0025, 8, 2.0, 1.0)
+    build = GANTrainingConfig.from_options
+    c = build(arch="stylegan2")
+    o, options = c.optim, c.model.arch_config
+    assert (o.lr_g, o.lr_d, o.betas, o.r1_gamma, o.r1_every, options.pl_weight) == (0.0025, 0.0025, (0.0, 0.99), 0.1, 16,
+                                                                                     0.0)
+    assert (c.model.latent_dim, options.channel_base, options.channel_max, options.minibatch_std_group) == (
+        128, 2048, 128, 4)
+    assert o.ema_decay == pytest.approx(0.5 ** (64 / 10_000))  # StyleGAN2-ADA: ema_kimg 10, batch 64
+    paper = build(arch="stylegan2", arch_preset="paper256", lr_g=0.002, r1_every=8)
+    assert (paper.optim.lr_g, paper.optim.lr_d, paper.optim.r1_every, paper.model.arch_config.pl_weight,
+            paper.optim.r1_gamma) == (0.002, 0.0025, 8, 2.0, 1.0)
     assert GANTrainingConfig.from_dict(paper.to_dict()) == paper
-    dc = GANTrainingConfig()
-    assert (dc.lr_g, dc.betas, dc.r1_gamma, dc.r1_every, dc.ema_decay, dc.latent_dim) == (
-        2e-4, (0.5, 0.999), 0.0, 1, 0.999, 64)
-    assert GANTrainingConfig(arch="resnet").minibatch_std_group == 0  # resnet's option; dcgan has none
+    dc = build()
+    assert (dc.optim.lr_g, dc.optim.betas, dc.optim.r1_gamma, dc.optim.r1_every, dc.optim.ema_decay,
+            dc.model.latent_dim) == (2e-4, (0.5, 0.999), 0.0, 1, 0.999, 64)
+    assert build(arch="resnet").model.arch_config.minibatch_std_group == 0  # resnet's option; dcgan has none
     assert "minibatch_std_group" not in dc.to_dict()
     assert lazy_regularisation_factor(16, True) == 16 / 17 and lazy_regularisation_factor(16, False) == 1.0
-    ada = GANTrainingConfig(augment_target=0.6)
-    assert ada.diffaugment == "color,translation,cutout" and ada.augmentation_settings()["adaptive"]
+    ada = build(augment_target=0.6)
+    assert ada.augment.diffaugment == "color,translation,cutout" and ada.augment.card_settings()["adaptive"]
     with pytest.raises(ConfigError, match="multiple of the minibatch-stddev group"):
-        GANTrainingConfig(arch="stylegan2", per_device_train_batch_size=6)
+        build(arch="stylegan2", per_device_train_batch_size=6)
     with pytest.raises(ConfigError, match="g_channels does not apply to --arch stylegan2"):
-        GANTrainingConfig(arch="stylegan2", g_channels=8)
+        build(arch="stylegan2", g_channels=8)
     with pytest.raises(ConfigError, match="pl_weight"):
-        GANTrainingConfig(arch="dcgan", pl_weight=1.0)
+        build(arch="dcgan", pl_weight=1.0)
     with pytest.raises(ConfigError, match="diffaugment"):
-        GANTrainingConfig(diffaugment="color,rotate")
+        build(diffaugment="color,rotate")
     with pytest.raises(ConfigError, match="discriminator"):
-        GANTrainingConfig(discriminator="resnet18")
+        build(discriminator="resnet18")
     with pytest.raises(ConfigError, match="needs --discriminator timm"):
-        GANTrainingConfig(discriminator_frozen=True)
+        build(discriminator_frozen=True)
 
 
 # ------------------------------------------------------------------------------------------------ stylegan2 runs
@@ -171,7 +176,7 @@ def _fixed_inputs(batch, channels=1):
 
 def _one_step_gradients(config, generator, discriminator, real, z, accelerator=None):
     """The D and G gradients of step 0 (R1 and path length due) on fixed inputs, seeded identically."""
-    run = _prepare_run(config, generator, discriminator, None, accelerator)
+    run = prepare_run(config, generator, discriminator, None, accelerator)
     grads = _record_gradients(run)
     torch.manual_seed(1234)
     with run.accelerator.autocast():
@@ -221,7 +226,8 @@ def _two_process_worker(output_dir):
         g, d = _new_models(kind)
         real, z = _fixed_inputs(8)
         extra = {"discriminator": "timm-random:resnet10t"} if kind == "timm" else {}
-        config = GANTrainingConfig(**{**TINY, **STEP_CONFIG, **extra, "output_dir": os.path.join(output_dir, kind)})
+        config = GANTrainingConfig.from_options(**{**TINY, **STEP_CONFIG, **extra,
+                                                   "output_dir": os.path.join(output_dir, kind)})
         half = slice(rank * 4, (rank + 1) * 4)
         grads, _ = _one_step_gradients(config, g, d, real[half], z[half], accelerator)
         save_file(grads, os.path.join(output_dir, f"{kind}_rank{rank}.safetensors"))

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/conftest
 
 
 def _summary(tmp_path: Path, name: str) -> dict:
-    result = train_gan(GANTrainingConfig(**{**COMMON, **RUNS[name], "output_dir": str(tmp_path / name)}))
+    result = train_gan(GANTrainingConfig.from_options(**{**COMMON, **RUNS[name], "output_dir": str(tmp_path / name)}))
     generator = Generator.from_pretrained(result.generator_dir)
     images = {"plain": generator.generate(4, seed=3)}
     if name == "stylegan2":

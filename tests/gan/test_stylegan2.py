@@ -112,6 +112,9 @@ def test_equalised_learning_rate_scales():
     assert torch.allclose(conv(y), F.conv2d(y, conv.weight.detach() / math.sqrt(54), padding=1), atol=1e-6)
     g = StyleGAN2Generator(32, 3, **TINY)
     assert all(layer.lr_mul == 0.01 for layer in g.mapping.layers)
+    # its constructor's parameters are the keys of its config.json: from_config takes such a config instead
+    again = StyleGAN2Generator.from_config(g.config_dict())
+    assert again.config_dict() == g.config_dict() and again.state_dict().keys() == g.state_dict().keys()
     # stored N(0, 1) / lr_mul, so the run-time initial weights are N(0, 1 / fan_in) whatever lr_mul
     big = EqualLinear(512, 512, lr_mul=0.01)
     assert abs(big.runtime_weight().std().item() * math.sqrt(512) - 1) < 0.02

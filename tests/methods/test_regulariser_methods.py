@@ -349,13 +349,17 @@ def test_trainer_runs_prepare_on_the_training_images_under_the_evaluation_transf
         method, timm_weights_with_head, digits, tmp_path):
     model = _model(timm_weights_with_head, method)
     reference = _model(timm_weights_with_head, method)
-    reference.method.prepare(reference, _batches(reference, digits, batch_size=8))
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1,
+    evaluation = _batches(reference, digits).dataset
+    # the evaluation-transform images in an order shuffled with the run's seed, from a generator of their own
+    shuffled = torch.utils.data.DataLoader(evaluation, batch_size=8, shuffle=True, collate_fn=collate_image_batch,
+                                           generator=torch.Generator().manual_seed(7))
+    reference.method.prepare(reference, shuffled)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1, seed=7,
                              per_device_train_batch_size=16, per_device_eval_batch_size=8, remove_unused_columns=False,
                              save_strategy="no", learning_rate=0.0)
     train = with_transforms(digits.train, build_transforms(model.preprocessing, train=True))  # random crops and flips
     HubtuneTrainer(model=model, args=args, train_dataset=train, data_collator=collate_image_batch,
-                   preparation_dataset=_batches(model, digits).dataset).train()
+                   preparation_dataset=evaluation).train()
     if method == "co-tuning":
         torch.testing.assert_close(model.source_classifier.relationship, reference.source_classifier.relationship)
     else:

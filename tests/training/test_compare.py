@@ -202,22 +202,31 @@ def test_co_tuning_on_a_random_backbone_is_refused_before_any_run(tmp_path, caps
     assert not (out / "compare.jsonl").exists()  # nothing trained, not even ce
 
 
-def test_the_library_logs_and_prints_nothing(weights, tmp_path, capsys, caplog):
+def test_the_library_says_its_progress_through_the_run_messages(weights, tmp_path, capsys, monkeypatch):
+    """No print() in the library: progress and the report are records of the ``hubtune.run`` logger
+    (:mod:`hubtune.messages`), which a caller may route elsewhere."""
     import logging
 
+    from hubtune.messages import RUN_LOGGER
     from hubtune.training.compare import parse_compare_args, run_compare
 
-    caplog.set_level(logging.INFO, logger="hubtune.training.compare")
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    monkeypatch.setattr(logging.getLogger(RUN_LOGGER), "handlers", [Collect()])
     run_compare(*parse_compare_args(_argv(weights, tmp_path / "cmp", "--methods", "ce", "--seeds", "1")[1:]))
-    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "hubtune.training.compare")
-    assert "[1/1] ce, seed 0: accuracy " in logged and "| ce | 1 |" in logged
+    said = "\n".join(records)
+    assert "0 of 1 runs already finished" in said and "[1/1] ce, seed 0: accuracy " in said and "| ce | 1 |" in said
     assert "[1/1]" not in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------ the journal
 
 
-def test_the_journal_writes_whole_lines_and_repairs_a_cut_one(tmp_path, caplog):
+def test_the_journal_writes_whole_lines_and_repairs_a_cut_one(tmp_path, capsys):
     from hubtune.training.compare_journal import RunJournal
 
     row = {"label": "ce", "seed": 0, "accuracy": 0.5, "seconds_per_step": 0.1, "train_samples": 4, "eval_samples": 2,
@@ -232,9 +241,8 @@ def test_the_journal_writes_whole_lines_and_repairs_a_cut_one(tmp_path, caplog):
     assert [r["seed"] for r in read_runs(tmp_path)] == [0, 1]
     journal.repair()
     assert journal.path.read_bytes() == whole
-    assert [r.getMessage() for r in caplog.records if "cut short" in r.getMessage()] == [
-        f"Note: line 3 of {journal.path} was cut short (a run stopped while writing it) and is dropped; that run is "
-        "trained again."]
+    assert capsys.readouterr().out == (f"Note: line 3 of {journal.path} was cut short (a run stopped while writing it) "
+                                       "and is dropped; that run is trained again.\n")
     journal.append({**row, "seed": 2})  # does not glue onto anything
     assert [r["seed"] for r in read_runs(tmp_path)] == [0, 1, 2]
     # a complete last record that only lost its newline (an edited file) is kept, and gets its newline

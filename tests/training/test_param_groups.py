@@ -83,10 +83,23 @@ def test_a_methods_pretrained_parts_follow_the_backbones_multiplier(timm_weights
     assert described["classifier"]["parameters"] == sum(p.numel() for p in model.classifier.parameters())
 
 
-def test_a_part_the_model_lacks_is_refused_naming_the_parts(tmp_path):
+def test_a_given_part_the_model_lacks_is_refused_naming_the_parts(tmp_path):
     trainer = HubtuneTrainer(model=_model("test_resnet"), args=_args(tmp_path, lr_multipliers="encoder=0.1"))
-    with pytest.raises(ConfigError, match="names encoder, which this model has no trainable part.*backbone, classifier"):
+    with pytest.raises(ConfigError, match="names encoder, but this model has no trainable part.*backbone, classifier"):
         trainer.create_optimizer()
+
+
+def test_a_borrowed_recipe_may_name_parts_this_model_lacks(tmp_path):
+    # `--method ce --recipe core-tuning`-like borrowing: a recipe's part that this model lacks is not an error
+    args = _args(tmp_path, lr_multipliers="backbone=0.1,projector=0.5")
+    model_args, _, method_args, _ = parse_finetune_args(["--method", "ce"])
+    _, settings, _ = resolve_recipe(method_args, args)
+    from hubtune.training.recipes import Setting
+
+    settings["lr_multipliers"] = Setting("backbone=0.1,projector=0.5", "recipe", "core-tuning")
+    trainer = HubtuneTrainer(model=_model("test_resnet"), args=args, training_settings=settings)
+    trainer.create_optimizer()
+    assert _lr_by_part(trainer.optimizer) == {"backbone": {0.001}, "classifier": {0.01}}
 
 
 @pytest.mark.parametrize("filter_bias_and_bn", [True, False])
@@ -127,8 +140,7 @@ def test_tllibs_baselines_train_the_backbone_at_a_tenth_and_decay_every_paramete
     assert get_method("bss").recipe["weight_decay"] == get_method("co-tuning").recipe["weight_decay"] == 5e-4
     assert get_method("bss").recipe["filter_bias_and_bn"] is False
     assert get_method("l2-sp").recipe["weight_decay"] == get_method("delta").recipe["weight_decay"] == 0.0
-    assert parse_lr_multipliers(get_method("co-tuning").recipe["lr_multipliers"]) == {"backbone": 0.1,
-                                                                                       "source_classifier": 0.1}
+    assert get_method("co-tuning").pretrained_parts == ("source_classifier",)  # so backbone=0.1 reaches its head
     for name in ("ce", "core-tuning", "adaptivemix"):  # Core-tuning's script: one rate for every parameter
         assert "lr_multipliers" not in get_method(name).recipe
 
@@ -146,5 +158,5 @@ def test_another_methods_recipe_trains_ce_as_tllib_does():
 def test_plain_training_arguments_are_warned_about_a_recipes_multipliers(timm_weights_with_head, tmp_path):
     model = HubtuneForImageClassification.from_backbone(timm_weights_with_head, num_labels=3, method="co-tuning",
                                                         pretrained=True, image_size=32)
-    with pytest.warns(UserWarning, match=r"lr_multipliers=None \(the recipe uses 'backbone=0.1,source_classifier=0.1'\)"):
+    with pytest.warns(UserWarning, match=r"lr_multipliers=None \(the recipe uses 'backbone=0.1'\)"):
         HubtuneTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to=[], use_cpu=True))

@@ -75,7 +75,8 @@ class StyleGAN2(GANArchitecture):
 
     def training_defaults(self, batch_size):
         training = STYLEGAN2_TRAINING[self.config.arch_preset]
-        # StyleGAN2-ADA: ema_beta = 0.5 ** (batch / (ema_kimg * 1000)), with this process's batch
+        # StyleGAN2-ADA: ema_beta = 0.5 ** (batch / (ema_kimg * 1000)) (WentianZhang-ML/AdaptiveMix
+        # generation/training/training_loop.py:301-304, without its ramp-up), with this process's batch
         ema = 0.5 ** (batch_size / (training["ema_kimg"] * 1000.0))
         return TrainingDefaults(lr=training["learning_rate"], betas=training["betas"], r1_gamma=training["r1_gamma"],
                                 r1_every=training["r1_interval"], ema_decay=ema)
