@@ -30,6 +30,8 @@ from hubtune.offline import hub_offline, not_in_cache
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# How a user of `hubtune finetune` / `compare` asks for random weights, named when pretrained ones cannot be loaded.
+RANDOM_WEIGHTS_OPTION = "--pretrained false"
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,7 @@ def _timm_preprocessing(model: nn.Module) -> PreprocessingConfig:
 
 
 def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any],
-                 keep_source_classifier: bool = False) -> TimmBackbone:
+                 keep_source_classifier: bool = False, random_weights: str = RANDOM_WEIGHTS_OPTION) -> TimmBackbone:
     import timm
     from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
 
@@ -377,11 +379,11 @@ def _create_timm(name: str, pretrained: bool, model_kwargs: dict[str, Any],
             if isinstance(e, OSError) and hub_offline():
                 raise PretrainedWeightsError(
                     f"Could not load pretrained weights for timm model {name!r}: {not_in_cache('its weights file')}, or "
-                    "pass --no-pretrained to start from random weights.") from e
+                    f"pass {random_weights} to start from random weights.") from e
             raise PretrainedWeightsError(
                 f"Could not load pretrained weights for timm model {name!r}: {type(e).__name__}: {e}. "
                 "Check the name and your connection (HF_ENDPOINT, HF_TOKEN), pass a local folder as "
-                "'local-dir:PATH', or use --no-pretrained to start from random weights."
+                f"'local-dir:PATH', or pass {random_weights} to start from random weights."
             ) from e
     else:
         model = timm.create_model(architecture, pretrained=False, num_classes=0, **model_args)
@@ -485,11 +487,11 @@ def _create_transformers(name: str, pretrained: bool, model_kwargs: dict[str, An
             if isinstance(e, OSError) and not Path(name).exists() and hub_offline():
                 raise PretrainedWeightsError(
                     f"Could not load pretrained weights for {name!r}: {not_in_cache('its weights file')}, or pass "
-                    "--no-pretrained to start from random weights.") from e
+                    f"{RANDOM_WEIGHTS_OPTION} to start from random weights.") from e
             raise PretrainedWeightsError(
                 f"Could not load pretrained weights for transformers model {name!r}: {type(e).__name__}: {e}. "
-                "Check the id and your connection (HF_ENDPOINT, HF_TOKEN), pass a local folder, or use "
-                "--no-pretrained to start from random weights."
+                "Check the id and your connection (HF_ENDPOINT, HF_TOKEN), pass a local folder, or pass "
+                f"{RANDOM_WEIGHTS_OPTION} to start from random weights."
             ) from e
     else:
         model = cls(config)
@@ -527,6 +529,7 @@ def create_backbone(
     library: str | None = None,
     image_size: int | None = None,
     keep_source_classifier: bool = False,
+    random_weights: str = RANDOM_WEIGHTS_OPTION,
     **model_kwargs: Any,
 ) -> Backbone:
     """Create a :class:`Backbone` from a timm or transformers name.
@@ -541,6 +544,8 @@ def create_backbone(
         image_size: override the input size of the preprocessing config.
         keep_source_classifier: keep the pretrained timm weights' own linear head aside, as
             ``Backbone.source_classifier`` (for methods that use the source label space, Co-Tuning).
+        random_weights: how the caller's user asks for random weights instead, named when pretrained weights
+            cannot be loaded (``hubtune finetune``'s ``--pretrained false`` unless said otherwise).
         **model_kwargs: passed to ``timm.create_model`` or ``AutoConfig.from_pretrained``.
     """
     if not isinstance(name, str) or not name:
@@ -549,7 +554,7 @@ def create_backbone(
     if library == "timm":
         if "/" in name and not name.startswith(("hf-hub:", "local-dir:", "timm:")):
             name = ("local-dir:" if Path(name).is_dir() else "hf-hub:") + name
-        backbone = _create_timm(name, pretrained, model_kwargs, keep_source_classifier)
+        backbone = _create_timm(name, pretrained, model_kwargs, keep_source_classifier, random_weights)
     elif library == "transformers":
         backbone = _create_transformers(name, pretrained, model_kwargs)
     else:
@@ -587,6 +592,15 @@ def public_name(name: str | None) -> str | None:
     if prefix or path.is_absolute() or rest.startswith((".", "~")) or path.exists():
         return prefix + path.name
     return str(name)
+
+
+def card_name(name: str | None, spec: dict[str, Any]) -> str | None:
+    """The backbone as a model card names it: ``name`` (:func:`public_name`), except that random weights built from
+    a ``local-dir:`` folder are named by their architecture (``resnet10t``, not the folder): the folder gave only
+    the architecture, none of its weights."""
+    if spec.get("pretrained") or not str(name or "").startswith("local-dir:"):
+        return name
+    return spec.get("architecture") or name
 
 
 def _describe_weights(pretrained_cfg: dict[str, Any], pretrained: bool) -> dict[str, Any]:

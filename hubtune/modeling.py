@@ -26,7 +26,14 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from hubtune.backbones import Backbone, PreprocessingConfig, backbone_from_spec, create_backbone, public_name
+from hubtune.backbones import (
+    Backbone,
+    PreprocessingConfig,
+    backbone_from_spec,
+    card_name,
+    create_backbone,
+    public_name,
+)
 from hubtune.errors import ConfigError, ExportError, MethodError, WeightsFileError
 from hubtune.hub import push_folder, write_model_card
 from hubtune.layouts import (
@@ -450,7 +457,7 @@ class HubtuneForImageClassification(PreTrainedModel):
         """What the model card needs to know about this model and its run, as plain values (``hubtune_run.json``)."""
         config = self.config
         return {
-            "base_model": config.backbone_name,
+            "base_model": card_name(config.backbone_name, config.backbone_spec),
             "backbone_library": config.backbone_spec.get("library"),
             "export_format": config.default_export_format,
             "pretrained": bool(config.backbone_spec.get("pretrained", False)),
