@@ -35,7 +35,7 @@ from typing import Any
 from transformers import set_seed
 
 from hubtune.backbones import resolve_library
-from hubtune.data import collate_image_batch, few_shot_subset
+from hubtune.data import collate_image_batch, few_shot_subset, load_image_classification_data
 from hubtune.devices import configure_backends
 from hubtune.errors import CheckpointError, ConfigError, MethodError, OutputDirError
 from hubtune.locking import output_dir_lock
@@ -54,7 +54,6 @@ from hubtune.training.compare_journal import RUNS_FILE, RunJournal, read_runs
 from hubtune.training.finetune import (
     FinetuneTrainingArguments,
     _trainer_callbacks,
-    load_data,
     method_arguments_class,
     preparation_dataset,
     resolve_recipe,
@@ -256,7 +255,12 @@ def _set_aside(journal: RunJournal) -> set[tuple[str, int]]:
 
 def _seed_data(data_args: Any, compare_args: CompareArguments, seed: int) -> Any:
     """The training and evaluation data of one seed (its labelled subset drawn with the seed)."""
-    data = load_data(data_args, seed)
+    data = load_image_classification_data(
+        data_args.dataset, image_column=data_args.image_column, label_column=data_args.label_column,
+        eval_split=data_args.eval_split, eval_fraction=data_args.eval_fraction, seed=seed,
+        max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
+        strict_data=data_args.strict_data, streaming=data_args.streaming,
+    )
     if data.streaming and (data.eval is None or compare_args.train_samples_per_class is not None):
         raise ConfigError("hubtune compare --streaming needs the stream's evaluation split (--eval_split) and "
                           "no --train_samples_per_class (which picks images from a data set of known size).")
