@@ -26,7 +26,14 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from hubtune.backbones import Backbone, PreprocessingConfig, backbone_from_spec, create_backbone, public_name
+from hubtune.backbones import (
+    Backbone,
+    PreprocessingConfig,
+    backbone_from_spec,
+    create_backbone,
+    get_backbone_library,
+    public_name,
+)
 from hubtune.errors import ConfigError, ExportError, MethodError, WeightsFileError
 from hubtune.hub import push_folder, write_model_card
 from hubtune.layouts import (
@@ -131,10 +138,12 @@ class HubtuneConfig(PretrainedConfig):
 
     @property
     def default_export_format(self) -> str:
-        """``"hubtune"`` when the head cannot be expressed as a plain linear classifier of the backbone's library."""
-        if self.classifier_type != "linear" or self.normalize_features:
+        """The export layout paired with the backbone's library (``BackboneLibrary.export_layout``); ``"hubtune"``
+        when the library has none or the head cannot be expressed as a plain linear classifier of the library."""
+        library = self.backbone_spec.get("library")
+        if self.classifier_type != "linear" or self.normalize_features or not library:
             return "hubtune"
-        return self.backbone_spec.get("library", "hubtune")
+        return get_backbone_library(library).export_layout or "hubtune"
 
 
 @dataclass
