@@ -100,7 +100,8 @@ def create_backbone(
     return backbone
 
 
-def backbone_from_spec(spec: dict[str, Any], preprocessing: dict[str, Any] | PreprocessingConfig | None = None) -> Backbone:
+def backbone_from_spec(spec: dict[str, Any],
+                       preprocessing: dict[str, Any] | PreprocessingConfig | None = None) -> Backbone:
     """Rebuild a backbone's architecture (random weights, no download) from its ``spec``, by its library."""
     if isinstance(preprocessing, dict):
         preprocessing = PreprocessingConfig.from_dict(preprocessing)

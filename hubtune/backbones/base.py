@@ -62,7 +62,8 @@ class Backbone(nn.Module):
     """Pooled image features from a model of a registered backbone library.
 
     Attributes:
-        library: the library's registered name (``"timm"``, ``"transformers"`` or a plug-in's); also ``spec["library"]``.
+        library: the library's registered name (``"timm"``, ``"transformers"`` or a plug-in's), also
+            ``spec["library"]``.
         library_entry: the registered library (:class:`~hubtune.backbones.registry.BackboneLibrary`) that made it:
             it reads the model's pooled features and, for methods that need them (DELTA), its feature maps.
         model: the wrapped library model.

@@ -64,7 +64,8 @@ class BackboneLibrary:
         raise NotImplementedError
 
     def pooled(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The pooled features (B, D) of ``model``: a backbone's library model or a copy of it (DELTA's frozen start)."""
+        """The pooled features (B, D) of ``model``: a backbone's library model or a copy of it (DELTA's frozen
+        start)."""
         raise NotImplementedError
 
     def feature_levels(self, backbone: Backbone) -> list[tuple[str, Any]]:

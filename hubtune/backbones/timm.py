@@ -67,7 +67,8 @@ def _check_label_names(source: str, key: str, value: Any) -> None:
         return
     if isinstance(value, dict):
         if not all(isinstance(k, str) and k.strip().isdigit() for k in value):
-            raise timm_config_error(source, f"{key} as a mapping must have class indices as keys, not {_describe(value)}")
+            raise timm_config_error(source, f"{key} as a mapping must have class indices as keys, not "
+                                            f"{_describe(value)}")
     elif not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
         raise timm_config_error(source, f"{key} must be a list of class names, not {_describe(value)}")
 
@@ -278,8 +279,9 @@ class TimmLibrary(BackboneLibrary):
     def feature_levels(self, backbone: Backbone) -> list[tuple[str, Any]]:
         info = getattr(backbone.model, "feature_info", None)
         if not info or not hasattr(backbone.model, "forward_intermediates"):
-            raise BackboneError(f"timm model {backbone.spec.get('name')!r} has no feature_info / forward_intermediates, "
-                                "so its intermediate feature maps cannot be read; use another backbone or method.")
+            raise BackboneError(f"timm model {backbone.spec.get('name')!r} has no feature_info / "
+                                "forward_intermediates, so its intermediate feature maps cannot be read; use another "
+                                "backbone or method.")
         return [(dict(e)["module"], dict(e).get("reduction")) for e in info]
 
     def intermediates(self, model: nn.Module, pixel_values: torch.Tensor,

@@ -57,7 +57,8 @@ def _transformers_preprocessing(name: str, config) -> PreprocessingConfig:
         crop_pct = float(getattr(proc, "crop_pct", None) or crop_pct)
     except Exception:  # noqa: BLE001 - no preprocessor_config.json: fall back to the config and ImageNet stats
         pass
-    return PreprocessingConfig(input_size=(in_chans, *size), mean=mean, std=std, interpolation="bicubic", crop_pct=crop_pct)
+    return PreprocessingConfig(input_size=(in_chans, *size), mean=mean, std=std, interpolation="bicubic",
+                               crop_pct=crop_pct)
 
 
 def _library_config(name: str, pretrained: bool, model_kwargs: dict[str, Any]):

@@ -79,8 +79,8 @@ class DeltaConfig(MethodConfig):
             ``feature_info`` modules, read with ``forward_intermediates``; transformers' blocks, read from
             ``hidden_states``), e.g. ``layer1,layer2,layer3,layer4`` for a ResNet; empty (the default): the last level
             of each of the backbone's last four resolutions (a ResNet's four stages; four evenly spaced blocks of a
-            ViT), see ``BackboneLibrary.feature_map_modules``. The model's config records the names. The authors hook the
-            last conv of each stage's last block, before its BatchNorm and the residual sum (train.py:128-129,
+            ViT), see ``BackboneLibrary.feature_map_modules``. The model's config records the names. The authors
+            hook the last conv of each stage's last block, before its BatchNorm and the residual sum (train.py:128-129,
             ``layer1.2.conv3, ...``; tllib delta.py:88-93 the same); hubtune reads each stage's output, which every
             library returns: a stated difference, not measured against the conv3 outputs.
         attention_epochs: epochs of the linear probe trained on the frozen pre-trained features before the
