@@ -286,13 +286,15 @@ def _expected(hint: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
-def check_file_values(dataclass_types: Sequence[type], values: Mapping[str, Any], source: str) -> dict[str, Any]:
+def check_file_values(dataclass_types: Sequence[type], values: Mapping[str, Any], source: str, *,
+                      finite: bool = False) -> dict[str, Any]:
     """``values`` (option name -> value, from a config file or a dict) checked against the dataclass field types.
 
     As argparse does for flags: true / false only for boolean fields, numbers (or numeric strings, such as YAML's
     ``1e-3``) for numeric ones, strings for string and choice fields, lists only for list fields (a single value
-    becomes a one-item list), null only for optional ones. Returns the values with numbers converted; raises
-    ConfigError naming the option and ``source`` (e.g. ``"config file 'run.yaml'"``) otherwise.
+    becomes a one-item list), null only for optional ones; with ``finite``, ``nan`` and ``inf`` are refused too (a
+    method's knobs). Returns the values with numbers converted; raises ConfigError naming the option and ``source``
+    (e.g. ``"config file 'run.yaml'"``) otherwise.
     """
     hints: dict[str, Any] = {}
     for dataclass_type in dataclass_types:
@@ -316,6 +318,8 @@ def check_file_values(dataclass_types: Sequence[type], values: Mapping[str, Any]
             elif value is None:
                 advice = f"; give a value or leave `{name}` out for its default"
             raise ConfigError(f"{source[:1].upper()}{source[1:]}: {name} must be {e}, not {_describe(value)}{advice}.") from None
+        if finite and isinstance(checked[name], float) and not math.isfinite(checked[name]):
+            raise ConfigError(f"{source[:1].upper()}{source[1:]}: {name} must be a finite number, not {value!r}.")
     return checked
 
 

@@ -30,6 +30,7 @@ from hubtune.backbones import (
     Backbone,
     PreprocessingConfig,
     backbone_from_spec,
+    card_name,
     create_backbone,
     get_backbone_library,
     public_name,
@@ -468,7 +469,7 @@ class HubtuneForImageClassification(PreTrainedModel):
         """What the model card needs to know about this model and its run, as plain values (``hubtune_run.json``)."""
         config = self.config
         return {
-            "base_model": config.backbone_name,
+            "base_model": card_name(config.backbone_name, config.backbone_spec),
             "backbone_library": config.backbone_spec.get("library"),
             "export_format": config.default_export_format,
             "pretrained": bool(config.backbone_spec.get("pretrained", False)),

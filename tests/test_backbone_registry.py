@@ -56,9 +56,9 @@ class ToyLibrary(BackboneLibrary):
     def claims(self, name):
         return name.startswith("toy:")
 
-    def create(self, name, pretrained, model_kwargs, keep_source_classifier=False):
+    def create(self, name, pretrained, model_kwargs, keep_source_classifier=False, random_weights=""):
         if pretrained:
-            raise PretrainedWeightsError(f"{name!r}: toy backbones have no pretrained weights; pass --no-pretrained.")
+            raise PretrainedWeightsError(f"{name!r}: toy backbones have no pretrained weights; pass {random_weights}.")
         return self.from_spec({"library": self.name, "name": name, "width": int(name[len("toy:"):])}, None)
 
     def from_spec(self, spec, preprocessing):
@@ -104,7 +104,7 @@ def test_a_toy_library_is_created_by_name_and_rebuilt_from_its_spec(toy_library)
     rebuilt.load_state_dict(backbone.state_dict())  # strict: the same parameter names and shapes
     torch.testing.assert_close(rebuilt.eval()(x), backbone(x))
     assert backbone.library_entry.feature_map_modules(backbone) == ["stage1", "stage2"]
-    with pytest.raises(PretrainedWeightsError, match="no pretrained weights"):
+    with pytest.raises(PretrainedWeightsError, match="no pretrained weights; pass --pretrained false"):
         create_backbone("toy:6", pretrained=True)
     with pytest.raises(BackboneError, match=r"Unknown backbone 'toi:6'.*'toy:WIDTH' for a toy conv net"):
         create_backbone("toi:6")

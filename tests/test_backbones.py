@@ -117,7 +117,7 @@ def test_unpooled_backbone_is_a_clear_error():
 
 def test_failed_download_is_an_error_not_random_weights(local_hub):
     # The session's HF_ENDPOINT is the local test Hub, which has no timm/resnet18 weights.
-    with pytest.raises(PretrainedWeightsError, match="no-pretrained"):
+    with pytest.raises(PretrainedWeightsError, match="--pretrained false to start from random weights"):
         create_backbone("resnet18", pretrained=True)
     with pytest.raises(PretrainedWeightsError):
         create_backbone("hf-hub:nobody/missing-model", pretrained=True)

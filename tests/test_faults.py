@@ -319,17 +319,27 @@ def test_a_checkpoint_changed_without_changing_its_size_is_refused_or_skipped(fi
     assert json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())["global_step"] == 6
 
 
-def test_a_checkpoint_without_sha256sums_still_resumes(finished_run, tmp_path, capsys):
+@pytest.mark.parametrize("resume", ["checkpoint-4", "true"])
+def test_a_checkpoint_without_sha256sums_still_resumes_with_a_warning(finished_run, tmp_path, capsys, resume):
+    """Issue 28: a checkpoint whose SHA256SUMS was deleted (and whose weights were changed without a change of size)
+    resumed with no word; it still resumes (as checkpoints written before manifests existed must), saying once that
+    its content could not be checked."""
     import shutil
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
     for checkpoint in run_dir.glob("checkpoint-*"):
         (checkpoint / "SHA256SUMS").unlink()  # as an older hubtune wrote them
-    run(["finetune", *TINY, "--method", "ce", "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2",
-         "--output_dir", str(run_dir), "--resume_from_checkpoint", str(run_dir / "checkpoint-4")], capsys,
-        expected_code=0)
+    before = {k: v for k, v in hashes(run_dir).items() if k.startswith("checkpoint-")}
+    printed = run(["finetune", *TINY, "--method", "ce", "--max_steps", "6", "--save_strategy", "steps",
+                   "--save_steps", "2", "--save_total_limit", "5", "--output_dir", str(run_dir),
+                   "--resume_from_checkpoint", str(run_dir / resume) if resume != "true" else resume], capsys,
+                  expected_code=0)
+    warned = [line for line in printed.splitlines() if "could not be checked" in line]
+    assert warned == [f"Note: {run_dir / 'checkpoint-4'} has no SHA256SUMS, so its content could not be checked (a "
+                      "change that kept the files' sizes would go unnoticed); resuming from it as it is."]
     assert (run_dir / "checkpoint-6" / "SHA256SUMS").is_file()
+    assert {k: v for k, v in hashes(run_dir).items() if k in before} == before
 
 
 def test_a_gan_checkpoint_changed_without_changing_its_size_is_refused_or_skipped(tmp_path, capsys):
@@ -584,9 +594,9 @@ def test_a_second_gan_into_a_running_ones_folder_is_refused(tmp_path, capsys):
         running.wait()
 
 
-def _sigterm_after_the_first_checkpoint(argv: list[str], out: Path, cwd: Path) -> tuple[int, str]:
-    """Run ``python -m hubtune ARGV`` (a long run) until ``out`` holds a complete checkpoint, send SIGTERM as a
-    cluster scheduler does, and return the exit code and stderr."""
+def sigterm_when(argv: list[str], ready, cwd: Path, waiting_for: str) -> tuple[int, str]:
+    """Run ``python -m hubtune ARGV`` (a long run) until ``ready()``, send SIGTERM as a cluster scheduler does, and
+    return the exit code and stderr."""
     import os
     import signal
     import subprocess
@@ -599,9 +609,9 @@ def _sigterm_after_the_first_checkpoint(argv: list[str], out: Path, cwd: Path) -
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 600
-        while not any((c / "trainer_state.json").is_file() for c in out.glob("checkpoint-*")):
-            assert proc.poll() is None, f"the run ended (code {proc.returncode}) before its first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 600 s"
+        while not ready():
+            assert proc.poll() is None, f"the run ended (code {proc.returncode}) before {waiting_for}"
+            assert time.monotonic() < deadline, f"no {waiting_for} within 600 s"
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
@@ -610,6 +620,11 @@ def _sigterm_after_the_first_checkpoint(argv: list[str], out: Path, cwd: Path) -
             proc.kill()
             proc.communicate()
     return proc.returncode, err
+
+
+def _sigterm_after_the_first_checkpoint(argv: list[str], out: Path, cwd: Path) -> tuple[int, str]:
+    return sigterm_when(argv, lambda: any((c / "trainer_state.json").is_file() for c in out.glob("checkpoint-*")),
+                        cwd, "its first checkpoint")
 
 
 @pytest.mark.parametrize("command", ["finetune", "gan"])
@@ -771,6 +786,51 @@ def test_a_hub_id_while_offline_names_the_offline_setting(argv, tmp_path, capsys
     assert "HF_HUB_OFFLINE=1 is set" in line and "not in the local Hugging Face cache" in line
     assert "has no config.json" not in line and "Unknown backbone" not in line
     assert argv[0] == "ood" or not (tmp_path / "out").exists()  # ood makes its results folder first
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["finetune", "--model", "resnet18", "--pretrained"], ["--pretrained", "false"]),
+    (["gan", "--discriminator", "timm:resnet18", "--max_steps", "1", "--per_device_train_batch_size", "8",
+      "--image_size", "16", "--eval_num_samples", "0", "--no_progress_bar"], ["--discriminator", "timm-random:resnet18"]),
+])
+def test_offline_pretrained_weights_name_the_commands_own_option_for_random_weights(argv, option, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """Issue 28: `hubtune gan` with a timm discriminator offline suggested --no-pretrained, which neither command has."""
+    import huggingface_hub.constants
+    from accelerate.state import AcceleratorState
+
+    from hubtune.commands import COMMANDS
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    AcceleratorState._reset_state(True)
+    line = run([*argv, "--output_dir", str(tmp_path / "out")], capsys)
+    AcceleratorState._reset_state(True)
+    assert f"or pass {' '.join(option)} to start from random weights" in line and "--no-pretrained" not in line
+    # the option named is one the command has
+    import importlib
+
+    from hubtune.arguments import parse_command_line
+
+    command = importlib.import_module(COMMANDS[argv[0]][0])
+    parse_command_line(command.build_parser(), [*argv[1:], *option, "--output_dir", str(tmp_path / "other")])
+
+
+def test_random_weights_from_a_folder_are_named_by_their_architecture_in_the_card(image_folder, tmp_path, capsys):
+    """Issue 28: a card trained from local-dir:FOLDER with --pretrained false named the architecture after the folder
+    (the folder gave only the architecture); with its weights, the folder is the base model."""
+    import timm
+
+    folder = tmp_path / "timm_r10"
+    timm.models.save_for_hf(timm.create_model("resnet10t", num_classes=0), str(folder), safe_serialization=True)
+    argv = ["finetune", *TINY[2:], "--model", f"local-dir:{folder}", "--dataset", str(image_folder), "--method", "ce",
+            "--max_steps", "1", "--save_strategy", "no", "--eval_strategy", "no"]
+    run([*argv, "--pretrained", "false", "--output_dir", str(tmp_path / "random")], capsys, expected_code=0)
+    card = (tmp_path / "random" / "README.md").read_text()
+    assert "timm_r10" not in card and "name: resnet10t-" in card and "Backbone: `resnet10t` (timm), random" in card
+    assert json.loads((tmp_path / "random" / "hubtune_run.json").read_text())["base_model"] == "resnet10t"
+    run([*argv, "--pretrained", "true", "--output_dir", str(tmp_path / "pretrained")], capsys, expected_code=0)
+    assert "timm_r10" in (tmp_path / "pretrained" / "README.md").read_text()
 
 
 def test_a_failed_gan_push_leaves_the_generator_folder_alone(tmp_path, local_hub, hub_token, hub_repo_id, capsys):

@@ -19,7 +19,15 @@ from typing import Any
 
 from hubtune.backbones import timm as _timm  # noqa: F401  (registers the "timm" library)
 from hubtune.backbones import transformers as _transformers  # noqa: F401  (registers the "transformers" library)
-from hubtune.backbones.base import IMAGENET_MEAN, IMAGENET_STD, Backbone, PreprocessingConfig, public_name
+from hubtune.backbones.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RANDOM_WEIGHTS_OPTION,
+    Backbone,
+    PreprocessingConfig,
+    card_name,
+    public_name,
+)
 from hubtune.backbones.registry import (
     BACKBONE_LIBRARIES,
     BackboneLibrary,
@@ -36,6 +44,7 @@ __all__ = [
     "BACKBONE_LIBRARIES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "RANDOM_WEIGHTS_OPTION",
     "Backbone",
     "BackboneError",
     "BackboneLibrary",
@@ -43,6 +52,7 @@ __all__ = [
     "PretrainedWeightsError",
     "WeightsFileError",
     "backbone_from_spec",
+    "card_name",
     "check_timm_config",
     "create_backbone",
     "get_backbone_library",
@@ -74,6 +84,7 @@ def create_backbone(
     library: str | None = None,
     image_size: int | None = None,
     keep_source_classifier: bool = False,
+    random_weights: str = RANDOM_WEIGHTS_OPTION,
     **model_kwargs: Any,
 ) -> Backbone:
     """Create a :class:`Backbone` from a name of a registered library.
@@ -88,12 +99,14 @@ def create_backbone(
         image_size: override the input size of the preprocessing config.
         keep_source_classifier: keep the pretrained weights' own linear head aside, as
             ``Backbone.source_classifier`` (for methods that use the source label space, Co-Tuning; timm only).
+        random_weights: how the caller's user asks for random weights instead, named when pretrained weights
+            cannot be loaded (``hubtune finetune``'s ``--pretrained false`` unless said otherwise).
         **model_kwargs: passed to the library's factory (``timm.create_model``, ``AutoConfig.from_pretrained``).
     """
     if not isinstance(name, str) or not name:
         raise BackboneError("The backbone name must be a non-empty string such as 'resnet18'.")
     entry = get_backbone_library(library or resolve_library(name))
-    backbone = entry.create(name, pretrained, model_kwargs, keep_source_classifier)
+    backbone = entry.create(name, pretrained, model_kwargs, keep_source_classifier, random_weights)
     backbone.preprocessing = backbone.preprocessing.with_image_size(image_size)
     backbone.spec["pretrained"] = bool(pretrained)
     backbone.spec["name"] = public_name(backbone.spec.get("name"))

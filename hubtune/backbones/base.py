@@ -19,11 +19,13 @@ from hubtune.errors import BackboneError
 if TYPE_CHECKING:
     from hubtune.backbones.registry import BackboneLibrary
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "PreprocessingConfig", "jsonable", "pooled_size",
-           "public_name"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RANDOM_WEIGHTS_OPTION", "Backbone", "PreprocessingConfig", "card_name",
+           "jsonable", "pooled_size", "public_name"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# How a user of `hubtune finetune` / `compare` asks for random weights, named when pretrained ones cannot be loaded.
+RANDOM_WEIGHTS_OPTION = "--pretrained false"
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,15 @@ def public_name(name: str | None) -> str | None:
     if prefix or path.is_absolute() or rest.startswith((".", "~")) or path.exists():
         return prefix + path.name
     return str(name)
+
+
+def card_name(name: str | None, spec: dict[str, Any]) -> str | None:
+    """The backbone as a model card names it: ``name`` (:func:`public_name`), except that random weights built from
+    a ``local-dir:`` folder are named by their architecture (``resnet10t``, not the folder): the folder gave only
+    the architecture, none of its weights."""
+    if spec.get("pretrained") or not str(name or "").startswith("local-dir:"):
+        return name
+    return spec.get("architecture") or name
 
 
 def jsonable(obj: Any) -> Any:

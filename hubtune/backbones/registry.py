@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from hubtune.backbones.base import Backbone, PreprocessingConfig
+from hubtune.backbones.base import RANDOM_WEIGHTS_OPTION, Backbone, PreprocessingConfig
 from hubtune.errors import BackboneError
 from hubtune.offline import hub_offline, not_in_cache
 from hubtune.registry import Registry
@@ -51,11 +51,12 @@ class BackboneLibrary:
         """This library's names close to an unknown ``name``, for the message about it."""
         return []
 
-    def create(self, name: str, pretrained: bool, model_kwargs: dict[str, Any],
-               keep_source_classifier: bool = False) -> Backbone:
+    def create(self, name: str, pretrained: bool, model_kwargs: dict[str, Any], keep_source_classifier: bool = False,
+               random_weights: str = RANDOM_WEIGHTS_OPTION) -> Backbone:
         """A backbone from ``name``, with the pretrained weights when ``pretrained`` (an error, never random weights,
-        when they cannot be loaded); ``model_kwargs`` go to the library's model factory. ``keep_source_classifier``:
-        keep the weights' own linear head aside as ``Backbone.source_classifier`` where the library has one."""
+        when they cannot be loaded, naming ``random_weights``: how the caller's user asks for random weights instead);
+        ``model_kwargs`` go to the library's model factory. ``keep_source_classifier``: keep the weights' own linear
+        head aside as ``Backbone.source_classifier`` where the library has one."""
         raise NotImplementedError
 
     def from_spec(self, spec: dict[str, Any], preprocessing: PreprocessingConfig | None) -> Backbone:

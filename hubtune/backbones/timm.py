@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hubtune.backbones.base import Backbone, PreprocessingConfig, jsonable, pooled_size
+from hubtune.backbones.base import RANDOM_WEIGHTS_OPTION, Backbone, PreprocessingConfig, jsonable, pooled_size
 from hubtune.backbones.registry import BackboneLibrary, register_backbone_library, unknown_backbone
 from hubtune.errors import BackboneError, PretrainedWeightsError, WeightsFileError
 from hubtune.files import read_json_file
@@ -151,8 +151,9 @@ def _architecture(name: str) -> tuple[str, dict[str, Any]]:
     return architecture, {k: v for k, v in dict(model_args or {}).items() if k != "num_classes"}
 
 
-def _pretrained_model(name: str, model_kwargs: dict[str, Any], keep_source_classifier: bool):
-    """(model, source classifier or None) with the pretrained weights of ``name``; never random weights."""
+def _pretrained_model(name: str, model_kwargs: dict[str, Any], keep_source_classifier: bool, random_weights: str):
+    """(model, source classifier or None) with the pretrained weights of ``name``; never random weights (the error
+    names ``random_weights``, how to ask for them)."""
     import timm
 
     try:
@@ -166,11 +167,11 @@ def _pretrained_model(name: str, model_kwargs: dict[str, Any], keep_source_class
         if isinstance(e, OSError) and hub_offline():
             raise PretrainedWeightsError(
                 f"Could not load pretrained weights for timm model {name!r}: {not_in_cache('its weights file')}, or "
-                "pass --no-pretrained to start from random weights.") from e
+                f"pass {random_weights} to start from random weights.") from e
         raise PretrainedWeightsError(
             f"Could not load pretrained weights for timm model {name!r}: {type(e).__name__}: {e}. "
             "Check the name and your connection (HF_ENDPOINT, HF_TOKEN), pass a local folder as "
-            "'local-dir:PATH', or use --no-pretrained to start from random weights."
+            f"'local-dir:PATH', or pass {random_weights} to start from random weights."
         ) from e
 
 
@@ -233,8 +234,8 @@ class TimmLibrary(BackboneLibrary):
 
         return difflib.get_close_matches(name, timm.list_models(pretrained=False), n=5, cutoff=0.6)
 
-    def create(self, name: str, pretrained: bool, model_kwargs: dict[str, Any],
-               keep_source_classifier: bool = False) -> Backbone:
+    def create(self, name: str, pretrained: bool, model_kwargs: dict[str, Any], keep_source_classifier: bool = False,
+               random_weights: str = RANDOM_WEIGHTS_OPTION) -> Backbone:
         import timm
 
         if "/" in name and not name.startswith(_PREFIXES):  # a Hub repo or folder claimed from its config.json
@@ -245,7 +246,7 @@ class TimmLibrary(BackboneLibrary):
         model_args.update(model_kwargs)
         source_classifier = None
         if pretrained:
-            model, source_classifier = _pretrained_model(name, model_kwargs, keep_source_classifier)
+            model, source_classifier = _pretrained_model(name, model_kwargs, keep_source_classifier, random_weights)
         else:
             model = timm.create_model(architecture, pretrained=False, num_classes=0, **model_args)
         preprocessing = _timm_preprocessing(model)

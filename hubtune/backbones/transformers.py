@@ -15,7 +15,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from hubtune.backbones.base import IMAGENET_MEAN, IMAGENET_STD, Backbone, PreprocessingConfig, pooled_size
+from hubtune.backbones.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RANDOM_WEIGHTS_OPTION,
+    Backbone,
+    PreprocessingConfig,
+    pooled_size,
+)
 from hubtune.backbones.registry import BackboneLibrary, register_backbone_library, unknown_backbone
 from hubtune.errors import BackboneError, PretrainedWeightsError
 from hubtune.offline import hub_offline, not_in_cache
@@ -77,18 +84,18 @@ def _library_config(name: str, pretrained: bool, model_kwargs: dict[str, Any]):
     return config
 
 
-def _pretrained_model(cls: type, name: str, config):
+def _pretrained_model(cls: type, name: str, config, random_weights: str):
     try:
         return cls.from_pretrained(name, config=config)
     except Exception as e:  # noqa: BLE001
         if isinstance(e, OSError) and not Path(name).exists() and hub_offline():
             raise PretrainedWeightsError(
                 f"Could not load pretrained weights for {name!r}: {not_in_cache('its weights file')}, or pass "
-                "--no-pretrained to start from random weights.") from e
+                f"{random_weights} to start from random weights.") from e
         raise PretrainedWeightsError(
             f"Could not load pretrained weights for transformers model {name!r}: {type(e).__name__}: {e}. "
-            "Check the id and your connection (HF_ENDPOINT, HF_TOKEN), pass a local folder, or use "
-            "--no-pretrained to start from random weights."
+            "Check the id and your connection (HF_ENDPOINT, HF_TOKEN), pass a local folder, or pass "
+            f"{random_weights} to start from random weights."
         ) from e
 
 
@@ -105,11 +112,11 @@ class TransformersLibrary(BackboneLibrary):
         # asked after timm, which claims the folders and Hub repos whose config.json is its own
         return (Path(name) / "config.json").is_file() if Path(name).is_dir() else "/" in name
 
-    def create(self, name: str, pretrained: bool, model_kwargs: dict[str, Any],
-               keep_source_classifier: bool = False) -> Backbone:
+    def create(self, name: str, pretrained: bool, model_kwargs: dict[str, Any], keep_source_classifier: bool = False,
+               random_weights: str = RANDOM_WEIGHTS_OPTION) -> Backbone:
         config = _library_config(name, pretrained, model_kwargs)
         cls = image_classification_class(config)
-        model = _pretrained_model(cls, name, config) if pretrained else cls(config)
+        model = _pretrained_model(cls, name, config, random_weights) if pretrained else cls(config)
         return self._wrap(model, name, _transformers_preprocessing(name, config))
 
     def from_spec(self, spec: dict[str, Any], preprocessing: PreprocessingConfig | None) -> Backbone:

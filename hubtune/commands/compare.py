@@ -15,7 +15,11 @@ def build_parser():
 
 
 def run(argv: Sequence[str]) -> int:
-    args = parse_compare_args(list(argv))
-    # the job's heavy imports (models, data, Trainer) only once the arguments are good
-    importlib.import_module("hubtune.training.compare").run_compare(*args)
+    try:
+        args = parse_compare_args(list(argv))
+        # the job's heavy imports (models, data, Trainer) only once the arguments are good
+        job = importlib.import_module("hubtune.training.compare")
+    except KeyboardInterrupt as e:  # before the job started: nothing written
+        raise type(e)("nothing was trained or written; rerun the same command to start") from None
+    job.run_compare(*args)
     return 0

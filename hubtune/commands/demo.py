@@ -6,6 +6,8 @@ unless ``--host`` says otherwise, and runs on the GPU when there is one (``--dev
 
 from __future__ import annotations
 
+import re
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -57,6 +59,34 @@ def run(argv: Sequence[str]) -> int:
         argv = ["--model", argv.pop(0), *argv]
     (args,) = parse_command_line(build_parser(), argv)
     hubtune.demo.require_gradio()  # before loading the model: the one-line install hint comes at once
+    _check_host(args.host)
     blocks = hubtune.demo.build_demo(args.model, device=args.device, token=args.hub_token, revision=args.revision)
-    hubtune.demo.launch_demo(blocks, host=args.host, port=args.port)
+    try:
+        hubtune.demo.launch_demo(blocks, host=args.host, port=args.port)
+    except OSError as e:
+        raise _port_error(e) from None
     return 0
+
+
+def _check_host(host: str) -> None:
+    """A --host this machine cannot bind fails in Gradio as a busy port would, whatever the port: named first."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host.strip("[]"), 0))
+    except OSError as e:
+        raise ConfigError(f"--host {host} cannot be bound on this machine ({e.strerror or e}); pass one of its "
+                          "addresses (127.0.0.1, or 0.0.0.0 for every interface).") from None
+
+
+def _port_error(error: OSError) -> Exception:
+    """Gradio's "Cannot find empty port in range: A-B ..." (it tries --port, else 7860 to 7959) in hubtune's words;
+    any other OSError as it is."""
+    found = re.search(r"Cannot find empty port in range: (\d+)-(\d+)", str(error))
+    if not found:
+        return error
+    low, high = found.groups()
+    if low != high:
+        return ConfigError(f"no free port from {low} to {high}; pass a free one with --port.")
+    restricted = " or needs administrator rights (ports below 1024)" if int(low) < 1024 else ""
+    return ConfigError(f"port {low} is in use{restricted}; pass another --port (or leave it out to take the first free "
+                       "one).")

@@ -313,7 +313,9 @@ def build_timm_discriminator(spec: str, stages: list[int] | tuple[int, ...] = ()
             torch.manual_seed(seed)
             backbone = create_backbone(name, pretrained=False, library="timm")
     else:
-        backbone = create_backbone(name, pretrained=pretrained, library="timm")
+        architecture = name if spec.startswith("timm:") and not name.startswith("hf-hub:") else "NAME"
+        backbone = create_backbone(name, pretrained=pretrained, library="timm",
+                                   random_weights=f"--discriminator timm-random:{architecture}")
     pre = backbone.preprocessing
     return TimmFeatureDiscriminator(backbone.model, tuple(pre.mean), tuple(pre.std), stages=stages, frozen=frozen,
                                     input_size=input_size, hidden=hidden, name=public_name(spec) or spec)

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from hubtune.arguments import check_file_values
 from hubtune.errors import MethodError
 
 __all__ = ["MethodConfig", "MethodOutput", "TrainingMethod", "FrozenCopy", "SGD_FINE_TUNING_RECIPE",
@@ -115,16 +116,18 @@ class MethodConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, method_name: str = "") -> "MethodConfig":
+        """The config of ``values``, each checked against its field's type as a config file's values are (numbers
+        from numeric strings; ``nan`` and ``inf`` refused, naming the knob), then by :meth:`validate`."""
         values = dict(values or {})
         allowed = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - allowed)
+        what = f"method {method_name!r}" if method_name else cls.__name__
         if unknown:
-            what = f"method {method_name!r}" if method_name else cls.__name__
             raise MethodError(
                 f"{', '.join(unknown)} {'is not a knob' if len(unknown) == 1 else 'are not knobs'} of {what}; "
                 f"its knobs are: {', '.join(cls.knob_names()) or 'none'} (and preset)."
             )
-        return cls(**values)
+        return cls(**check_file_values([cls], values, what, finite=True))
 
 
 @dataclass
@@ -186,6 +189,16 @@ class TrainingMethod:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
+
+    @classmethod
+    def backbone_problem(cls, library: str | None) -> str | None:
+        """Why this method cannot fine-tune a pretrained backbone of ``library`` (``"timm"``, ``"transformers"``), in
+        one sentence that says what to do; None when it can. Asked before any training (``hubtune compare``) and when
+        the model is built. A method that uses the source classifier needs timm: only timm backbones keep it."""
+        if cls.uses_source_classifier and library not in (None, "timm"):
+            return (f"{cls.title} needs a timm backbone with its ImageNet classifier; {library} backbones are not "
+                    "supported yet (use a timm model, e.g. --model hf-hub:timm/resnet50.a1_in1k, or another method).")
+        return None
 
     # ------------------------------------------------------------------------------------------ the model
 

@@ -104,10 +104,8 @@ class CoTuningMethod(TrainingMethod):
         backbone = model.backbone
         source = getattr(backbone, "source_classifier", None)
         wanted = int(self.config.source_classes)
-        if source is None and wanted == 0 and backbone.library != "timm":
-            raise MethodError("Co-Tuning needs a timm backbone with its ImageNet classifier; transformers backbones are "
-                              "not supported yet (use a timm model, e.g. --model hf-hub:timm/resnet50.a1_in1k, or "
-                              "another method).")
+        if source is None and wanted == 0 and self.backbone_problem(backbone.library):
+            raise MethodError(self.backbone_problem(backbone.library))
         if source is None and wanted == 0:
             raise MethodError(
                 f"Co-Tuning needs the pre-trained model's own classifier, and backbone {model.config.backbone_name!r} "

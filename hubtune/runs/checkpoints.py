@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hubtune.errors import CheckpointError
-from hubtune.manifest import MANIFEST_NAME, manifest_mismatch, refuse_if_changed, write_manifest
+from hubtune.manifest import MANIFEST_NAME, has_manifest, manifest_mismatch, refuse_if_changed, write_manifest
 from hubtune.messages import warn
 from hubtune.permissions import give_default_permissions
 
@@ -106,7 +106,7 @@ def resolve_resume(output_dir: str | os.PathLike, resume: Any,
         folder = _latest_good(Path(output_dir))
         if check_files is not None:
             check_files(folder)
-        return folder
+        return _noted_if_unchecked(folder)
     folder = Path(request)
     if not folder.is_dir():
         raise CheckpointError(f"Checkpoint folder {folder} does not exist; give an existing checkpoint-<step> folder to "
@@ -117,6 +117,15 @@ def resolve_resume(output_dir: str | os.PathLike, resume: Any,
     if check_files is not None:
         check_files(folder)
     refuse_if_changed(folder, last_good(folder.parent, excluding=folder), _RESTART)
+    return _noted_if_unchecked(folder)
+
+
+def _noted_if_unchecked(folder: Path) -> Path:
+    """``folder``, after a warning when it has no SHA256SUMS (written before manifests existed, or the file was
+    removed): it is resumed from, but its content could not be checked."""
+    if not has_manifest(folder):
+        warn(f"Note: {folder} has no {MANIFEST_NAME}, so its content could not be checked (a change that kept the "
+             "files' sizes would go unnoticed); resuming from it as it is.")
     return folder
 
 

@@ -7,8 +7,12 @@ augmentations and the methods' own random draws (mixing weights, partners) diffe
 with the same settings, the first method's training recipe under the options you give, so that only the method
 differs, as in the papers' tables; ``method_recipes`` gives each method its own recipe instead.
 
-Each finished run is appended to ``compare.jsonl`` in the output folder: a rerun of the same command skips the
-finished runs, and an interruption loses at most the run in progress. The report (``compare.md``, ``compare.json``
+Everything is checked before the first run (methods and knob values, backbone, seeds, the data and labelled subset
+of every seed, the runs already recorded), and the output folder is locked for the comparison, as ``hubtune
+finetune`` locks its own (:mod:`hubtune.locking`). Each finished run is appended to the journal ``compare.jsonl``
+(:mod:`hubtune.training.compare_journal`: lines written whole, a line cut short by a kill dropped on the next start):
+a rerun of the same command skips the finished runs, and an interruption loses at most the run in progress; runs
+recorded with other settings (a method's recipe changed since, for example) are refused, not reused. The report (``compare.md``, ``compare.json``
 and ``compare_differences.png``) gives accuracy mean ± std, the paired difference to the first method, wins, an exact
 sign-flip p-value and the time per optimizer step relative to the first method::
 
@@ -21,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import statistics
 import time
@@ -31,9 +34,12 @@ from typing import Any
 
 from transformers import set_seed
 
+from hubtune.backbones import resolve_library
 from hubtune.data import build_transforms, collate_image_batch, few_shot_subset, load_image_classification_data, with_transforms
 from hubtune.devices import configure_backends
-from hubtune.errors import ConfigError, MethodError, OutputDirError
+from hubtune.errors import CheckpointError, ConfigError, MethodError, OutputDirError
+from hubtune.locking import output_dir_lock
+from hubtune.messages import say
 from hubtune.methods import get_method
 from hubtune.modeling import HubtuneForImageClassification
 from hubtune.stats import paired_sign_flip_p
@@ -44,6 +50,7 @@ from hubtune.training.compare_args import (
     parse_compare_args,
     parse_method_label,
 )
+from hubtune.training.compare_journal import RUNS_FILE, RunJournal, read_runs
 from hubtune.training.finetune import (
     FinetuneTrainingArguments,
     _avoid_a_last_batch_of_one,
@@ -55,16 +62,42 @@ from hubtune.training.finetune import (
 from hubtune.training.recipes import SOURCE_RECIPE, settings_to_json
 from hubtune.training.trainer import HubtuneTrainer, compute_accuracy
 
-__all__ = ["CompareArguments", "compare_parser", "parse_compare_args", "run_compare", "summarize", "DEFAULT_OUTPUT_DIR"]
+__all__ = ["CompareArguments", "compare_parser", "parse_compare_args", "read_runs", "run_compare", "summarize",
+           "DEFAULT_OUTPUT_DIR", "RUNS_FILE"]
 
-RUNS_FILE = "compare.jsonl"
 # Options that change what is measured: rows of a comparison must agree on them.
 _RUN_SCOPED = ("output_dir", "seed", "overwrite_output_dir", "logging_dir", "run_name", "disable_tqdm",
                "logging_steps", "logging_strategy", "report_to", "given_options", "dataloader_num_workers",
                "save_strategy", "eval_strategy", "save_total_limit", "push_to_hub", "hub_token", "hub_model_id")
+_LARGEST_SEED = 2**32 - 1  # numpy's and FinetuneTrainingArguments' bound
 
 
-# ------------------------------------------------------------------------------------------ the runs
+# ------------------------------------------------------------------------------------------ the plan
+
+
+@dataclasses.dataclass
+class _Comparison:
+    """A comparison checked in full before anything is written: its arguments, methods, seeds and, for each entry of
+    --methods, the training settings its runs record (JSON form, as in compare.jsonl)."""
+
+    model_args: Any
+    data_args: Any
+    compare_args: CompareArguments
+    training_args: FinetuneTrainingArguments
+    labels: list[str]
+    seeds: list[int]
+    method_args: dict[str, Any]
+    recipe_of: str | None
+    settings: dict[str, dict[str, Any]]
+    fingerprint: str
+
+    @property
+    def out(self) -> Path:
+        return Path(self.training_args.output_dir)
+
+    @property
+    def total(self) -> int:
+        return len(self.labels) * len(self.seeds)
 
 
 def _method_arguments(label: str, knobs_args: Any, preset: str) -> Any:
@@ -80,7 +113,6 @@ def _method_arguments(label: str, knobs_args: Any, preset: str) -> Any:
     return method_arguments_class()(method=name, preset=preset, **{**shared, **own})
 
 
-
 def _check_knobs_apply(labels: list[str], knobs_args: Any) -> None:
     owned = set()
     for label in labels:
@@ -94,7 +126,8 @@ def _check_knobs_apply(labels: list[str], knobs_args: Any) -> None:
 
 
 def _check_backbone_serves(labels: list[str], model_args: Any) -> None:
-    """Refuse, before any training, a method that needs the pretrained weights' own head on a random backbone."""
+    """Refuse, before any training, a method that needs the pretrained weights' own head on a random backbone or on
+    a backbone whose library does not keep that head."""
     needing = [x for x in labels if get_method(parse_method_label(x)[0]).uses_source_classifier]
     if needing and not model_args.pretrained:
         raise MethodError(
@@ -102,6 +135,32 @@ def _check_backbone_serves(labels: list[str], model_args: Any) -> None:
             "randomly initialised; pass pretrained weights (e.g. --model local-dir:PATH or hf-hub:timm/NAME) or "
             f"drop {', '.join(needing)} from --methods."
         )
+    library = resolve_library(model_args.model) if needing else None
+    for label in needing:
+        problem = get_method(parse_method_label(label)[0]).backbone_problem(library)
+        if problem:
+            raise MethodError(problem)
+
+
+def _seeds(first: int, count: int) -> list[int]:
+    last = first + count - 1
+    if last > _LARGEST_SEED:
+        raise ConfigError(f"--seed {first} with --seeds {count} would train seeds up to {last}, past the largest seed "
+                          f"{_LARGEST_SEED}; lower --seed or --seeds.")
+    return list(range(first, last + 1))
+
+
+def _recorded_settings(label: str, method_args: Any, recipe_of: str | None, model_args: Any,
+                       training_args: FinetuneTrainingArguments) -> dict[str, Any]:
+    """The settings a run of ``label`` records (as :func:`_run_one` resolves them), after building the entry's
+    method config as its runs will (so that a bad knob value stops the comparison before its first run)."""
+    _, settings, knob_sources = resolve_recipe(method_args, training_args, pretrained=model_args.pretrained,
+                                               recipe_method=recipe_of)
+    try:
+        method_args.to_method_config({k: s.value for k, s in knob_sources.items() if s.source == SOURCE_RECIPE})
+    except ConfigError as e:
+        raise type(e)(f"--methods {label}: {e}") from None
+    return json.loads(json.dumps(settings_to_json({**settings, **knob_sources}), default=str))
 
 
 def _fingerprint(model_args: Any, data_args: Any, compare_args: Any, settings: Mapping[str, Any]) -> str:
@@ -113,26 +172,97 @@ def _fingerprint(model_args: Any, data_args: Any, compare_args: Any, settings: M
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def read_runs(folder: str | os.PathLike) -> list[dict[str, Any]]:
-    """The finished runs recorded in ``folder/compare.jsonl`` (a line cut short by a kill is ignored)."""
-    path = Path(folder) / RUNS_FILE
-    rows = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and "label" in row and "seed" in row:
-                rows.append(row)
-    return rows
+def _plan(model_args: Any, data_args: Any, knobs_args: Any, compare_args: CompareArguments,
+          training_args: FinetuneTrainingArguments) -> _Comparison:
+    """Everything checked that can be without data: methods, knobs, backbone, seeds (nothing is written)."""
+    labels = [m.strip() for m in compare_args.methods]
+    _check_knobs_apply(labels, knobs_args)
+    _check_backbone_serves(labels, model_args)
+    if training_args.push_to_hub:
+        raise ConfigError("hubtune compare publishes nothing; drop --push_to_hub (train the chosen method with "
+                          "`hubtune finetune --push_to_hub`).")
+    seeds = _seeds(training_args.seed, compare_args.seeds)
+    method_args = {label: _method_arguments(label, knobs_args, knobs_args.preset) for label in labels}
+    recipe_of = None if compare_args.method_recipes else (method_args[labels[0]].recipe or method_args[labels[0]].method)
+    settings = {label: _recorded_settings(label, method_args[label], recipe_of, model_args, training_args)
+                for label in labels}
+    baseline_settings = resolve_recipe(method_args[labels[0]], training_args, pretrained=model_args.pretrained)[1]
+    fingerprint = _fingerprint(model_args, data_args, compare_args,
+                               {k: s.value for k, s in baseline_settings.items()}
+                               | {f.name: getattr(training_args, f.name) for f in dataclasses.fields(training_args)
+                                  if f.init and f.name not in baseline_settings})
+    return _Comparison(model_args, data_args, compare_args, training_args, labels, seeds, method_args, recipe_of,
+                       settings, fingerprint)
 
 
-def _append_run(folder: Path, row: dict[str, Any]) -> None:
-    with open(folder / RUNS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+# ------------------------------------------------------------------------------------------ the journal
+
+
+def _difference(recorded: Mapping[str, Any], expected: Mapping[str, Any]) -> str | None:
+    """The first training setting in which a recorded run differs from what this comparison would use, in words."""
+    def shown(setting: Any) -> str:
+        if isinstance(setting, dict) and "value" in setting:
+            return f"{setting['value']!r} ({setting.get('source')})"
+        return "unset" if setting is None else repr(setting)
+
+    for key in [*expected, *(k for k in recorded if k not in expected)]:
+        if recorded.get(key) != expected.get(key):
+            return f"{key}={shown(recorded.get(key))} where this command would use {shown(expected.get(key))}"
+    return None
+
+
+def _finished_runs(journal: RunJournal, comparison: _Comparison) -> set[tuple[str, int]]:
+    """The (label, seed) runs already in the journal that this comparison can reuse. Runs of other settings (another
+    fingerprint, or a method's settings changed, e.g. its recipe in a newer hubtune) are refused in one line, or set
+    aside with --overwrite_output_dir."""
+    journal.repair()
+    overwrite = comparison.training_args.overwrite_output_dir
+    try:
+        rows = journal.rows()
+    except CheckpointError:
+        if not overwrite:
+            raise
+        return _set_aside(journal)
+    stale, detail = [], None
+    for number, row in rows:
+        expected = comparison.settings.get(row.get("label"))
+        difference = _difference(row["settings"], expected) if expected is not None else None
+        if row.get("fingerprint") != comparison.fingerprint or difference:
+            stale.append(number)
+            if difference and detail is None:
+                detail = f"line {number}, {row['label']} with seed {row['seed']}: {difference}"
+    if stale and not overwrite:
+        raise OutputDirError(
+            f"{journal.path} holds {len(stale)} run(s) of a comparison with other settings ("
+            f"{detail or 'model, data, samples per class or training options'}); choose another --output_dir, or pass "
+            "--overwrite_output_dir to set those runs aside and start over."
+        )
+    if stale:
+        return _set_aside(journal)
+    return {(row["label"], row["seed"]) for _, row in rows if row["label"] in comparison.labels}
+
+
+def _set_aside(journal: RunJournal) -> set[tuple[str, int]]:
+    """--overwrite_output_dir: the recorded runs move to compare.jsonl.replaced-<time>; nothing is reused."""
+    aside = journal.set_aside(f"replaced-{int(time.time())}")
+    say(f"The runs recorded before are set aside in {aside}; the comparison starts over.")
+    return set()
+
+
+# ------------------------------------------------------------------------------------------ the runs
+
+
+def _seed_data(data_args: Any, compare_args: CompareArguments, seed: int) -> Any:
+    """The training and evaluation data of one seed (its labelled subset drawn with the seed)."""
+    data = load_image_classification_data(
+        data_args.dataset, image_column=data_args.image_column, label_column=data_args.label_column,
+        eval_split=data_args.eval_split, eval_fraction=data_args.eval_fraction, seed=seed,
+        max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
+        strict_data=data_args.strict_data,
+    )
+    if compare_args.train_samples_per_class is not None:
+        data.train = few_shot_subset(data.train, compare_args.train_samples_per_class, seed)
+    return data
 
 
 def _run_one(label: str, method_args: Any, recipe_of: str | None, model_args: Any,
@@ -171,79 +301,92 @@ def _run_one(label: str, method_args: Any, recipe_of: str | None, model_args: An
     }
 
 
-def run_compare(model_args: Any, data_args: Any, knobs_args: Any, compare_args: CompareArguments,
-                training_args: FinetuneTrainingArguments) -> dict[str, Any]:
-    """Train every method on every seed (skipping runs already in the output folder); write and return the report."""
-    labels = [m.strip() for m in compare_args.methods]
-    _check_knobs_apply(labels, knobs_args)
-    _check_backbone_serves(labels, model_args)
-    if training_args.push_to_hub:
-        raise ConfigError("hubtune compare publishes nothing; drop --push_to_hub (train the chosen method with "
-                          "`hubtune finetune --push_to_hub`).")
-    out = Path(training_args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"output_dir {str(out)!r} is a file, not a folder; choose another --output_dir.")
-    out.mkdir(parents=True, exist_ok=True)
-    method_args = {label: _method_arguments(label, knobs_args, knobs_args.preset) for label in labels}
-    recipe_of = None if compare_args.method_recipes else (method_args[labels[0]].recipe or method_args[labels[0]].method)
-    baseline_settings = resolve_recipe(method_args[labels[0]], training_args, pretrained=model_args.pretrained)[1]
-    fingerprint = _fingerprint(model_args, data_args, compare_args,
-                               {k: s.value for k, s in baseline_settings.items()}
-                               | {f.name: getattr(training_args, f.name) for f in dataclasses.fields(training_args)
-                                  if f.init and f.name not in baseline_settings})
-    previous = read_runs(out)
-    other = [r for r in previous if r.get("fingerprint") != fingerprint]
-    if other and not training_args.overwrite_output_dir:
-        raise OutputDirError(
-            f"{out / RUNS_FILE} holds {len(other)} run(s) of a comparison with other settings (model, data, "
-            "samples per class or training options); choose another --output_dir, or pass --overwrite_output_dir to "
-            "set those runs aside and start over."
-        )
-    if other:
-        os.replace(out / RUNS_FILE, out / f"{RUNS_FILE}.replaced-{int(time.time())}")
-        previous = []
-    done = {(r["label"], int(r["seed"])) for r in previous}
-    seeds = list(range(training_args.seed, training_args.seed + compare_args.seeds))
-    total, position = len(seeds) * len(labels), 0
-    configure_backends(training_args.tf32)
-    print(f"Comparing {', '.join(labels)} over seeds {seeds[0]}-{seeds[-1]}: {len(done & {(l, s) for l in labels for s in seeds})} "
-          f"of {total} runs already finished in {out}.")
-    work_dir = out / ".run-in-progress"
-    for seed in seeds:
-        todo = [label for label in labels if (label, seed) not in done]
-        position += len(labels) - len(todo)
-        if not todo:
-            continue
-        data = load_image_classification_data(
-            data_args.dataset, image_column=data_args.image_column, label_column=data_args.label_column,
-            eval_split=data_args.eval_split, eval_fraction=data_args.eval_fraction, seed=seed,
-            max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
-            strict_data=data_args.strict_data,
-        )
-        if compare_args.train_samples_per_class:
-            data.train = few_shot_subset(data.train, compare_args.train_samples_per_class, seed)
-        for label in todo:
-            position += 1
+@dataclasses.dataclass
+class _Progress:
+    """Where a comparison stands, for the advice an interruption (Ctrl-C, SIGTERM) prints."""
+
+    journal: Path
+    total: int | None = None
+    saved: int | None = None
+    running: tuple[str, int] | None = None
+
+    def advice(self) -> str:
+        rerun = "rerun the same command to continue (finished runs are not trained again)"
+        if self.saved is None:
+            return f"no run had started; {rerun}"
+        lost = f"the run of {self.running[0]} with seed {self.running[1]} was lost; " if self.running else ""
+        return f"{lost}{self.saved} of {self.total} runs are saved in {self.journal}; {rerun}"
+
+
+def _train_missing(comparison: _Comparison, done: set[tuple[str, int]], journal: RunJournal,
+                   progress: _Progress) -> None:
+    """Train every run not in ``done``, appending each to the journal as it finishes. The data of every seed is
+    loaded (and its labelled subset drawn) first, so that a class too small for --train_samples_per_class stops the
+    comparison before its first run."""
+    c = comparison
+    todo = {seed: [label for label in c.labels if (label, seed) not in done] for seed in c.seeds}
+    data = {seed: _seed_data(c.data_args, c.compare_args, seed) for seed, labels in todo.items() if labels}
+    configure_backends(c.training_args.tf32)
+    say(f"Comparing {', '.join(c.labels)} over seeds {c.seeds[0]}-{c.seeds[-1]}: {progress.saved} of {c.total} runs "
+        f"already finished in {c.out}.")
+    work_dir = c.out / ".run-in-progress"  # inside the folder the comparison holds locked: no lock of its own
+    for seed, labels in todo.items():
+        for label in labels:
+            progress.running = (label, seed)
             shutil.rmtree(work_dir, ignore_errors=True)
             try:
-                row = _run_one(label, method_args[label], recipe_of, model_args, training_args, seed, data, work_dir)
-            except KeyboardInterrupt:
-                raise KeyboardInterrupt(
-                    f"the run of {label} with seed {seed} was lost; {position - 1} of {total} runs are saved in "
-                    f"{out / RUNS_FILE}; rerun the same command to continue") from None
+                row = _run_one(label, c.method_args[label], c.recipe_of, c.model_args, c.training_args, seed,
+                               data[seed], work_dir)
             finally:
                 shutil.rmtree(work_dir, ignore_errors=True)
-            row.update(fingerprint=fingerprint, dataset=data.name, model=model_args.model,
-                       train_samples_per_class=compare_args.train_samples_per_class)
-            _append_run(out, row)
-            print(f"[{position}/{total}] {label}, seed {seed}: accuracy {100 * row['accuracy']:.2f}% "
-                  f"({row['seconds_per_step'] * 1000:.0f} ms/step)", flush=True)
-    rows = [r for r in read_runs(out) if r.get("fingerprint") == fingerprint and r["label"] in labels
-            and int(r["seed"]) in seeds]
-    report = summarize(rows, labels, compare_args, model_args, data_args)
-    write_report(out, report)
-    print(report["markdown"])
-    print(f"Report: {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare_differences.png'}")
+            row.update(fingerprint=c.fingerprint, dataset=data[seed].name, model=c.model_args.model,
+                       train_samples_per_class=c.compare_args.train_samples_per_class)
+            journal.append(row)
+            progress.saved, progress.running = progress.saved + 1, None
+            say(f"[{progress.saved}/{c.total}] {label}, seed {seed}: accuracy {100 * row['accuracy']:.2f}% "
+                f"({row['seconds_per_step'] * 1000:.0f} ms/step)")
+
+
+def _report(comparison: _Comparison, journal: RunJournal) -> dict[str, Any]:
+    """The report over the journal's runs of this comparison, after checking that it holds every one of them."""
+    c = comparison
+    rows = [row for _, row in journal.rows() if row.get("fingerprint") == c.fingerprint and row["label"] in c.labels
+            and row["seed"] in c.seeds]
+    missing = {(label, seed) for label in c.labels for seed in c.seeds} - {(r["label"], r["seed"]) for r in rows}
+    if missing:
+        label, seed = min(missing, key=lambda x: (x[1], c.labels.index(x[0])))
+        raise CheckpointError(f"{journal.path} lacks {len(missing)} of the {c.total} runs it should hold now (e.g. "
+                              f"{label} with seed {seed}): was it changed during the comparison? Rerun the same command "
+                              "to train what is missing.")
+    report = summarize(rows, c.labels, c.compare_args, c.model_args, c.data_args)
+    write_report(c.out, report)
+    return report
+
+
+def run_compare(model_args: Any, data_args: Any, knobs_args: Any, compare_args: CompareArguments,
+                training_args: FinetuneTrainingArguments) -> dict[str, Any]:
+    """Train every method on every seed (skipping runs already in the output folder); write and return the report.
+
+    Everything is checked before the first run (methods and knob values, backbone, seeds, the data of every seed and
+    its labelled subset, the runs already recorded). The output folder is locked for the comparison
+    (``hubtune.locking``), as for ``hubtune finetune``. Ctrl-C or SIGTERM re-raises the interrupt (of the same kind)
+    with what is saved and how to continue. Progress and the report go to the run's messages (:mod:`hubtune.messages`).
+    """
+    progress = _Progress(Path(training_args.output_dir) / RUNS_FILE)
+    try:
+        comparison = _plan(model_args, data_args, knobs_args, compare_args, training_args)
+        with output_dir_lock(comparison.out, "compare"):
+            journal = RunJournal(comparison.out)
+            done = _finished_runs(journal, comparison)
+            progress.total = comparison.total
+            progress.saved = len(done & {(label, seed) for label in comparison.labels for seed in comparison.seeds})
+            _train_missing(comparison, done, journal, progress)
+            report = _report(comparison, journal)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM from the command line (hubtune.errors.Terminated)
+        raise type(e)(progress.advice()) from None
+    say(report["markdown"])
+    say(f"Report: {comparison.out / 'compare.md'}, {comparison.out / 'compare.json'}, "
+        f"{comparison.out / 'compare_differences.png'}")
     return report
 
 
@@ -260,7 +403,7 @@ def summarize(rows: list[dict[str, Any]], labels: list[str], compare_args: Any =
     """The comparison's numbers (``compare.json``) and its Markdown table, from the recorded runs."""
     by_label: dict[str, dict[int, dict[str, Any]]] = {label: {} for label in labels}
     for row in rows:
-        by_label.setdefault(row["label"], {})[int(row["seed"])] = row
+        by_label.setdefault(row["label"], {})[row["seed"]] = row
     baseline = by_label[labels[0]]
     methods = []
     for label in labels:

@@ -12,7 +12,7 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from hubtune.arguments import HelpFormatter, given_options, parse_command_line
+from hubtune.arguments import HelpFormatter, check_file_values, given_options, parse_command_line
 from hubtune.errors import ConfigError, MethodError
 from hubtune.methods import get_method
 from hubtune.training.finetune_args import (
@@ -45,6 +45,10 @@ class CompareArguments:
             raise ConfigError("--methods needs at least one method, e.g. --methods ce core-tuning.")
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ConfigError(f"--seeds must be a positive integer, not {self.seeds!r}.")
+        samples = self.train_samples_per_class
+        if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+            raise ConfigError(f"--train_samples_per_class must be a positive integer (labelled images per class), not "
+                              f"{samples!r}; leave it out to train on the whole training split.")
         labels = [m.strip() for m in self.methods]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"--methods names a method twice ({' '.join(labels)}); give each method once.")
@@ -72,8 +76,14 @@ def parse_method_label(label: str) -> tuple[str, dict[str, Any]]:
                 f"In --methods {label}: {item!r} is not knob=value for a knob of {method.name} (its knobs: "
                 f"{', '.join(method.config_class.knob_names()) or 'none'}; or recipe=METHOD)."
             )
-        knobs[key] = yaml.safe_load(value.strip())
-    return method.name, knobs
+        try:
+            knobs[key] = yaml.safe_load(value.strip())
+        except yaml.YAMLError:
+            knobs[key] = value.strip()  # not YAML: refused below as the wrong type, naming the knob
+    # typed as `hubtune finetune` types a config file's knobs: numbers from strings, nan / inf refused, naming the knob
+    values = check_file_values([method.config_class], {k: v for k, v in knobs.items() if k != "recipe"},
+                               f"--methods {label}", finite=True)
+    return method.name, {**knobs, **values}
 
 
 # ------------------------------------------------------------------------------------------ parsing

@@ -234,6 +234,9 @@ def method_arguments_class(with_method: bool = True) -> type:
             get_method(self.method)  # an unknown method fails here, naming the valid ones
         if self.recipe is not None:
             get_method(self.recipe)
+        for f in dataclasses.fields(self):  # --alpha nan / inf parse as floats: refused here, naming the flag
+            if isinstance(getattr(self, f.name), float):
+                check_number(f.name, getattr(self, f.name))
 
     return dataclasses.make_dataclass(
         "MethodArguments" if with_method else "MethodKnobArguments", fields_,

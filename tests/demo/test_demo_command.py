@@ -46,3 +46,31 @@ def test_a_folder_without_a_model_is_a_one_line_error(tmp_path, capsys):
     assert main(["demo", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "config.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_busy_port_is_a_one_line_error_naming_it(classifier_folder, capsys):
+    """Issue 28: `hubtune demo --port N` on a busy port printed "could not read or write: Cannot find empty port in
+    range ... Free space, check the folder's permissions or choose another --output_dir"."""
+    import socket
+
+    from demo_helpers import digest
+
+    before = digest(classifier_folder)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["demo", str(classifier_folder), "--port", str(port), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err == (f"hubtune demo: error: port {port} is in use; pass another --port (or leave it out "
+                                 "to take the first free one).")
+    assert digest(classifier_folder) == before
+
+
+def test_a_host_that_is_not_this_machines_is_named_not_blamed_on_the_port(classifier_folder, capsys):
+    from demo_helpers import free_port
+
+    code = main(["demo", str(classifier_folder), "--host", "203.0.113.7", "--port", str(free_port()), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("hubtune demo: error: --host 203.0.113.7 cannot be bound on this machine") and "port" not in err

@@ -32,7 +32,10 @@ RUNS = {
                                discriminator="timm-random:resnet10t", discriminator_hidden=16,
                                discriminator_stages=[1, 2], ada_mix_fakes=False),
 }
-RTOL = 1e-6
+# The float kernels differ between CPU models: the same code and seed gave results 2e-6 to 2e-4 apart (relative) on two
+# of this project's machines after three steps; a change of behaviour (another draw, a wrong scale) moves them by
+# far more than 1e-3.
+RTOL = 1e-3
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/conftest.py
 

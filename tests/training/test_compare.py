@@ -31,6 +31,10 @@ def _argv(weights, out, *extra):
 def test_compare_writes_paired_runs_and_a_report_and_a_rerun_trains_nothing(weights, tmp_path, capsys, monkeypatch):
     out = tmp_path / "cmp"
     assert main(_argv(weights, out, "--methods", "ce", "core-tuning", "adaptivemix")) == 0
+    printed = capsys.readouterr().out  # the library logs its progress; the command shows it on stdout
+    assert "Comparing ce, core-tuning, adaptivemix over seeds 0-1: 0 of 6 runs already finished" in printed
+    assert "[1/6] ce, seed 0: accuracy " in printed and "[6/6] adaptivemix, seed 1: accuracy " in printed
+    assert "| core-tuning | 2 |" in printed and f"Report: {out / 'compare.md'}" in printed
     rows = read_runs(out)
     assert sorted((r["label"], r["seed"]) for r in rows) == sorted(
         (m, s) for m in ("ce", "core-tuning", "adaptivemix") for s in (0, 1))
@@ -196,3 +200,73 @@ def test_co_tuning_on_a_random_backbone_is_refused_before_any_run(tmp_path, caps
     assert code == 1 and len(err.splitlines()) == 1, err
     assert "co-tuning needs the pretrained weights' own classifier" in err and "drop co-tuning from --methods" in err
     assert not (out / "compare.jsonl").exists()  # nothing trained, not even ce
+
+
+def test_the_library_says_its_progress_through_the_run_messages(weights, tmp_path, capsys, monkeypatch):
+    """No print() in the library: progress and the report are records of the ``hubtune.run`` logger
+    (:mod:`hubtune.messages`), which a caller may route elsewhere."""
+    import logging
+
+    from hubtune.messages import RUN_LOGGER
+    from hubtune.training.compare import parse_compare_args, run_compare
+
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    monkeypatch.setattr(logging.getLogger(RUN_LOGGER), "handlers", [Collect()])
+    run_compare(*parse_compare_args(_argv(weights, tmp_path / "cmp", "--methods", "ce", "--seeds", "1")[1:]))
+    said = "\n".join(records)
+    assert "0 of 1 runs already finished" in said and "[1/1] ce, seed 0: accuracy " in said and "| ce | 1 |" in said
+    assert "[1/1]" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ the journal
+
+
+def test_the_journal_writes_whole_lines_and_repairs_a_cut_one(tmp_path, capsys):
+    from hubtune.training.compare_journal import RunJournal
+
+    row = {"label": "ce", "seed": 0, "accuracy": 0.5, "seconds_per_step": 0.1, "train_samples": 4, "eval_samples": 2,
+           "settings": {}, "fingerprint": "f"}
+    journal = RunJournal(tmp_path)
+    journal.append(row)
+    journal.append({**row, "seed": 1})
+    whole = journal.path.read_bytes()
+    assert whole.count(b"\n") == 2 and [r["seed"] for r in read_runs(tmp_path)] == [0, 1]
+    # a kill during the third write: the rows before it are read, the repair cuts it off and says so, in one line
+    journal.path.write_bytes(whole + json.dumps({**row, "seed": 2}).encode()[:30])
+    assert [r["seed"] for r in read_runs(tmp_path)] == [0, 1]
+    journal.repair()
+    assert journal.path.read_bytes() == whole
+    assert capsys.readouterr().out == (f"Note: line 3 of {journal.path} was cut short (a run stopped while writing it) "
+                                       "and is dropped; that run is trained again.\n")
+    journal.append({**row, "seed": 2})  # does not glue onto anything
+    assert [r["seed"] for r in read_runs(tmp_path)] == [0, 1, 2]
+    # a complete last record that only lost its newline (an edited file) is kept, and gets its newline
+    journal.path.write_bytes(journal.path.read_bytes()[:-1])
+    journal.repair()
+    assert journal.path.read_bytes().endswith(b"}\n") and [r["seed"] for r in read_runs(tmp_path)] == [0, 1, 2]
+
+
+def test_a_short_write_leaves_no_half_line(tmp_path, monkeypatch):
+    import os
+
+    from hubtune.training.compare_journal import RunJournal
+
+    journal = RunJournal(tmp_path)
+    journal.append({"label": "ce", "seed": 0, "accuracy": 0.5, "seconds_per_step": 0.1, "train_samples": 4,
+                    "eval_samples": 2, "settings": {}})
+    before = journal.path.read_bytes()
+    real_write = os.write
+
+    def disk_full(fd, data):
+        return real_write(fd, data[: len(data) // 2])  # what a full disk does to a large write
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        journal.append({"label": "ce", "seed": 1, "accuracy": 0.5, "seconds_per_step": 0.1, "train_samples": 4,
+                        "eval_samples": 2, "settings": {"x": "y" * 1000}})
+    assert journal.path.read_bytes() == before
