@@ -199,19 +199,7 @@ def _conform(value: Any, hint: Any) -> Any:
         return value
     union = _union_args(hint)
     if union is not None:
-        if value is None and type(None) in union:
-            return None
-        expected = []
-        # scalars first, so that a single value is wrapped into a one-item list only when nothing else takes it
-        options = sorted((a for a in union if a is not type(None)), key=lambda a: _is_list_hint(a))
-        for option in options:
-            try:
-                return _conform(value, option)
-            except _Mismatch as e:
-                expected.append(str(e))
-        if type(None) in union:
-            expected.append("null")
-        raise _Mismatch(" or ".join(dict.fromkeys(expected)))
+        return _conform_union(value, union)
     if value is None:
         raise _Mismatch(_expected(hint))
     origin = typing.get_origin(hint)
@@ -234,19 +222,7 @@ def _conform(value: Any, hint: Any) -> Any:
             return value
         raise _Mismatch(_expected(hint))
     if hint in (int, float):
-        number = value
-        if isinstance(value, str):
-            try:
-                number = float(value) if hint is float or not value.strip().lstrip("+-").isdigit() else int(value)
-            except ValueError:
-                raise _Mismatch(_expected(hint)) from None
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise _Mismatch(_expected(hint))
-        if hint is int:
-            if isinstance(number, float) and not number.is_integer():
-                raise _Mismatch(_expected(hint))
-            return int(number)
-        return float(number)
+        return _conform_number(value, hint)
     if hint is str:
         if isinstance(value, str):
             return value
@@ -256,6 +232,40 @@ def _conform(value: Any, hint: Any) -> Any:
             return value
         raise _Mismatch(_expected(hint))
     return value  # a type hubtune does not check (the dataclass itself may)
+
+
+def _conform_union(value: Any, union: tuple[Any, ...]) -> Any:
+    """``value`` as the first member of ``union`` that takes it, trying scalars before lists."""
+    if value is None and type(None) in union:
+        return None
+    expected = []
+    # scalars first, so that a single value is wrapped into a one-item list only when nothing else takes it
+    options = sorted((a for a in union if a is not type(None)), key=lambda a: _is_list_hint(a))
+    for option in options:
+        try:
+            return _conform(value, option)
+        except _Mismatch as e:
+            expected.append(str(e))
+    if type(None) in union:
+        expected.append("null")
+    raise _Mismatch(" or ".join(dict.fromkeys(expected)))
+
+
+def _conform_number(value: Any, hint: type) -> int | float:
+    """``value`` (a number or a numeric string) as an ``int`` (whole numbers only) or a ``float``."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value) if hint is float or not value.strip().lstrip("+-").isdigit() else int(value)
+        except ValueError:
+            raise _Mismatch(_expected(hint)) from None
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise _Mismatch(_expected(hint))
+    if hint is int:
+        if isinstance(number, float) and not number.is_integer():
+            raise _Mismatch(_expected(hint))
+        return int(number)
+    return float(number)
 
 
 def _is_list_hint(hint: Any) -> bool:

@@ -278,13 +278,7 @@ def convert_checkpoint(
     if source_format not in SOURCE_FORMATS:
         raise ConfigError(f"source_format must be one of {', '.join(SOURCE_FORMATS)}, not {source_format!r}.")
     path, output_dir = Path(path), Path(output_dir)
-    existing = [n for n in ("config.json", "model.safetensors") if (output_dir / n).exists()]
-    if existing and not overwrite:
-        raise OutputDirError(
-            f"{str(output_dir)!r} already holds {', '.join(existing)}; choose another output folder or pass --overwrite."
-        )
-    if output_dir.exists() and not output_dir.is_dir():
-        raise OutputDirError(f"{str(output_dir)!r} exists and is not a folder; choose another output folder.")
+    _check_output_dir(output_dir, overwrite)
     state, metadata = load_checkpoint_state_dict(path)
     fmt = detect_source_format(state) if source_format == "auto" else source_format
     model = _create_target(architecture)
@@ -300,7 +294,33 @@ def convert_checkpoint(
         f"{str(output_dir)!r}. Convert an earlier checkpoint of that run."))
     model.load_state_dict(converted, strict=True)
     model.eval()
-    pretrained_cfg = {
+    conversion = {
+        "source_file": path.name,
+        "source_format": fmt,
+        "dropped_keys": sorted(dropped),
+        "checkpoint_arch": metadata.get("arch") if isinstance(metadata.get("arch"), str) else None,
+        "checkpoint_epoch": metadata.get("epoch") if isinstance(metadata.get("epoch"), int) else None,
+    }
+    save_timm_folder(model, output_dir, pretrained_cfg=_converted_pretrained_cfg(architecture, fmt, path.name),
+                     model_config={"hubtune_conversion": conversion})
+    return output_dir.resolve()
+
+
+def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """OutputDirError when ``output_dir`` already holds a model (and not ``overwrite``) or is not a folder."""
+    existing = [n for n in ("config.json", "model.safetensors") if (output_dir / n).exists()]
+    if existing and not overwrite:
+        raise OutputDirError(
+            f"{str(output_dir)!r} already holds {', '.join(existing)}; choose another output folder or pass --overwrite."
+        )
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputDirError(f"{str(output_dir)!r} exists and is not a folder; choose another output folder.")
+
+
+def _converted_pretrained_cfg(architecture: str, fmt: str, source_file: str) -> dict[str, Any]:
+    """The timm pretrained_cfg of a converted checkpoint: ImageNet normalisation and torchvision's evaluation
+    transform (resize 256, centre crop 224, bilinear), which MoCo and torchvision checkpoints were trained with."""
+    return {
         "architecture": architecture,
         "tag": {"moco": "moco", "mocov3": "mocov3", "torchvision": "converted"}[fmt],
         "mean": IMAGENET_MEAN,
@@ -310,20 +330,5 @@ def convert_checkpoint(
         "crop_pct": 0.875,
         "crop_mode": "center",
         "license": None,  # unknown: the license of the source checkpoint applies
-        "description": f"Converted by hubtune from {path.name} ({fmt} layout); projection head / classifier dropped.",
+        "description": f"Converted by hubtune from {source_file} ({fmt} layout); projection head / classifier dropped.",
     }
-    save_timm_folder(
-        model,
-        output_dir,
-        pretrained_cfg=pretrained_cfg,
-        model_config={
-            "hubtune_conversion": {
-                "source_file": path.name,
-                "source_format": fmt,
-                "dropped_keys": sorted(dropped),
-                "checkpoint_arch": metadata.get("arch") if isinstance(metadata.get("arch"), str) else None,
-                "checkpoint_epoch": metadata.get("epoch") if isinstance(metadata.get("epoch"), int) else None,
-            }
-        },
-    )
-    return output_dir.resolve()

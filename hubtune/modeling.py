@@ -32,6 +32,7 @@ from hubtune.backbones import (
     backbone_from_spec,
     card_name,
     create_backbone,
+    get_backbone_library,
     public_name,
 )
 from hubtune.errors import ConfigError, ExportError, MethodError, WeightsFileError
@@ -74,6 +75,11 @@ _LEGACY_KNOB_NAMES = {"adaptivemix": {"weight": "shrinkage_weight"}}
 
 class HubtuneConfig(PretrainedConfig):
     """Configuration of :class:`HubtuneForImageClassification`.
+
+    The constructor's parameters are the keys of the config.json it is saved as (``to_dict()``; transformers' own
+    keys come through ``**kwargs``), hence their number: transformers rebuilds a saved configuration by calling it
+    with them. :meth:`from_dict` takes such a config (a loaded config.json) instead of the keywords, and
+    :meth:`from_pretrained` a folder or Hub repo holding one.
 
     Args:
         backbone_spec: the backbone's ``spec`` (see :mod:`hubtune.backbones`); rebuilds it offline.
@@ -138,10 +144,12 @@ class HubtuneConfig(PretrainedConfig):
 
     @property
     def default_export_format(self) -> str:
-        """``"hubtune"`` when the head cannot be expressed as a plain linear classifier of the backbone's library."""
-        if self.classifier_type != "linear" or self.normalize_features:
+        """The export layout paired with the backbone's library (``BackboneLibrary.export_layout``); ``"hubtune"``
+        when the library has none or the head cannot be expressed as a plain linear classifier of the library."""
+        library = self.backbone_spec.get("library")
+        if self.classifier_type != "linear" or self.normalize_features or not library:
             return "hubtune"
-        return self.backbone_spec.get("library", "hubtune")
+        return get_backbone_library(library).export_layout or "hubtune"
 
 
 @dataclass
@@ -179,6 +187,19 @@ def _check_labels(labels: torch.Tensor, num_labels: int) -> None:
             )
     else:  # device-side check (also under torch.compile): no host synchronisation, no graph break
         torch._assert_async(((labels >= 0) & (labels < num_labels)).all(), f"labels must lie in [0, {num_labels})")
+
+
+def _class_names(num_labels: int | None, id2label: dict[int, str] | None) -> tuple[int, dict[int, str]]:
+    """(num_labels, id2label) from either or both (``LABEL_i`` names when only the number is given)."""
+    if id2label is not None:
+        id2label = {int(k): str(v) for k, v in id2label.items()}
+        if num_labels is None:
+            num_labels = len(id2label)
+        elif num_labels != len(id2label):
+            raise ConfigError(f"num_labels={num_labels} but id2label has {len(id2label)} names.")
+    if num_labels is None:
+        raise ConfigError("Give num_labels or id2label.")
+    return num_labels, id2label if id2label is not None else {i: f"LABEL_{i}" for i in range(num_labels)}
 
 
 class HubtuneForImageClassification(PreTrainedModel):
@@ -256,14 +277,7 @@ class HubtuneForImageClassification(PreTrainedModel):
                 settings (AdaptiveMix ``reference``: L2-normalised features and a frozen orthogonal ``|W u|``
                 head; Core-tuning ``reference``: no classifier bias); explicit fields override them.
         """
-        if id2label is not None:
-            id2label = {int(k): str(v) for k, v in id2label.items()}
-            if num_labels is None:
-                num_labels = len(id2label)
-            elif num_labels != len(id2label):
-                raise ConfigError(f"num_labels={num_labels} but id2label has {len(id2label)} names.")
-        if num_labels is None:
-            raise ConfigError("Give num_labels or id2label.")
+        num_labels, id2label = _class_names(num_labels, id2label)
         # Validate the method before building (and perhaps downloading) a backbone.
         probe = HubtuneConfig(method=method, method_config=method_config,
                               method_preset=config_kwargs.pop("method_preset", None),
@@ -278,8 +292,6 @@ class HubtuneForImageClassification(PreTrainedModel):
         else:
             name = backbone.spec.get("name")
             backbone.preprocessing = backbone.preprocessing.with_image_size(image_size)
-        if id2label is None:
-            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
         config = HubtuneConfig(
             backbone_spec=backbone.spec,
             preprocessing=backbone.preprocessing.to_dict(),

@@ -23,9 +23,9 @@ from hubtune.commands._parsing import HelpFormatter, parse_command_line
 from hubtune.errors import ConfigError, OutputDirError
 from hubtune.hub import read_run_info, write_model_card, write_run_info
 from hubtune.ood import (
-    BUILTIN_OOD_SOURCES,
     DEFAULT_SCORES,
     OOD_SCORES,
+    OOD_SOURCES,
     evaluate_ood,
     format_ood_entries,
     format_ood_table,
@@ -52,7 +52,7 @@ class OODArguments:
         "aliases": ["--in-data", "--in_data"]})
     # action "extend": `--score msp --score energy` adds up, as in hubtune 0.1
     ood_dataset: list[str] = field(default_factory=list, metadata={
-        "help": f"OOD sources: {', '.join(BUILTIN_OOD_SOURCES)}, image folders, saved datasets, Hub names; required",
+        "help": "OOD sources: named sources (listed below), image folders, saved datasets, Hub names; required",
         "aliases": ["--out-data", "--out_data"], "action": "extend"})
     score: list[str] = field(default_factory=list, metadata={
         "help": f"scores to compute (default: {', '.join(DEFAULT_SCORES)}); every registered score is listed below",
@@ -91,11 +91,16 @@ def build_parser() -> HfArgumentParser:
         formatter_class=HelpFormatter,
         description="Evaluate OOD detection of a fine-tuned classifier. In-distribution test images are --dataset's "
         "evaluation split (the same seeded split finetune held out, with the same --seed); the feature scores are "
-        f"fitted on its training split. Built-in OOD sources: {', '.join(BUILTIN_OOD_SOURCES)}.",
-        # listed when the parser is built, so a score registered by a plug-in is named too
-        epilog="OOD scores (--score): " + "; ".join(f"{s.name} ({s.description})" for s in OOD_SCORES.values()),
+        "fitted on its training split.",
+        # listed when the parser is built, so that a score or source registered by a plug-in is named too
+        epilog=f"OOD scores (--score): {_listed(OOD_SCORES)}. Named OOD sources (--ood_dataset): "
+        f"{_listed(OOD_SOURCES)}.",
     )
     return parser
+
+
+def _listed(registry) -> str:
+    return "; ".join(f"{entry.name} ({entry.description})" for entry in registry.values())
 
 
 def _output_dir(args: OODArguments) -> Path:

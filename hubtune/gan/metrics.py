@@ -21,6 +21,10 @@ records which one, so numbers are only compared between runs that used the same 
                              ``~/.cache/hubtune/mobilenetv2_100.tv_in1k`` (``local-dir:``), and last
                              ``timm-random:resnet18:0`` with a loud warning
 
+Each kind of name is one :class:`FeatureExtractorKind` of the registry :data:`FEATURE_EXTRACTORS` (the one registry
+style, :class:`hubtune.registry.Registry`); a plug-in adds its own with :func:`register_feature_extractor`, and its
+names then work wherever a name above does (``hubtune gan --eval_feature_extractor``).
+
 Every result records the extractor's ``feature_extractor`` name and ``comparable``: ``False`` for randomly
 initialised features, whose numbers must not be used to compare models.
 
@@ -33,8 +37,9 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +47,7 @@ from torch import Tensor, nn
 
 from hubtune.errors import FeatureExtractorError
 from hubtune.modeling import HubtuneForImageClassification
+from hubtune.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +64,9 @@ RANDOM_FEATURES_WARNING = (
     "benchmarks/fetch_offline_weights.py) or 'timm:<model>', or set " + ENV_EXTRACTOR + "."
 )
 
-__all__ = ["FeatureExtractorError", "NamedFeatureExtractor", "FIDInceptionV3", "build_feature_extractor",
-           "compute_fid_kid", "evaluate_generator"]
+__all__ = ["FEATURE_EXTRACTORS", "FeatureExtractorError", "FeatureExtractorKind", "NamedFeatureExtractor",
+           "FIDInceptionV3", "build_feature_extractor", "compute_fid_kid", "evaluate_generator",
+           "register_feature_extractor", "unregister_feature_extractor"]
 
 
 class NamedFeatureExtractor(nn.Module):
@@ -285,8 +292,86 @@ def _auto_candidates() -> list[str]:
     return names
 
 
+# --------------------------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class FeatureExtractorKind:
+    """A kind of named FID/KID feature extractor, whose names are ``"<name>"`` or ``"<name>:<argument>"``.
+
+    Attributes:
+        name: the kind, the part of an extractor name before its first ``:``.
+        usage: how its names look, for messages (``"'timm:<model>'"``).
+        build: ``build(full_name, argument)`` -> a module mapping images in [0, 1] (B, C, H, W) to features (B, D),
+            with ``name`` (recorded in the metrics), ``num_features`` and, for features that cannot rank models (random
+            weights), ``comparable = False``; ``argument`` is ``""`` when the name has none.
+        needs_argument: whether a name of this kind must have an argument.
+    """
+
+    name: str
+    usage: str
+    build: Callable[[str, str], nn.Module]
+    needs_argument: bool = True
+
+
+def _check_kind(kind: FeatureExtractorKind) -> None:
+    if not isinstance(kind, FeatureExtractorKind):
+        raise FeatureExtractorError(f"{kind!r} must be a FeatureExtractorKind to be registered as a feature extractor.")
+    if ":" in kind.name or kind.name == "auto":
+        raise FeatureExtractorError(f"a feature extractor kind cannot be named {kind.name!r} (no ':', not 'auto').")
+
+
+FEATURE_EXTRACTORS: Registry[FeatureExtractorKind] = Registry("feature extractor", FeatureExtractorError, _check_kind)
+
+
+def register_feature_extractor(kind: FeatureExtractorKind) -> FeatureExtractorKind:
+    """Make the names ``kind.name[:argument]`` available to :func:`build_feature_extractor` and
+    ``hubtune gan --eval_feature_extractor``."""
+    return FEATURE_EXTRACTORS.register(kind)
+
+
+def unregister_feature_extractor(name: str) -> None:
+    """Remove a registered kind (for tests and plug-ins)."""
+    FEATURE_EXTRACTORS.unregister(name)
+
+
+def _inception(name: str, path: str) -> nn.Module:
+    if path:
+        return _inception_file_extractor(name, path)
+    try:
+        return _InceptionExtractor()
+    except Exception as err:  # ModuleNotFoundError (torch-fidelity) or a failed weight download
+        raise FeatureExtractorError(
+            f"the Inception FID extractor is unavailable here ({type(err).__name__}: {err}); "
+            f"choose another, e.g. {FALLBACK_EXTRACTOR!r} or 'hubtune:<classifier folder>'"
+        ) from err
+
+
+def _timm_random(name: str, argument: str) -> NamedFeatureExtractor:
+    model_name, _, seed = argument.partition(":")
+    if seed and not seed.isdigit():
+        raise FeatureExtractorError(f"feature extractor {name!r}: the seed after the model name must be an integer")
+    return _timm_extractor(name if seed else f"{name}:0", model_name, pretrained=False, seed=int(seed or 0))
+
+
+for _kind in (
+    FeatureExtractorKind("inception", "'inception', 'inception:<weights file>'", _inception, needs_argument=False),
+    FeatureExtractorKind("timm", "'timm:<model>'", lambda name, model: _timm_extractor(name, model, pretrained=True)),
+    FeatureExtractorKind("local-dir", "'local-dir:<timm folder>'", _local_dir_extractor),
+    FeatureExtractorKind("timm-random", "'timm-random:<model>[:seed]'", _timm_random),
+    FeatureExtractorKind("hubtune", "'hubtune:<folder>'", _hubtune_extractor),
+):
+    register_feature_extractor(_kind)
+
+
+def _unknown(name: str) -> FeatureExtractorError:
+    usages = ["'auto'", *(kind.usage for kind in FEATURE_EXTRACTORS.values())]
+    return FeatureExtractorError(f"unknown feature extractor {name!r}: use {', '.join(usages[:-1])} or {usages[-1]}")
+
+
 def build_feature_extractor(name: str = "auto") -> nn.Module:
-    """Resolve a feature-extractor name (see the module docstring); the result has ``name`` and ``num_features``."""
+    """Resolve a feature-extractor name (see the module docstring; the kinds are :data:`FEATURE_EXTRACTORS`); the
+    result has ``name`` and ``num_features``."""
     if name == "auto":
         for candidate in _auto_candidates():
             try:
@@ -296,32 +381,10 @@ def build_feature_extractor(name: str = "auto") -> nn.Module:
         # one warning (not also a log record: both print, so the message appeared twice)
         warnings.warn(RANDOM_FEATURES_WARNING.format(name=FALLBACK_EXTRACTOR), stacklevel=2)
         return build_feature_extractor(FALLBACK_EXTRACTOR)
-    if name == "inception":
-        try:
-            return _InceptionExtractor()
-        except Exception as err:  # ModuleNotFoundError (torch-fidelity) or a failed weight download
-            raise FeatureExtractorError(
-                f"the Inception FID extractor is unavailable here ({type(err).__name__}: {err}); "
-                f"choose another, e.g. {FALLBACK_EXTRACTOR!r} or 'hubtune:<classifier folder>'"
-            ) from err
-    kind, _, rest = name.partition(":")
-    if kind == "timm" and rest:
-        return _timm_extractor(name, rest, pretrained=True)
-    if kind == "timm-random" and rest:
-        model_name, _, seed = rest.partition(":")
-        if seed and not seed.isdigit():
-            raise FeatureExtractorError(f"feature extractor {name!r}: the seed after the model name must be an integer")
-        return _timm_extractor(name if seed else f"{name}:0", model_name, pretrained=False, seed=int(seed or 0))
-    if kind == "hubtune" and rest:
-        return _hubtune_extractor(name, rest)
-    if kind == "local-dir" and rest:
-        return _local_dir_extractor(name, rest)
-    if kind == "inception" and rest:
-        return _inception_file_extractor(name, rest)
-    raise FeatureExtractorError(
-        f"unknown feature extractor {name!r}: use 'auto', 'inception', 'inception:<weights file>', 'timm:<model>', "
-        "'local-dir:<timm folder>', 'timm-random:<model>[:seed]' or 'hubtune:<folder>'"
-    )
+    kind, _, argument = name.partition(":")
+    if kind not in FEATURE_EXTRACTORS or (FEATURE_EXTRACTORS.get(kind).needs_argument and not argument):
+        raise _unknown(name)
+    return FEATURE_EXTRACTORS.get(kind).build(name, argument)
 
 
 def _batches(images: Tensor, batch_size: int):

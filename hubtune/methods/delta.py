@@ -79,8 +79,8 @@ class DeltaConfig(MethodConfig):
             ``feature_info`` modules, read with ``forward_intermediates``; transformers' blocks, read from
             ``hidden_states``), e.g. ``layer1,layer2,layer3,layer4`` for a ResNet; empty (the default): the last level
             of each of the backbone's last four resolutions (a ResNet's four stages; four evenly spaced blocks of a
-            ViT), see ``Backbone.feature_map_modules``. The model's config records the names. The authors hook the
-            last conv of each stage's last block, before its BatchNorm and the residual sum (train.py:128-129,
+            ViT), see ``BackboneLibrary.feature_map_modules``. The model's config records the names. The authors
+            hook the last conv of each stage's last block, before its BatchNorm and the residual sum (train.py:128-129,
             ``layer1.2.conv3, ...``; tllib delta.py:88-93 the same); hubtune reads each stage's output, which every
             library returns: a stated difference, not measured against the conv3 outputs.
         attention_epochs: epochs of the linear probe trained on the frozen pre-trained features before the
@@ -246,10 +246,11 @@ class DeltaMethod(TrainingMethod):
                               f"{model.config.classifier_type!r}.")
         warn_if_not_pretrained(model, "DELTA", "the starting backbone's feature maps")
         backbone = model.backbone
+        library = backbone.library_entry  # the backbone's library reads its feature maps
         try:
-            levels = [name for name, _ in backbone.feature_levels()]
-            layers = self.config.layer_names() or backbone.feature_map_modules()
-            backbone._level_indices(layers)
+            levels = [name for name, _ in library.feature_levels(backbone)]
+            layers = self.config.layer_names() or library.feature_map_modules(backbone)
+            library.level_indices(backbone, layers)
         except HubtuneError as e:
             raise MethodError(f"DELTA layers: {e}") from None
         layers = sorted(layers, key=levels.index)  # the library returns its feature maps in depth order
@@ -263,8 +264,8 @@ class DeltaMethod(TrainingMethod):
         was_training = backbone.model.training
         backbone.model.eval()
         try:
-            _, maps = backbone.pooled_and_maps(backbone.model, torch.zeros(1, *backbone.preprocessing.input_size),
-                                               layers)
+            _, maps = backbone.library_entry.pooled_and_maps(
+                backbone, backbone.model, torch.zeros(1, *backbone.preprocessing.input_size), layers)
         finally:
             backbone.model.train(was_training)
         return [channels_first(m).shape[1] for m in maps]
@@ -286,12 +287,12 @@ class DeltaMethod(TrainingMethod):
         attention.prepared = True
 
     def _importances(self, model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> list[Tensor]:
-        backbone, start = model.backbone, model.start_backbone.module
+        library, start = model.backbone.library_entry, model.start_backbone.module
         device = model.delta_attention.ready.device
         features, labels, kept, batch_size = [], [], [], 1
         for batch in batches:
             x, y = batch["pixel_values"].to(device), batch["labels"].to(device)
-            features.append(backbone.pooled_with(start, x).float())
+            features.append(library.pooled(start, x).float())
             labels.append(y)
             batch_size = max(batch_size, len(y))
             if len(kept) < self.config.attention_batches:
@@ -302,7 +303,7 @@ class DeltaMethod(TrainingMethod):
         probe = linear_probe(all_features, all_labels, model.config.num_labels, self.config.attention_epochs,
                              batch_size)
         channels = [a.numel() for a in model.delta_attention.weights()]
-        importances = channel_importance(backbone.pooled_with, probe, start, self.config.layer_names(), channels, kept)
+        importances = channel_importance(library.pooled, probe, start, self.config.layer_names(), channels, kept)
         if is_distributed():  # each process measured its own batches: their mean
             stacked = torch.cat(importances).to(device)
             torch.distributed.all_reduce(stacked)
@@ -323,9 +324,10 @@ class DeltaMethod(TrainingMethod):
                 "training images before training (HubtuneTrainer does it)."
             )
         backbone, layers = model.backbone, self.config.layer_names()
-        pooled, maps = backbone.pooled_and_maps(backbone.model, pixel_values, layers)
+        library = backbone.library_entry
+        pooled, maps = library.pooled_and_maps(backbone, backbone.model, pixel_values, layers)
         with torch.no_grad():
-            _, start_maps = backbone.pooled_and_maps(model.start_backbone.module, pixel_values, layers)
+            _, start_maps = library.pooled_and_maps(backbone, model.start_backbone.module, pixel_values, layers)
         features = model.classifier_input(pooled)
         logits = model.classifier(features)
         loss, ce, feature_term, head_term = model.loss_fn(

@@ -4,12 +4,14 @@ Sign convention: every score is **higher = more in-distribution**, and the metri
 in-distribution images as the **positive** class (AUROC, AUPR-in, and TPR in "FPR at 95% TPR" are about
 in-distribution images; AUPR-out makes the OOD images the positives).
 
-* :mod:`hubtune.ood.registry`: the registry ``OOD_SCORES``; a new score is one module calling
-  :func:`register_ood_score`.
+* :mod:`hubtune.ood.registry`: the registries ``OOD_SCORES`` and ``OOD_SOURCES``; a new score is one module calling
+  :func:`register_ood_score`, a new named source one calling :func:`register_ood_source`.
 * :mod:`hubtune.ood.scores`: msp, max-logit, energy, the class-subspace and Mahalanobis scores (registered there).
 * :mod:`hubtune.ood.metrics`: :func:`ood_metrics` (AUROC, FPR at 95% TPR, AUPR-in/out, detection error).
-* :mod:`hubtune.ood.sources`: the built-in ``"noise"`` and ``"skimage-photos"`` sources, :func:`load_ood_data`.
-* :mod:`hubtune.ood.evaluate`: :func:`evaluate_ood`, a model run over an in-distribution set and OOD sets.
+* :mod:`hubtune.ood.sources`: the named sources ``"noise"`` and ``"skimage-photos"`` (registered there),
+  :func:`load_ood_data`.
+* :mod:`hubtune.ood.evaluate`: :func:`evaluate_ood`, a model run over an in-distribution set and OOD sets
+  (its settings: :class:`OODSettings`).
 * :mod:`hubtune.ood.report`: Markdown tables and ``ood_results.json`` (one entry per set pair).
 
 ``hubtune ood`` (:mod:`hubtune.commands.ood`) runs the evaluation from the command line. User-caused
@@ -17,7 +19,7 @@ failures raise :class:`hubtune.errors.OODError` (a ``ValueError``).
 """
 
 from hubtune.errors import OODError
-from hubtune.ood.evaluate import evaluate_ood, load_ood_sets
+from hubtune.ood.evaluate import OODSettings, evaluate_ood, load_ood_sets
 from hubtune.ood.metrics import METRIC_NAMES, ood_metrics
 from hubtune.ood.report import (
     OOD_RESULTS_FILENAME,
@@ -43,8 +45,14 @@ from hubtune.ood.scores import (
     resolve_scores,
     subspace_angle_score,
 )
-from hubtune.ood.registry import unregister_ood_score
-from hubtune.ood.sources import BUILTIN_OOD_SOURCES, SKIMAGE_PHOTOS, check_ood_images, load_ood_data
+from hubtune.ood.registry import (
+    OOD_SOURCES,
+    OODSource,
+    register_ood_source,
+    unregister_ood_score,
+    unregister_ood_source,
+)
+from hubtune.ood.sources import SKIMAGE_PHOTOS, check_ood_images, load_ood_data
 
 __all__ = [
     "msp_score",
@@ -63,12 +71,16 @@ __all__ = [
     "resolve_scores",
     "ood_metrics",
     "METRIC_NAMES",
-    "BUILTIN_OOD_SOURCES",
+    "OOD_SOURCES",
+    "OODSource",
+    "register_ood_source",
+    "unregister_ood_source",
     "SKIMAGE_PHOTOS",
     "load_ood_data",
     "check_ood_images",
     "load_ood_sets",
     "evaluate_ood",
+    "OODSettings",
     "format_ood_table",
     "format_ood_entries",
     "ood_result_entries",

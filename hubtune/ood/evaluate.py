@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import datasets
@@ -20,11 +20,13 @@ from torch import Tensor
 from hubtune.backbones import PreprocessingConfig
 from hubtune.data import ImageClassificationData, build_transforms, load_image_classification_data
 from hubtune.errors import OODError
+from hubtune.messages import say
 from hubtune.ood.metrics import CONVENTION, METRIC_NAMES, ood_metrics
+from hubtune.ood.registry import OOD_SOURCES
 from hubtune.ood.scores import DEFAULT_SCORES, OOD_SCORES, OODScore, resolve_scores
-from hubtune.ood.sources import BUILTIN_OOD_SOURCES, check_ood_images, image_column, load_ood_data
+from hubtune.ood.sources import check_ood_images, image_column, load_ood_data
 
-__all__ = ["evaluate_ood", "load_ood_sets"]
+__all__ = ["OODSettings", "evaluate_ood", "load_ood_sets"]
 
 
 # --------------------------------------------------------------------------------------------- the model
@@ -217,8 +219,8 @@ def _named_sources(out_data: Mapping[str, Any] | Sequence[Any] | str | os.PathLi
         out_data = {str(source): source for source in out_data}
     if not out_data:
         raise OODError(
-            f"Give at least one OOD dataset (out_data), e.g. {{'noise': 'noise'}}; built-in sources: "
-            f"{', '.join(BUILTIN_OOD_SOURCES)}."
+            f"Give at least one OOD dataset (out_data), e.g. {{'noise': 'noise'}}; named sources: "
+            f"{', '.join(OOD_SOURCES)}."
         )
     return {str(name): source for name, source in out_data.items()}
 
@@ -314,7 +316,7 @@ def match_labels(model: Any, dataset: Any, name: str) -> Any:
             f"{_few_names(data_labels)}; its accuracy and the fitted scores would compare mismatched labels. Pass the "
             "dataset the model was fine-tuned on as --dataset (in_data); the OOD sets go to --ood_dataset."
         )
-    print(f"Note: {name!r} has the model's classes in another order; its labels are mapped to the model's by name.")
+    say(f"Note: {name!r} has the model's classes in another order; its labels are mapped to the model's by name.")
     return dataset.align_labels_with_mapping({label: i for i, label in enumerate(model_labels)}, "label")
 
 
@@ -328,8 +330,8 @@ def load_ood_sets(
 ) -> dict[str, datasets.Dataset]:
     """Load every OOD set and check that each image decodes, before any model runs.
 
-    Built-in sources copy the first ``reference`` image's size and mode and hold ``len(reference)`` images;
-    dataset-backed ones keep at most ``max_ood_images`` (a seeded subset).
+    Named sources (``OOD_SOURCES``) copy the first ``reference`` image's size and mode and hold ``len(reference)``
+    images; dataset-backed ones keep at most ``max_ood_images`` (a seeded subset).
 
     Raises:
         OODError: a missing folder, an empty set, an image that cannot be read (named in the message).
@@ -337,7 +339,7 @@ def load_ood_sets(
     first = reference[0][image_column(reference, "in-distribution")]
     sets = {}
     for name, source in sources.items():
-        if isinstance(source, str) and source in BUILTIN_OOD_SOURCES:
+        if isinstance(source, str) and source in OOD_SOURCES:
             sets[name] = load_ood_data(source, image_size=first.size, mode=first.mode, num_images=len(reference),
                                        seed=seed)
             continue
@@ -390,41 +392,75 @@ def _mean_metrics(results: dict[str, Any], score_names: Sequence[str]) -> dict[s
     }
 
 
-def evaluate_ood(
-    model: Any,
-    in_data: Any,
-    out_data: Mapping[str, Any] | Sequence[str],
-    scores: Sequence[str] = DEFAULT_SCORES,
-    train_data: Any = None,
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    *,
-    preprocessing: Any = None,
-    max_ood_images: int | None = None,
-    seed: int = 0,
-    strict_data: bool = False,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class OODSettings:
+    """How :func:`evaluate_ood` runs, besides the model, the data and the scores (each also a keyword of
+    :func:`evaluate_ood`).
+
+    Attributes:
+        batch_size: images per forward pass.
+        device: where the model runs.
+        preprocessing: a ``PreprocessingConfig`` (or dict) overriding the one found on the model.
+        max_ood_images: keep at most this many images of each dataset-backed OOD source.
+        seed: seed of the named OOD sources and of subsampling (and of the split of a source string).
+        strict_data: for sources read with ``load_image_classification_data`` (``in_data``, ``train_data``,
+            dataset-backed OOD sets), stop at the first unreadable image instead of leaving unreadable images out.
+    """
+
+    batch_size: int = 64
+    device: str | torch.device = "cpu"
+    preprocessing: Any = None
+    max_ood_images: int | None = None
+    seed: int = 0
+    strict_data: bool = False
+
+    def __post_init__(self) -> None:
+        _check_batch_size(self.batch_size)
+
+    @classmethod
+    def of(cls, settings: "OODSettings | None", options: Mapping[str, Any]) -> "OODSettings":
+        """``settings`` (default: the defaults) with the keyword ``options`` (its field names) replaced."""
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"evaluate_ood() got unexpected keyword argument(s) {', '.join(unknown)}; its settings "
+                            f"are {', '.join(cls.__dataclass_fields__)}.")
+        return replace(settings or cls(), **options)
+
+
+def _score_sets(specs: Sequence[OODScore], runner: _Runner, train: Any, in_eval: datasets.Dataset, in_name: str,
+                ood_sets: Mapping[str, datasets.Dataset]) -> tuple[_Collected, dict[str, Any], list[str]]:
+    """The in-distribution outputs, each OOD set's result and the score names (the model already in inference)."""
+    in_outputs = runner.collect(in_eval, in_name)
+    score_fns = _score_functions(specs, runner, train)
+    in_scores = _apply(specs, score_fns, in_outputs)
+    results = {}
+    for name, dataset in ood_sets.items():
+        collected = runner.collect(dataset, name)
+        results[name] = _ood_result(in_scores, _apply(specs, score_fns, collected), collected.num_images)
+    return in_outputs, results, list(in_scores)
+
+
+def evaluate_ood(model: Any, in_data: Any, out_data: Mapping[str, Any] | Sequence[str],
+                 scores: Sequence[str] = DEFAULT_SCORES, train_data: Any = None, settings: OODSettings | None = None,
+                 **options: Any) -> dict[str, Any]:
     """Score in-distribution and OOD images with a model and report OOD metrics per OOD set and score.
 
     Args:
         model: a hubtune classifier (or any module with ``forward_features(pixel_values)`` -> pooled (B, D)
             features and ``classifier`` features -> logits); a callable returning logits (or an output with
             ``.logits``) if only logit scores are asked for; or a pair ``(features_fn, head_fn)``. It is moved
-            to ``device`` and run in eval mode without gradients.
+            to the device and run in eval mode without gradients.
         in_data: the in-distribution test images: a ``datasets.Dataset`` (``"image"`` column, ``"label"``
             optional), an :class:`~hubtune.data.ImageClassificationData` (its eval split; its train split is
             the default ``train_data``) or a source string for ``load_image_classification_data``.
-        out_data: ``{name: dataset or source}``, or a list of sources (built-in ``"noise"``,
-            ``"skimage-photos"``, or anything :func:`load_ood_data` reads). The built-in sources copy the
-            in-distribution images' size and mode and hold as many images as ``in_data``.
+        out_data: ``{name: dataset or source}``, or a list of sources (a name of ``OOD_SOURCES``, such as
+            ``"noise"`` or ``"skimage-photos"``, or anything :func:`load_ood_data` reads). The named sources copy
+            the in-distribution images' size and mode and hold as many images as ``in_data``.
         scores: names from ``OOD_SCORES``.
         train_data: labelled training images that the fitted scores (``subspace``, ``mahalanobis``) are fitted
             on; a dataset, ``ImageClassificationData`` (its train split) or a source string.
-        preprocessing: a ``PreprocessingConfig`` (or dict) overriding the one found on the model.
-        max_ood_images: keep at most this many images of each dataset-backed OOD source.
-        seed: seed of the built-in OOD sources and of subsampling (and of the split of a source string).
-        strict_data: for sources read with ``load_image_classification_data`` (``in_data``, ``train_data``,
-            dataset-backed OOD sets), stop at the first unreadable image instead of leaving unreadable images out.
+        settings, **options: an :class:`OODSettings` and / or its fields as keywords (``batch_size=32``,
+            ``device="cuda"``, ``preprocessing=...``, ``max_ood_images``, ``seed``, ``strict_data``).
 
     Returns:
         ``{"in_distribution": {...}, "train_images": n or None, "scores": [...], "results": {ood_name:
@@ -437,35 +473,27 @@ def evaluate_ood(
             scores without labelled training data, an in-distribution set whose class names are not the model's
             (``config.id2label``; the same names in another order are mapped by name).
     """
-    specs = resolve_scores(scores)
-    _check_batch_size(batch_size)
-    sources = _named_sources(out_data)
-    outputs = _ModelOutputs(model)
+    settings = OODSettings.of(settings, options)
+    specs, sources, outputs = resolve_scores(scores), _named_sources(out_data), _ModelOutputs(model)
     outputs.check_supports(specs)
-    in_eval, in_name, train = _in_distribution_splits(in_data, train_data, seed, strict_data)
+    in_eval, in_name, train = _in_distribution_splits(in_data, train_data, settings.seed, settings.strict_data)
     _check_in_distribution(in_eval, in_name, train, specs)
     in_eval = match_labels(model, in_eval, in_name)
-    if any(spec.fitted for spec in specs):
+    fitted = any(spec.fitted for spec in specs)
+    if fitted:
         train = match_labels(model, train, f"{in_name} (training split)")
-    ood_sets = load_ood_sets(sources, in_eval, max_ood_images=max_ood_images, seed=seed, strict_data=strict_data)
-    transform = build_transforms(_find_preprocessing(model, preprocessing), train=False)
-    need_features = any(spec.reads == "features" for spec in specs)
-    runner = _Runner(outputs, transform, batch_size, device, need_features)
-
-    with _inference(outputs.module, device):
-        in_outputs = runner.collect(in_eval, in_name)
-        score_fns = _score_functions(specs, runner, train)
-        in_scores = _apply(specs, score_fns, in_outputs)
-        results = {}
-        for name, dataset in ood_sets.items():
-            collected = runner.collect(dataset, name)
-            results[name] = _ood_result(in_scores, _apply(specs, score_fns, collected), collected.num_images)
-
+    ood_sets = load_ood_sets(sources, in_eval, max_ood_images=settings.max_ood_images, seed=settings.seed,
+                             strict_data=settings.strict_data)
+    transform = build_transforms(_find_preprocessing(model, settings.preprocessing), train=False)
+    runner = _Runner(outputs, transform, settings.batch_size, settings.device,
+                     any(spec.reads == "features" for spec in specs))
+    with _inference(outputs.module, settings.device):
+        in_outputs, results, score_names = _score_sets(specs, runner, train, in_eval, in_name, ood_sets)
     return {
         "in_distribution": _in_summary(in_name, in_outputs),
-        "train_images": int(len(train)) if any(spec.fitted for spec in specs) else None,
+        "train_images": int(len(train)) if fitted else None,
         "scores": [spec.name for spec in specs],
         "results": results,
-        "mean": _mean_metrics(results, list(in_scores)),
+        "mean": _mean_metrics(results, score_names),
         "convention": CONVENTION,
     }

@@ -1,8 +1,10 @@
-"""OOD image sources: two built-in synthetic ones, any dataset hubtune reads, and a check that every image decodes.
+"""OOD image sources: named ones that make their images, any dataset hubtune reads, and a check that every image
+decodes.
 
-Besides anything :func:`hubtune.data.load_image_classification_data` reads, two built-in sources need no
-data: ``"noise"`` (uniform noise images) and ``"skimage-photos"`` (random crops of scikit-image's bundled
-photos), both made with the in-distribution images' size and mode so that only content differs.
+Besides anything :func:`hubtune.data.load_image_classification_data` reads, the named sources of
+:data:`~hubtune.ood.registry.OOD_SOURCES` need no data. Two are registered here: ``"noise"`` (uniform noise
+images) and ``"skimage-photos"`` (random crops of scikit-image's bundled photos); they, and any registered by a
+plug-in, are made with the in-distribution images' size and mode so that only content differs.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from PIL import Image
 
 from hubtune.data import describe_image, find_image_column, load_image_classification_data, no_images_in, open_image
 from hubtune.errors import DatasetError, OODError
+from hubtune.ood.registry import OOD_SOURCES, OODSource, register_ood_source
 
 __all__ = [
-    "BUILTIN_OOD_SOURCES",
     "DEFAULT_BUILTIN_SIZE",
     "SKIMAGE_PHOTOS",
     "check_ood_images",
@@ -33,15 +35,11 @@ SKIMAGE_PHOTOS = (
     "astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "moon", "page", "text", "clock",
     "brick", "grass", "gravel", "immunohistochemistry", "hubble_deep_field", "colorwheel",
 )
-BUILTIN_OOD_SOURCES = {
-    "noise": "uniform noise images with the in-distribution images' size and mode",
-    "skimage-photos": "random crops of scikit-image's bundled photos, resized to the in-distribution size and mode",
-}
 DEFAULT_BUILTIN_SIZE = 500
 _CHECK_BATCH = 256
 
 
-# --------------------------------------------------------------------------------------------- built-in sources
+# --------------------------------------------------------------------------------------------- named sources
 
 
 def _noise_images(num_images: int, size: tuple[int, int], mode: str, generator: torch.Generator) -> list:
@@ -89,17 +87,23 @@ def _photo_crops(num_images: int, size: tuple[int, int], mode: str, generator: t
     return images
 
 
+register_ood_source(OODSource("noise", "uniform noise images with the in-distribution images' size and mode",
+                               _noise_images))
+register_ood_source(OODSource(
+    "skimage-photos", "random crops of scikit-image's bundled photos, resized to the in-distribution size and mode",
+    _photo_crops))
+
+
 def _image_dataset(images: list) -> datasets.Dataset:
     return datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
 
 
-def _builtin(source: str, image_size, mode: str | None, num_images: int | None, seed: int) -> datasets.Dataset:
+def _made(source: OODSource, image_size, mode: str | None, num_images: int | None, seed: int) -> datasets.Dataset:
     size = (32, 32) if image_size is None else image_size
     size = (size, size) if isinstance(size, int) else tuple(size)
     generator = torch.Generator().manual_seed(seed)
     count = DEFAULT_BUILTIN_SIZE if num_images is None else num_images
-    make = _noise_images if source == "noise" else _photo_crops
-    return _image_dataset(make(count, size, mode or "RGB", generator))
+    return _image_dataset(source.images(count, size, mode or "RGB", generator))
 
 
 # --------------------------------------------------------------------------------------------- dataset sources
@@ -118,7 +122,7 @@ def _load_dataset_source(source: str | os.PathLike | datasets.DatasetDict, seed:
     if isinstance(source, (str, os.PathLike)) and _looks_like_path(source) and not Path(source).expanduser().exists():
         raise OODError(
             f"OOD source {str(source)!r} does not exist. Give an existing image folder, a folder written by "
-            f"save_to_disk, a Hub dataset name, or a built-in source ({', '.join(BUILTIN_OOD_SOURCES)})."
+            f"save_to_disk, a Hub dataset name, or a named source ({', '.join(OOD_SOURCES)})."
         )
     if isinstance(source, (str, os.PathLike)):
         source = str(Path(source).expanduser()) if _looks_like_path(source) else str(source)
@@ -150,14 +154,15 @@ def load_ood_data(
     """An OOD dataset (a ``datasets.Dataset`` with an ``"image"`` column) from a source.
 
     Args:
-        source: ``"noise"`` or ``"skimage-photos"`` (built in, made here), a ``datasets.Dataset``, or anything
+        source: a name of :data:`~hubtune.ood.registry.OOD_SOURCES` (``"noise"``, ``"skimage-photos"``, a plug-in's:
+            made here), a ``datasets.Dataset``, or anything
             :func:`hubtune.data.load_image_classification_data` reads (then its evaluation split: the test
             / validation split when it has one); a folder of unlabelled images also works.
-        image_size: (width, height) or one int, for the built-in sources (default 32 x 32).
-        mode: PIL mode of the built-in sources' images (default ``"RGB"``).
-        num_images: images in a built-in source (default 500), or the most to keep from a dataset (a seeded
+        image_size: (width, height) or one int, for the named sources (default 32 x 32).
+        mode: PIL mode of the named sources' images (default ``"RGB"``).
+        num_images: images in a named source (default 500), or the most to keep from a dataset (a seeded
             random subset).
-        seed: random seed of the built-in sources and of subsampling.
+        seed: random seed of the named sources and of subsampling.
         strict_data: a dataset source stops at its first unreadable image instead of leaving it out.
 
     Raises:
@@ -166,15 +171,15 @@ def load_ood_data(
     """
     if num_images is not None and (not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 0):
         raise OODError(f"num_images must be a non-negative integer or None, not {num_images!r}.")
-    if isinstance(source, str) and source in BUILTIN_OOD_SOURCES:
-        return _builtin(source, image_size, mode, num_images, seed)
+    if isinstance(source, str) and source in OOD_SOURCES:
+        return _made(OOD_SOURCES.get(source), image_size, mode, num_images, seed)
     if isinstance(source, datasets.Dataset):
         dataset = source
     elif isinstance(source, (str, os.PathLike, datasets.DatasetDict)):
         dataset = _load_dataset_source(source, seed, strict_data)
     else:
         raise OODError(
-            f"Unsupported OOD source {source!r}: pass {' or '.join(map(repr, BUILTIN_OOD_SOURCES))}, a "
+            f"Unsupported OOD source {source!r}: pass {' or '.join(map(repr, OOD_SOURCES))}, a "
             "datasets.Dataset with an image column, or a dataset source (image folder, saved dataset, Hub name)."
         )
     if num_images is not None and len(dataset) > num_images:

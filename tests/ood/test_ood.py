@@ -14,14 +14,16 @@ from hubtune.backbones import PreprocessingConfig
 from hubtune.commands import main as hubtune_main
 from hubtune.commands import ood as ood_command
 from hubtune.data import build_transforms
-from hubtune.errors import OODError
+from hubtune.errors import DatasetError, OODError
 from hubtune.hub import read_run_info, write_model_card, write_run_info
 from hubtune.modeling import HubtuneForImageClassification
 from hubtune.ood import (
     METRIC_NAMES,
     OOD_SCORES,
+    OOD_SOURCES,
     ClassGaussians,
     OODScore,
+    OODSource,
     ClassSubspaces,
     energy_score,
     evaluate_ood,
@@ -36,8 +38,10 @@ from hubtune.ood import (
     ood_metrics,
     read_ood_results,
     register_ood_score,
+    register_ood_source,
     subspace_angle_score,
     unregister_ood_score,
+    unregister_ood_source,
 )
 
 
@@ -684,3 +688,55 @@ def test_a_registered_toy_score_runs_through_hubtune_ood(toy_score, hubtune_mode
     assert entry["scores"] == [toy_score, "energy"]
     assert set(entry["metrics"][toy_score]) == set(METRIC_NAMES)
     assert f"| noise (9) | {toy_score} |" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------- a plug-in OOD source
+
+
+def _stripes(num_images, size, mode, generator):
+    """Horizontal stripes of a random period (2 to 4 pixels), white on black."""
+    width, height = size
+    images = []
+    for _ in range(num_images):
+        period = int(torch.randint(2, 5, (1,), generator=generator))
+        rows = (np.arange(height) // period % 2 * 255).astype(np.uint8)
+        images.append(Image.fromarray(np.repeat(rows[:, None], width, axis=1), mode="L").convert(mode))
+    return images
+
+
+@pytest.fixture()
+def toy_source():
+    """A new named OOD source is one function plus one registration."""
+    register_ood_source(OODSource("toy-stripes", "horizontal stripes", _stripes))
+    yield "toy-stripes"
+    unregister_ood_source("toy-stripes")
+    assert "toy-stripes" not in OOD_SOURCES
+
+
+def test_the_built_in_named_sources_are_registry_entries():
+    assert OOD_SOURCES.names()[:2] == ("noise", "skimage-photos")
+
+
+def test_a_registered_toy_source_is_made_at_the_requested_size_mode_and_seed(toy_source, tmp_path):
+    stripes = load_ood_data(toy_source, image_size=(7, 6), mode="RGB", num_images=4, seed=3)
+    assert len(stripes) == 4 and {(im.size, im.mode) for im in stripes["image"]} == {((7, 6), "RGB")}
+    pixels = np.asarray(stripes[0]["image"])
+    assert set(np.unique(pixels)) == {0, 255} and (pixels == pixels[:, :1]).all()  # stripes: rows of one value
+    again = load_ood_data(toy_source, image_size=(7, 6), mode="RGB", num_images=4, seed=3)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(stripes["image"], again["image"]))
+    unregister_ood_source(toy_source)  # no longer a named source: read as a dataset, which does not exist
+    with pytest.raises(DatasetError, match="Could not load dataset 'toy-stripes'"):
+        load_ood_data(toy_source)
+
+
+def test_a_registered_toy_source_runs_through_hubtune_ood(toy_source, hubtune_model, tmp_path, capsys):
+    assert f"{toy_source} (horizontal stripes)" in " ".join(ood_command.build_parser().format_help().split())
+    model_dir = tmp_path / "model"
+    hubtune_model.save_pretrained(model_dir)
+    data_dir = _saved_dataset(tmp_path / "data", 12, 9, seed=6)
+    assert _ood_cli(["--model", str(model_dir), "--dataset", data_dir, "--ood_dataset", toy_source, "noise",
+                     "--score", "msp", "--output_dir", str(tmp_path / "ood")]) == 0
+    entries = {e["ood_dataset"]: e for e in json.loads((tmp_path / "ood" / "ood_results.json").read_text())["entries"]}
+    assert set(entries) == {toy_source, "noise"} and entries[toy_source]["num_images"] == 9  # as many as in-dist.
+    assert set(entries[toy_source]["metrics"]["msp"]) == set(METRIC_NAMES)
+    assert f"| {toy_source} (9) | msp |" in capsys.readouterr().out
