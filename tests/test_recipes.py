@@ -82,8 +82,9 @@ def test_gan_recipe_parses_and_runs_two_steps(name, tmp_path):
     (arguments,) = parse_command_line(gan_parser(), [str(RECIPES / name)])
     config, deprecations = arguments.to_config()
     assert not deprecations, "recipes use today's option names"
-    assert config.adaptivemix and config.r1_gamma == 1.0 and config.per_device_train_batch_size == 64
-    assert config.lr_g == 0.0025 and config.adam_beta1 == 0.0 and config.adam_beta2 == 0.99
+    optim = config.optim
+    assert config.adaptive_mix.adaptivemix and optim.r1_gamma == 1.0 and optim.per_device_train_batch_size == 64
+    assert optim.lr_g == 0.0025 and optim.adam_beta1 == 0.0 and optim.adam_beta2 == 0.99
     folder = tmp_path / "images"
     folder.mkdir()
     for i, image in enumerate(_images(16, 32, 0)):
