@@ -269,9 +269,11 @@ def _seed_data(data_args: Any, compare_args: CompareArguments, seed: int) -> Any
     return data
 
 
-def _run_one(label: str, method_args: Any, recipe_of: str | None, model_args: Any, data_args: Any,
-             training_args: FinetuneTrainingArguments, seed: int, data, work_dir: Path) -> dict[str, Any]:
-    """One method on one seed; ``recipe_of``: whose recipe every method trains with (None: each its own)."""
+def _run_one(label: str, c: _Comparison, seed: int, data, work_dir: Path) -> dict[str, Any]:
+    """One entry of --methods on one seed; ``c.recipe_of``: whose recipe every method trains with (None: each its
+    own)."""
+    method_args, model_args, data_args, training_args = c.method_args[label], c.model_args, c.data_args, c.training_args
+    recipe_of = c.recipe_of
     args, settings, knob_sources = resolve_recipe(method_args, training_args, pretrained=model_args.pretrained,
                                                   recipe_method=recipe_of)
     args = dataclasses.replace(args, seed=seed, output_dir=str(work_dir), save_strategy="no", eval_strategy="no",
@@ -340,8 +342,7 @@ def _train_missing(comparison: _Comparison, done: set[tuple[str, int]], journal:
             progress.running = (label, seed)
             shutil.rmtree(work_dir, ignore_errors=True)
             try:
-                row = _run_one(label, c.method_args[label], c.recipe_of, c.model_args, c.data_args, c.training_args,
-                               seed, data[seed], work_dir)
+                row = _run_one(label, c, seed, data[seed], work_dir)
             finally:
                 shutil.rmtree(work_dir, ignore_errors=True)
             row.update(fingerprint=c.fingerprint, dataset=data[seed].name, model=c.model_args.model,

@@ -290,8 +290,9 @@ def test_pip_accepts_the_wheel_and_it_installs_the_hubtune_command(tmp_path):
 
     name, data = hubtune_wheel()
     (tmp_path / name).write_bytes(data)
+    # --ignore-installed: where hubtune is already installed (CI's venv) pip would otherwise plan no install at all
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index",
-                           "--report", str(tmp_path / "report.json"), str(tmp_path / name)],
+                           "--ignore-installed", "--report", str(tmp_path / "report.json"), str(tmp_path / name)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (item,) = json.loads((tmp_path / "report.json").read_text())["install"]
