@@ -81,13 +81,19 @@ def seed_data(args, seed: int) -> tuple[Path, datasets.Dataset]:
 
 def train(args, spec: str, seed: int, data_dir: Path) -> Path:
     """``run_finetune`` with only what the demo fixes given; the method's recipe or hubtune's defaults do the rest."""
-    method, _, preset = spec.partition(":")
-    out = Path(args.output_dir) / f"seed{seed}" / spec.replace(":", "-")
+    name, _, given = spec.partition("@")
+    method, _, preset = name.partition(":")
+    out = Path(args.output_dir) / f"seed{seed}" / spec.replace(":", "-").replace("@", "-").replace(",", "-")
     options = {"model": args.model, "pretrained": args.pretrained, "dataset": str(data_dir), "method": method,
                "num_train_epochs": args.epochs, "image_size": args.image_size, "seed": seed, "output_dir": str(out),
                "overwrite_output_dir": True, "disable_tqdm": True, "logging_steps": 50}
     if preset:
         options["preset"] = preset
+    for item in filter(None, given.split(",")):  # options given over the recipe, e.g. ce@max_grad_norm=1.0
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--methods {spec}: write the options after @ as OPTION=VALUE[,OPTION=VALUE]")
+        options[key] = value
     if args.max_steps:
         options["max_steps"] = args.max_steps
     run_finetune(*parse_finetune_args(options))
@@ -226,7 +232,8 @@ def main(argv=None) -> None:
     p.add_argument("--offline-pretrained", action="store_true",
                    help="the ImageNet MobileNetV2 built offline by benchmarks/fetch_offline_weights.py (implies --pretrained)")
     p.add_argument("--methods", nargs="+", default=["ce", "core-tuning", "adaptivemix"],
-                   help="METHOD or METHOD:PRESET, e.g. adaptivemix:reference")
+                   help="METHOD, METHOD:PRESET or either with @OPTION=VALUE[,...] (finetune options given over the "
+                        "recipe), e.g. adaptivemix:reference or ce@max_grad_norm=1.0")
     p.add_argument("--epochs", type=float, default=30)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (quick checks)")
     p.add_argument("--image-size", type=int, default=32)

@@ -37,13 +37,15 @@ def test_split_classes_keeps_the_chosen_digits_relabelled_and_holds_out_the_othe
 
 def test_runs_train_with_hubtunes_own_settings_and_are_recorded_skipped_and_reported(demo, tmp_path, capsys):
     results = tmp_path / "r.jsonl"
-    argv = ["--model", "resnet10t", "--image-size", "16", "--methods", "ce", "adaptivemix", "--max-steps", "2",
+    argv = ["--model", "resnet10t", "--image-size", "16", "--methods", "ce", "adaptivemix", "ce@max_grad_norm=0.5",
+            "--max-steps", "2",
             "--epochs", "3", "--scores", "msp", "mahalanobis", "--output-dir", str(tmp_path / "out"),
             "--results", str(results)]
     demo.main(argv)
     lines = [json.loads(line) for line in results.read_text().splitlines()]
-    assert [line["method"] for line in lines] == ["ce", "adaptivemix"]
-    for line in lines:
+    assert [line["method"] for line in lines] == ["ce", "adaptivemix", "ce@max_grad_norm=0.5"]
+    assert lines[2]["settings"]["max_grad_norm"] == 0.5  # an option after @ is given over the defaults and recorded
+    for line in lines[:2]:
         # from random weights: hubtune's general defaults, not a fine-tuning recipe and nothing of the demo's own
         settings = line["settings"]
         assert (settings["optim"], settings["learning_rate"], settings["max_grad_norm"]) == ("adamw_torch", 0.001, 1.0)
@@ -59,10 +61,11 @@ def test_runs_train_with_hubtunes_own_settings_and_are_recorded_skipped_and_repo
     capsys.readouterr()
     demo.main(argv)  # a rerun finds both runs in the file and trains nothing
     out = capsys.readouterr().out
-    assert out.count("skipped") == 2 and len(results.read_text().splitlines()) == 2
+    assert out.count("skipped") == 3 and len(results.read_text().splitlines()) == 3
     demo.main(["--model", "resnet10t", "--image-size", "16", "--epochs", "3", "--max-steps", "2", "--scores", "msp",
                "--report", str(results)])
     table = capsys.readouterr().out
-    assert "| adaptivemix | 1 |" in table and "AUROC wins held-out-digits" in table
+    assert "| adaptivemix | 1 |" in table and "| ce@max_grad_norm=0.5 | 1 |" in table
+    assert "AUROC wins held-out-digits" in table
     demo.main(["--model", "resnet10t", "--image-size", "32", "--epochs", "3", "--report", str(results)])
     assert "No results with these settings." in capsys.readouterr().out
