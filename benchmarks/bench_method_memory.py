@@ -40,7 +40,7 @@ def measure(method: str, backbone: str, image_size: int, batch_size: int, steps:
     extra = sum(t.numel() * t.element_size() for n, t in tensors.items() if n.startswith(TRAINING_ONLY))
     x = torch.randn(batch_size, 3, image_size, image_size)
     y = torch.randint(0, 10, (batch_size,))
-    if method == "co-tuning":
+    if model.method.needs_preparation():  # Co-Tuning's relationship, DELTA's attention: once, before training
         model.method.prepare(model, [{"pixel_values": x, "labels": y}])
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     for _ in range(steps):

@@ -25,6 +25,7 @@ stops at the first instead.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import io
 import os
@@ -570,40 +571,35 @@ def _split_by_fraction(dataset: datasets.Dataset, eval_fraction: float, seed: in
 
 
 @dataclass(frozen=True)
-class _Request:
-    """What the caller of :func:`load_image_classification_data` asked for, handed on as one value."""
+class DataOptions:
+    """How :func:`load_image_classification_data` reads a source: every option with its default, as one value that
+    the loader hands on (each field is documented there). Pass one, its fields as keywords, or both (the keywords
+    replace the object's fields)."""
 
-    image_column: str | None
-    label_column: str | None
-    eval_split: str | None
-    eval_fraction: float | None
-    seed: int
-    max_train_samples: int | None
-    max_eval_samples: int | None
-    check_images: bool | None
-    strict_data: bool
+    image_column: str | None = None
+    label_column: str | None = None
+    eval_split: str | None = None
+    eval_fraction: float | None = None
+    seed: int = 0
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    check_images: bool | None = None
+    strict_data: bool = False
+    streaming: bool = False
 
 
-def load_image_classification_data(
-    source: Any,
-    *,
-    image_column: str | None = None,
-    label_column: str | None = None,
-    eval_split: str | None = None,
-    eval_fraction: float | None = None,
-    seed: int = 0,
-    max_train_samples: int | None = None,
-    max_eval_samples: int | None = None,
-    check_images: bool | None = None,
-    strict_data: bool = False,
-    streaming: bool = False,
-) -> ImageClassificationData:
+def load_image_classification_data(source: Any, options: DataOptions | None = None,
+                                   **values: Any) -> ImageClassificationData:
     """Load an image-classification dataset as a train / eval pair with ``"image"`` and ``"label"`` columns.
+
+    ``load_image_classification_data(source, eval_fraction=0.3, seed=1)`` or, the same,
+    ``load_image_classification_data(source, DataOptions(eval_fraction=0.3, seed=1))``.
 
     Args:
         source: ``"digits"`` (embedded scikit-learn digits), an image folder (one sub-folder per class), a folder
             written by ``save_to_disk``, a ``datasets`` object, or a Hub dataset name; with ``streaming`` also a
             folder, list or glob of WebDataset ``.tar`` shards (or ``.parquet`` files).
+        options, **values: a :class:`DataOptions`, its fields as keywords, or both (the keywords win); the fields:
         image_column: by default the one ``datasets.Image`` feature; a column of image paths when named here.
         label_column: by default the ``ClassLabel`` feature, else one named label / labels / fine_label /
             coarse_label / target / cls. Integer or string labels become ids 0..C-1 in sorted order (map-style only).
@@ -621,14 +617,21 @@ def load_image_classification_data(
     Raises:
         DatasetError: the source cannot be read, has no image or label column, a named column or split does
             not exist, a split is empty, labels fall outside [0, num_labels), or a shard is missing or truncated.
+        TypeError: a keyword that is not a field of :class:`DataOptions` (named, with the fields).
     """
-    request = _Request(image_column, label_column, eval_split, eval_fraction, seed,
-                       _positive_or_none(max_train_samples, "max_train_samples"),
-                       _positive_or_none(max_eval_samples, "max_eval_samples"), check_images, strict_data)
-    return _load_stream(source, request) if streaming else _load_map_style(source, request)
+    known = [f.name for f in dataclasses.fields(DataOptions)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise TypeError(f"load_image_classification_data() got an unexpected keyword argument {unknown[0]!r}; "
+                        f"its options are {', '.join(known)}")
+    request = dataclasses.replace(options or DataOptions(), **values)
+    request = dataclasses.replace(
+        request, max_train_samples=_positive_or_none(request.max_train_samples, "max_train_samples"),
+        max_eval_samples=_positive_or_none(request.max_eval_samples, "max_eval_samples"))
+    return _load_stream(source, request) if request.streaming else _load_map_style(source, request)
 
 
-def _columns_and_splits(splits: dict[str, Any], name: str, source: Any, request: _Request) -> tuple[Any, Any, str, str]:
+def _columns_and_splits(splits: dict[str, Any], name: str, source: Any, request: DataOptions) -> tuple[Any, Any, str, str]:
     """The training and evaluation splits with standard columns, the label column's original name and the
     training split's name."""
     train_name, train, eval_name, evaluation = _choose_splits(splits, request.eval_split)
@@ -655,7 +658,7 @@ def _columns_and_splits(splits: dict[str, Any], name: str, source: Any, request:
     return train, (evaluation, eval_name), label_col, train_name
 
 
-def _load_map_style(source: Any, request: _Request) -> ImageClassificationData:
+def _load_map_style(source: Any, request: DataOptions) -> ImageClassificationData:
     splits, name = _load_source(source)
     for split_name, split in splits.items():
         if not isinstance(split, datasets.Dataset):
@@ -694,7 +697,7 @@ def _check_two_classes(label_names: Sequence[Any], name: str) -> None:
         )
 
 
-def _load_stream(source: Any, request: _Request) -> ImageClassificationData:
+def _load_stream(source: Any, request: DataOptions) -> ImageClassificationData:
     if request.eval_fraction is not None:
         raise DatasetError("eval_fraction needs the data set's length, which a stream does not have: pass an "
                            "evaluation split (eval_split / --eval_split) or leave eval_fraction unset.")

@@ -10,8 +10,7 @@ The rule, the same for every file:
 * a ``print`` is a call of the name ``print`` anywhere in ``hubtune/`` outside ``hubtune/commands/``.
 
 Exceptions are listed below, each with its reason: a public constructor whose parameters are the keys of a saved
-config.json (its class docstring says so, and a config object is accepted too), and the one public data loader whose
-options are keyword-only with defaults, as ``datasets.load_dataset``'s are (callers name each option they set).
+config.json (its class docstring says so, and a config object is accepted too).
 """
 
 from __future__ import annotations
@@ -32,12 +31,6 @@ CONFIG_CONSTRUCTORS = {
         "Generator.from_pretrained rebuilds it with config.json's keys; StyleGAN2Generator.from_config takes the dict",
 }
 
-# Public functions whose options are keyword-only, each with a default, in the style of datasets.load_dataset: a user
-# names the few options they set, and grouping them in an object would differ from the library users know.
-KEYWORD_ONLY_APIS = {
-    "hubtune/data.py:load_image_classification_data":
-        "the public loader (README, Python API): source plus keyword-only options, as datasets.load_dataset takes them",
-}
 
 
 @dataclass(frozen=True)
@@ -149,7 +142,7 @@ def test_no_function_is_over_60_lines():
 
 def test_no_function_takes_over_8_parameters_but_the_config_json_constructors():
     _, many, _ = scan()
-    reported = _reported(many, {**CONFIG_CONSTRUCTORS, **KEYWORD_ONLY_APIS})
+    reported = _reported(many, CONFIG_CONSTRUCTORS)
     assert not reported, "Give these functions fewer parameters (at most 8; group them in a config object):\n  " + (
         "\n  ".join(reported))
 
@@ -165,20 +158,6 @@ def test_the_config_json_constructors_are_still_exceptions_and_say_why():
         (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name]
         doc = " ".join((ast.get_docstring(cls) or "").split())
         assert "parameters are the keys of the config.json" in doc, f"{class_name}'s docstring must say why"
-
-
-def test_the_keyword_only_apis_are_still_exceptions_and_take_keywords_only():
-    _, many, _ = scan()
-    over = {f.key for f in many}
-    for key in KEYWORD_ONLY_APIS:
-        assert key in over, f"{key} takes at most {MAX_PARAMETERS} parameters now: remove it from KEYWORD_ONLY_APIS"
-        path, name = key.split(":")
-        tree = ast.parse((PACKAGE_DIR.parent / path).read_text(encoding="utf-8"))
-        (function,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
-        positional = function.args.posonlyargs + function.args.args
-        assert len(positional) <= 1 and len(function.args.kwonlyargs) == len(function.args.kw_defaults), (
-            f"{name}: one positional parameter at most, and every option keyword-only with a default")
-        assert all(d is not None for d in function.args.kw_defaults), f"{name}: every keyword-only option needs a default"
 
 
 def test_library_code_does_not_print():

@@ -553,3 +553,18 @@ def test_a_folder_with_one_class_says_so(tmp_path):
         Image.new("RGB", (8, 8), (k, k, k)).save(tmp_path / "cat" / f"{k}.png")
     with pytest.raises(DatasetError, match="only one class"):
         load_image_classification_data(str(tmp_path))
+
+
+def test_options_come_as_keywords_as_a_data_options_object_or_both():
+    from hubtune.data import DataOptions
+
+    by_keywords = load_image_classification_data("digits", eval_fraction=0.3, seed=1, max_train_samples=50)
+    by_object = load_image_classification_data("digits", DataOptions(eval_fraction=0.3, seed=1, max_train_samples=50))
+    mixed = load_image_classification_data("digits", DataOptions(eval_fraction=0.3, seed=7), seed=1, max_train_samples=50)
+    for data in (by_object, mixed):  # the keywords replace the object's fields
+        assert data.train["label"] == by_keywords.train["label"] and len(data.eval) == len(by_keywords.eval) == 540
+    assert len(by_keywords.train) == 50
+    with pytest.raises(TypeError, match="unexpected keyword argument 'eval_fractoin'; its options are image_column"):
+        load_image_classification_data("digits", eval_fractoin=0.3)
+    with pytest.raises(DatasetError, match="max_train_samples"):
+        load_image_classification_data("digits", DataOptions(max_train_samples=0))
