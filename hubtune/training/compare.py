@@ -91,6 +91,7 @@ class _Comparison:
     recipe_of: str | None
     settings: dict[str, dict[str, Any]]
     fingerprint: str
+    earlier_fingerprint: str  # the same comparison as hubtune 0.2.0 journals name it (every option, default or not)
 
     @property
     def out(self) -> Path:
@@ -164,13 +165,42 @@ def _recorded_settings(label: str, method_args: Any, recipe_of: str | None, mode
     return json.loads(json.dumps(settings_to_json({**settings, **knob_sources}), default=str))
 
 
-def _fingerprint(model_args: Any, data_args: Any, compare_args: Any, settings: Mapping[str, Any]) -> str:
+_NO_DEFAULT = object()
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _changed_options(args: Any) -> dict[str, Any]:
+    """The options of an arguments dataclass whose values differ from their declared defaults."""
+    changed = {}
+    for f in dataclasses.fields(args):
+        if not f.init:
+            continue
+        default = (f.default if f.default is not dataclasses.MISSING
+                   else f.default_factory() if f.default_factory is not dataclasses.MISSING else _NO_DEFAULT)
+        value = getattr(args, f.name)
+        if default is _NO_DEFAULT or _as_json(value) != _as_json(default):
+            changed[f.name] = value
+    return changed
+
+
+def _fingerprint(model_args: Any, data_args: Any, compare_args: Any, settings: Mapping[str, Any],
+                 every_option: bool = False) -> str:
+    """What makes runs comparable: model, data, labelled subset and training settings, ``settings`` being the
+    resolved recipe settings and the other training options. Only options away from their defaults count, so an
+    option added in a newer hubtune or transformers (at a default that trains as before) keeps a journal usable;
+    ``every_option``: the earlier form, which hashed every option."""
+    def options(args: Any) -> dict[str, Any]:
+        return dataclasses.asdict(args) if every_option else _changed_options(args)
+
     described = {
-        "model": dataclasses.asdict(model_args), "data": dataclasses.asdict(data_args),
+        "model": options(model_args), "data": options(data_args),
         "train_samples_per_class": compare_args.train_samples_per_class, "method_recipes": compare_args.method_recipes,
         "settings": {k: v for k, v in settings.items() if k not in _RUN_SCOPED},
     }
-    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(_as_json(described).encode()).hexdigest()[:16]
 
 
 def _plan(model_args: Any, data_args: Any, knobs_args: Any, compare_args: CompareArguments,
@@ -188,12 +218,13 @@ def _plan(model_args: Any, data_args: Any, knobs_args: Any, compare_args: Compar
     settings = {label: _recorded_settings(label, method_args[label], recipe_of, model_args, training_args)
                 for label in labels}
     baseline_settings = resolve_recipe(method_args[labels[0]], training_args, pretrained=model_args.pretrained)[1]
-    fingerprint = _fingerprint(model_args, data_args, compare_args,
-                               {k: s.value for k, s in baseline_settings.items()}
-                               | {f.name: getattr(training_args, f.name) for f in dataclasses.fields(training_args)
-                                  if f.init and f.name not in baseline_settings})
+    recipe = {k: s.value for k, s in baseline_settings.items()}
+    every_option = {f.name: getattr(training_args, f.name) for f in dataclasses.fields(training_args)
+                    if f.init and f.name not in baseline_settings}
+    changed = {k: v for k, v in _changed_options(training_args).items() if k not in baseline_settings}
     return _Comparison(model_args, data_args, compare_args, training_args, labels, seeds, method_args, recipe_of,
-                       settings, fingerprint)
+                       settings, _fingerprint(model_args, data_args, compare_args, recipe | changed),
+                       _fingerprint(model_args, data_args, compare_args, recipe | every_option, every_option=True))
 
 
 # ------------------------------------------------------------------------------------------ the journal
@@ -207,9 +238,14 @@ def _difference(recorded: Mapping[str, Any], expected: Mapping[str, Any]) -> str
         return "unset" if setting is None else repr(setting)
 
     for key in [*expected, *(k for k in recorded if k not in expected)]:
-        if recorded.get(key) != expected.get(key):
+        if key not in _RUN_SCOPED and recorded.get(key) != expected.get(key):
             return f"{key}={shown(recorded.get(key))} where this command would use {shown(expected.get(key))}"
     return None
+
+
+def _same_comparison(row: Mapping[str, Any], comparison: _Comparison) -> bool:
+    """Whether a journal row was trained for this comparison (under either form of its fingerprint)."""
+    return row.get("fingerprint") in (comparison.fingerprint, comparison.earlier_fingerprint)
 
 
 def _finished_runs(journal: RunJournal, comparison: _Comparison) -> set[tuple[str, int]]:
@@ -228,7 +264,7 @@ def _finished_runs(journal: RunJournal, comparison: _Comparison) -> set[tuple[st
     for number, row in rows:
         expected = comparison.settings.get(row.get("label"))
         difference = _difference(row["settings"], expected) if expected is not None else None
-        if row.get("fingerprint") != comparison.fingerprint or difference:
+        if not _same_comparison(row, comparison) or difference:
             stale.append(number)
             if difference and detail is None:
                 detail = f"line {number}, {row['label']} with seed {row['seed']}: {difference}"
@@ -356,7 +392,7 @@ def _train_missing(comparison: _Comparison, done: set[tuple[str, int]], journal:
 def _report(comparison: _Comparison, journal: RunJournal) -> dict[str, Any]:
     """The report over the journal's runs of this comparison, after checking that it holds every one of them."""
     c = comparison
-    rows = [row for _, row in journal.rows() if row.get("fingerprint") == c.fingerprint and row["label"] in c.labels
+    rows = [row for _, row in journal.rows() if _same_comparison(row, c) and row["label"] in c.labels
             and row["seed"] in c.seeds]
     missing = {(label, seed) for label in c.labels for seed in c.seeds} - {(r["label"], r["seed"]) for r in rows}
     if missing:

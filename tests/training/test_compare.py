@@ -118,6 +118,65 @@ def test_other_settings_in_the_same_folder_are_refused_in_one_line(weights, tmp_
     assert len(read_runs(out)) == 1 and list(out.glob("compare.jsonl.replaced-*"))
 
 
+def test_more_seeds_in_the_same_folder_reuse_the_finished_ones(weights, tmp_path, capsys, monkeypatch):
+    """Extending a comparison with --seed N (another command, same settings) keeps the runs already made."""
+    out = tmp_path / "cmp"
+    assert main(_argv(weights, out, "--methods", "ce", "--seeds", "1")) == 0
+    assert main(_argv(weights, out, "--methods", "ce", "--seeds", "1", "--seed", "1")) == 0
+    assert sorted(r["seed"] for r in read_runs(out)) == [0, 1]
+    assert json.loads((out / "compare.json").read_text())["methods"][0]["seeds"] == [1]
+    capsys.readouterr()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(compare_module, "_run_one", no_training)
+    assert main(_argv(weights, out, "--methods", "ce", "--seeds", "2")) == 0
+    assert json.loads((out / "compare.json").read_text())["methods"][0]["seeds"] == [0, 1]
+
+
+def test_the_fingerprint_ignores_options_left_at_their_defaults():
+    """An option added later (a newer hubtune or transformers), at a default that trains as before, leaves the
+    fingerprint as it was; the same option set away from its default changes it."""
+    import dataclasses
+
+    model_args, data_args, _, compare_args, training_args = compare_module.parse_compare_args(
+        ["--dataset", "digits", "--methods", "ce", "--train_samples_per_class", "5"])
+    settings = {"learning_rate": 0.01}
+    base = compare_module._fingerprint(model_args, data_args, compare_args, settings)
+
+    @dataclasses.dataclass
+    class NewerDataArguments(type(data_args)):
+        new_option: int = 7
+
+    newer = NewerDataArguments(**dataclasses.asdict(data_args))
+    assert compare_module._fingerprint(model_args, newer, compare_args, settings) == base
+    newer.new_option = 8
+    assert compare_module._fingerprint(model_args, newer, compare_args, settings) != base
+    assert compare_module._fingerprint(model_args, data_args, compare_args, {"learning_rate": 0.02}) != base
+    # the earlier form (every option hashed) tells the two apart: journals written under it are still read
+    assert (compare_module._fingerprint(model_args, newer, compare_args, settings, every_option=True)
+            != compare_module._fingerprint(model_args, data_args, compare_args, settings, every_option=True))
+
+
+def test_a_journal_of_the_earlier_fingerprint_form_is_reused(weights, tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    argv = _argv(weights, out, "--methods", "ce", "--seeds", "1")
+    assert main(argv) == 0
+    comparison = compare_module._plan(*compare_module.parse_compare_args(argv[1:]))
+    journal = out / "compare.jsonl"
+    rows = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [r["fingerprint"] for r in rows] == [comparison.fingerprint] != [comparison.earlier_fingerprint]
+    journal.write_text("".join(json.dumps({**r, "fingerprint": comparison.earlier_fingerprint}) + "\n" for r in rows))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(compare_module, "_run_one", no_training)
+    assert main(argv) == 0
+    assert json.loads((out / "compare.json").read_text())["methods"][0]["seeds"] == [0]
+
+
 def test_method_labels_with_knobs_and_knobs_that_apply_to_no_method():
     assert parse_method_label("core-tuning:eta=0.1,temperature=0.2") == ("core-tuning", {"eta": 0.1, "temperature": 0.2})
     assert parse_method_label("adaptivemix:clean_ce=false") == ("adaptivemix", {"clean_ce": False})
