@@ -65,7 +65,7 @@ RANDOM_FEATURES_WARNING = (
 )
 
 __all__ = ["FEATURE_EXTRACTORS", "FeatureExtractorError", "FeatureExtractorKind", "NamedFeatureExtractor",
-           "FIDInceptionV3", "build_feature_extractor", "compute_fid_kid", "evaluate_generator",
+           "FIDInceptionV3", "build_feature_extractor", "check_feature_extractor_name", "compute_fid_kid", "evaluate_generator",
            "register_feature_extractor", "unregister_feature_extractor"]
 
 
@@ -381,10 +381,19 @@ def build_feature_extractor(name: str = "auto") -> nn.Module:
         # one warning (not also a log record: both print, so the message appeared twice)
         warnings.warn(RANDOM_FEATURES_WARNING.format(name=FALLBACK_EXTRACTOR), stacklevel=2)
         return build_feature_extractor(FALLBACK_EXTRACTOR)
+    check_feature_extractor_name(name)
+    kind, _, argument = name.partition(":")
+    return FEATURE_EXTRACTORS.get(kind).build(name, argument)
+
+
+def check_feature_extractor_name(name: str) -> None:
+    """Refuse a name that is not 'auto' or a registered kind (with its argument where the kind needs one), without
+    building anything: ``hubtune gan`` checks its --eval_feature_extractor before training, not at the end."""
+    if name == "auto":
+        return
     kind, _, argument = name.partition(":")
     if kind not in FEATURE_EXTRACTORS or (FEATURE_EXTRACTORS.get(kind).needs_argument and not argument):
         raise _unknown(name)
-    return FEATURE_EXTRACTORS.get(kind).build(name, argument)
 
 
 def _batches(images: Tensor, batch_size: int):

@@ -72,3 +72,15 @@ def test_a_toy_extractor_is_used_by_hubtune_gan_and_recorded_in_its_metrics(toy_
     unregister_feature_extractor(toy_extractor)
     with pytest.raises(FeatureExtractorError, match="unknown feature extractor 'toy-grid:3'"):
         build_feature_extractor("toy-grid:3")
+
+
+def test_an_unknown_extractor_stops_hubtune_gan_before_training(tmp_path, capsys):
+    out = tmp_path / "gan"
+    code = main(["gan", "--max_steps", "2", "--eval_num_samples", "20", "--eval_batch_size", "10", "--output_dir",
+                 str(out), "--no_progress_bar", "--eval_feature_extractor", "vgg"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "unknown feature extractor 'vgg'" in err[0]
+    assert not out.exists()  # nothing trained, nothing written
+    # with the metrics off the extractor is never used, so any name passes
+    assert main(["gan", "--max_steps", "1", "--eval_num_samples", "0", "--output_dir", str(out), "--no_progress_bar",
+                 "--eval_feature_extractor", "vgg"]) == 0
