@@ -165,40 +165,35 @@ def _recorded_settings(label: str, method_args: Any, recipe_of: str | None, mode
     return json.loads(json.dumps(settings_to_json({**settings, **knob_sources}), default=str))
 
 
-_NO_DEFAULT = object()
-
-
 def _as_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _changed_options(args: Any) -> dict[str, Any]:
-    """The options of an arguments dataclass whose values differ from their declared defaults."""
-    changed = {}
+def _options(args: Any, every_option: bool) -> dict[str, Any]:
+    """An arguments dataclass's options: every one (as hubtune 0.2.0 fingerprinted them), or those whose values
+    differ from their declared defaults."""
+    options = {}
     for f in dataclasses.fields(args):
         if not f.init:
             continue
-        default = (f.default if f.default is not dataclasses.MISSING
-                   else f.default_factory() if f.default_factory is not dataclasses.MISSING else _NO_DEFAULT)
         value = getattr(args, f.name)
-        if default is _NO_DEFAULT or _as_json(value) != _as_json(default):
-            changed[f.name] = value
-    return changed
+        if every_option or f.default is f.default_factory is dataclasses.MISSING:
+            options[f.name] = value
+        elif _as_json(value) != _as_json(f.default if f.default is not dataclasses.MISSING else f.default_factory()):
+            options[f.name] = value
+    return options
 
 
-def _fingerprint(model_args: Any, data_args: Any, compare_args: Any, settings: Mapping[str, Any],
+def _fingerprint(model_args: Any, data_args: Any, compare_args: Any, recipe: Mapping[str, Any], training_args: Any,
                  every_option: bool = False) -> str:
-    """What makes runs comparable: model, data, labelled subset and training settings, ``settings`` being the
-    resolved recipe settings and the other training options. Only options away from their defaults count, so an
-    option added in a newer hubtune or transformers (at a default that trains as before) keeps a journal usable;
-    ``every_option``: the earlier form, which hashed every option."""
-    def options(args: Any) -> dict[str, Any]:
-        return dataclasses.asdict(args) if every_option else _changed_options(args)
-
+    """What makes runs comparable: model, data, labelled subset, the first method's resolved recipe settings and the
+    other training options. Only options away from their defaults count, so that an option added by a newer hubtune
+    or transformers (at a default that trains as before) keeps a journal usable; ``every_option``: the earlier form."""
+    training = {k: v for k, v in _options(training_args, every_option).items() if k not in recipe}
     described = {
-        "model": options(model_args), "data": options(data_args),
+        "model": _options(model_args, every_option), "data": _options(data_args, every_option),
         "train_samples_per_class": compare_args.train_samples_per_class, "method_recipes": compare_args.method_recipes,
-        "settings": {k: v for k, v in settings.items() if k not in _RUN_SCOPED},
+        "settings": {k: v for k, v in {**recipe, **training}.items() if k not in _RUN_SCOPED},
     }
     return hashlib.sha256(_as_json(described).encode()).hexdigest()[:16]
 
@@ -219,12 +214,10 @@ def _plan(model_args: Any, data_args: Any, knobs_args: Any, compare_args: Compar
                 for label in labels}
     baseline_settings = resolve_recipe(method_args[labels[0]], training_args, pretrained=model_args.pretrained)[1]
     recipe = {k: s.value for k, s in baseline_settings.items()}
-    every_option = {f.name: getattr(training_args, f.name) for f in dataclasses.fields(training_args)
-                    if f.init and f.name not in baseline_settings}
-    changed = {k: v for k, v in _changed_options(training_args).items() if k not in baseline_settings}
+    fingerprints = [_fingerprint(model_args, data_args, compare_args, recipe, training_args, every_option=every)
+                    for every in (False, True)]
     return _Comparison(model_args, data_args, compare_args, training_args, labels, seeds, method_args, recipe_of,
-                       settings, _fingerprint(model_args, data_args, compare_args, recipe | changed),
-                       _fingerprint(model_args, data_args, compare_args, recipe | every_option, every_option=True))
+                       settings, *fingerprints)
 
 
 # ------------------------------------------------------------------------------------------ the journal

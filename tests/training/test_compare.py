@@ -142,21 +142,23 @@ def test_the_fingerprint_ignores_options_left_at_their_defaults():
 
     model_args, data_args, _, compare_args, training_args = compare_module.parse_compare_args(
         ["--dataset", "digits", "--methods", "ce", "--train_samples_per_class", "5"])
-    settings = {"learning_rate": 0.01}
-    base = compare_module._fingerprint(model_args, data_args, compare_args, settings)
+
+    def fingerprint(data, recipe=None, every_option=False):
+        return compare_module._fingerprint(model_args, data, compare_args, recipe or {"learning_rate": 0.01},
+                                           training_args, every_option=every_option)
 
     @dataclasses.dataclass
     class NewerDataArguments(type(data_args)):
         new_option: int = 7
 
     newer = NewerDataArguments(**dataclasses.asdict(data_args))
-    assert compare_module._fingerprint(model_args, newer, compare_args, settings) == base
+    assert fingerprint(newer) == fingerprint(data_args)
     newer.new_option = 8
-    assert compare_module._fingerprint(model_args, newer, compare_args, settings) != base
-    assert compare_module._fingerprint(model_args, data_args, compare_args, {"learning_rate": 0.02}) != base
+    assert fingerprint(newer) != fingerprint(data_args)
+    assert fingerprint(data_args, {"learning_rate": 0.02}) != fingerprint(data_args)
     # the earlier form (every option hashed) tells the two apart: journals written under it are still read
-    assert (compare_module._fingerprint(model_args, newer, compare_args, settings, every_option=True)
-            != compare_module._fingerprint(model_args, data_args, compare_args, settings, every_option=True))
+    newer.new_option = 7
+    assert fingerprint(newer, every_option=True) != fingerprint(data_args, every_option=True)
 
 
 def test_a_journal_of_the_earlier_fingerprint_form_is_reused(weights, tmp_path, monkeypatch):
