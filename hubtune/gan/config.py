@@ -49,7 +49,6 @@ from hubtune.arguments import check_number, optional_flag, registry_fields
 from hubtune.errors import ConfigError
 from hubtune.gan.archs import ARCHITECTURES, ArchConfig, GANArchitecture, architectures, discriminator_for, get_architecture
 from hubtune.gan.archs.base import check_positive_int
-from hubtune.gan.metrics import check_feature_extractor_name
 from hubtune.losses.adaptive_mix_settings import AdaptiveMixSettings
 from hubtune.runs.checkpoints import resume_request
 from hubtune.trackers import check_trackers_installed
@@ -365,6 +364,8 @@ class GANEvalArguments:
         _check_positive(self, "eval_batch_size")
         check_number("eval_num_samples", self.eval_num_samples, minimum=0, integer=True)
         if self.eval_num_samples:
+            from hubtune.gan.metrics import check_feature_extractor_name  # torch: not for `hubtune gan --help`
+
             check_feature_extractor_name(self.eval_feature_extractor)
         if self.eval_num_samples and self.eval_num_samples < 2 * self.eval_batch_size:
             raise ConfigError(

@@ -64,8 +64,11 @@ def _package_files() -> dict[str, bytes]:
 
 
 def _metadata_text(dist: metadata.Distribution) -> str:
-    """The installed METADATA with this code's version (an editable install keeps the version it was installed at)."""
-    text = dist.read_text("METADATA") or f"Metadata-Version: 2.1\nName: hubtune\nVersion: {__version__}\n"
+    """The installed METADATA (PKG-INFO where hubtune is found as an egg-info folder, e.g. that of an editable
+    install seen from the source tree) with this code's version (an editable install keeps the version it was
+    installed at)."""
+    text = (dist.read_text("METADATA") or dist.read_text("PKG-INFO")
+            or f"Metadata-Version: 2.1\nName: hubtune\nVersion: {__version__}\n")
     return re.sub(r"(?m)^Version: .*$", f"Version: {__version__}", text, count=1)
 
 

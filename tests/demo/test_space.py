@@ -284,6 +284,20 @@ def test_the_wheel_is_the_same_bytes_for_the_same_code():
     assert hubtune_wheel() == hubtune_wheel()
 
 
+def test_the_wheel_carries_the_requirements_of_an_egg_info_install_too():
+    """An editable install seen from the source tree is an egg-info folder: PKG-INFO, no METADATA. Its requirements
+    must still reach the wheel, or the check that requirements.txt pins them all has nothing to check."""
+    from hubtune.hub.wheel import _metadata_text
+
+    class EggInfo:
+        def read_text(self, name):
+            return {"PKG-INFO": 'Metadata-Version: 2.1\nName: hubtune\nVersion: 0.0.1\n'
+                                'Requires-Dist: datasets>=2; extra == "demo"\n'}.get(name)
+
+    text = _metadata_text(EggInfo())
+    assert f"Version: {hubtune.__version__}" in text and 'Requires-Dist: datasets>=2; extra == "demo"' in text
+
+
 def test_pip_accepts_the_wheel_and_it_installs_the_hubtune_command(tmp_path):
     """The wheel is a valid one for pip (a visitor who clones the Space can `pip install` it)."""
     from hubtune.hub.wheel import hubtune_wheel
