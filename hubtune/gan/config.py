@@ -363,10 +363,6 @@ class GANEvalArguments:
     def __post_init__(self) -> None:
         _check_positive(self, "eval_batch_size")
         check_number("eval_num_samples", self.eval_num_samples, minimum=0, integer=True)
-        if self.eval_num_samples:
-            from hubtune.gan.metrics import check_feature_extractor_name  # torch: not for `hubtune gan --help`
-
-            check_feature_extractor_name(self.eval_feature_extractor)
         if self.eval_num_samples and self.eval_num_samples < 2 * self.eval_batch_size:
             raise ConfigError(
                 f"eval_num_samples={self.eval_num_samples} is less than two evaluation batches of {self.eval_batch_size}: "

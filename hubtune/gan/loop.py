@@ -77,7 +77,7 @@ from hubtune.gan.config import (
     GANTrainingConfig,
 )
 from hubtune.gan.data import ImageSet, StepBatchSampler, StreamedImages, load_image_set, load_image_stream
-from hubtune.gan.metrics import evaluate_generator
+from hubtune.gan.metrics import check_feature_extractor_name, evaluate_generator
 from hubtune.gan.models import Discriminator, Generator, as_discriminator
 from hubtune.hub.space import space_id_for
 from hubtune.losses.adaptive_mix import AdaptiveMix
@@ -730,6 +730,8 @@ def train_gan(
     elif options:
         raise ConfigError(f"train_gan takes a config or options by name, not both (got {', '.join(sorted(options))}); "
                           "build the config with GANTrainingConfig.from_options(...)")
+    if config.evaluation.eval_num_samples:  # before anything is written, not after the whole run
+        check_feature_extractor_name(config.evaluation.eval_feature_extractor)
     is_main = accelerator.is_main_process if accelerator is not None else PartialState().is_main_process
     with guarded_output_dir(config.output_dir, "gan", resume=config.resume_from_checkpoint,
                             overwrite=config.overwrite_output_dir, run_files=_RUN_FILES, main_process=is_main):
