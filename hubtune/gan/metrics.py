@@ -65,8 +65,8 @@ RANDOM_FEATURES_WARNING = (
 )
 
 __all__ = ["FEATURE_EXTRACTORS", "FeatureExtractorError", "FeatureExtractorKind", "NamedFeatureExtractor",
-           "FIDInceptionV3", "build_feature_extractor", "check_feature_extractor_name", "compute_fid_kid", "evaluate_generator",
-           "register_feature_extractor", "unregister_feature_extractor"]
+           "FIDInceptionV3", "build_feature_extractor", "check_feature_extractor_name", "compute_fid_kid",
+           "evaluate_generator", "register_feature_extractor", "unregister_feature_extractor"]
 
 
 class NamedFeatureExtractor(nn.Module):

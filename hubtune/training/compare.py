@@ -176,10 +176,9 @@ def _options(args: Any, every_option: bool) -> dict[str, Any]:
     for f in dataclasses.fields(args):
         if not f.init:
             continue
-        value = getattr(args, f.name)
-        if every_option or f.default is f.default_factory is dataclasses.MISSING:
-            options[f.name] = value
-        elif _as_json(value) != _as_json(f.default if f.default is not dataclasses.MISSING else f.default_factory()):
+        value, has_default = getattr(args, f.name), not (f.default is f.default_factory is dataclasses.MISSING)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory() if has_default else None
+        if every_option or not has_default or _as_json(value) != _as_json(default):
             options[f.name] = value
     return options
 
